@@ -1,0 +1,206 @@
+"""The command line: a thin layer over the library (DESIGN.md, "The command line").
+
+Every user mistake surfaces as one line on stderr and exit status 2 (``UserError``); outputs are
+written atomically, so a failed command never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+# ------------------------------------------------------------------------------ simulate
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="simulate a measurement file from an image")
+    kinds = p.add_subparsers(dest="modality", required=True)
+
+    ct = kinds.add_parser("ct", help="CT: sparse view, limited angle, metal, Poisson noise")
+    ct.add_argument("image", help="image in HU: DICOM file or series folder, NIfTI, .npy or .png")
+    ct.add_argument("-o", "--output", required=True, help="measurement file to write (.h5)")
+    ct.add_argument("--views", type=int, default=None, help="number of views kept (default: all)")
+    ct.add_argument("--full-views", type=int, default=180, help="size of the full view set (default 180)")
+    ct.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
+    ct.add_argument("--detector", choices=["flat", "curved"], default="flat", help="fan-beam detector shape")
+    ct.add_argument("--limited-angle", type=float, default=None, metavar="DEGREES",
+                    help="keep only views within this angular range")
+    ct.add_argument("--metal", default=None, metavar="auto|MASKFILE",
+                    help="insert metal (auto: dental fillings) and simulate beam hardening")
+    ct.add_argument("--flux", type=float, default=None, metavar="PHOTONS",
+                    help="incident photons per detector bin (Poisson noise); omit for noise-free")
+    ct.add_argument("--slice", type=int, default=None, help="slice index of a volume (default: middle)")
+    ct.add_argument("--seed", type=int, default=0)
+    ct.set_defaults(handler=_run_simulate_ct)
+
+    mri = kinds.add_parser("mri", help="MRI: under-sampled single- or multi-coil k-space")
+    mri.add_argument("image", help="magnitude image: NIfTI, DICOM, .npy or .png")
+    mri.add_argument("-o", "--output", required=True, help="measurement file to write (.h5, fastMRI layout)")
+    mri.add_argument("--mask", default="equispaced",
+                     choices=["equispaced", "random", "gaussian1d", "gaussian2d", "uniform2d", "poisson", "radial"])
+    mri.add_argument("--acceleration", type=float, default=4.0)
+    mri.add_argument("--center-fraction", type=float, default=0.08)
+    mri.add_argument("--coils", type=_positive_int, default=1)
+    mri.add_argument("--noise", type=float, default=0.0, help="complex Gaussian noise std (image max = 1)")
+    mri.add_argument("--real", action="store_true", help="keep the image real (no synthetic phase)")
+    mri.add_argument("--slice", type=int, default=None, help="slice index of a volume (default: middle)")
+    mri.add_argument("--seed", type=int, default=0)
+    mri.set_defaults(handler=_run_simulate_mri)
+
+
+def _run_simulate_ct(args) -> None:
+    from .simulate.ct import simulate_ct_file
+    simulate_ct_file(args.image, args.output, views=args.views, full_views=args.full_views,
+                     geometry=args.geometry, detector=args.detector, limited_angle=args.limited_angle,
+                     metal=args.metal, flux=args.flux, seed=args.seed, slice_index=args.slice)
+    print(f"wrote {args.output}")
+
+
+def _run_simulate_mri(args) -> None:
+    from .simulate.mri import simulate_mri_file
+    simulate_mri_file(args.image, args.output, mask=args.mask, acceleration=args.acceleration,
+                      center_fraction=args.center_fraction, coils=args.coils, noise=args.noise,
+                      real=args.real, seed=args.seed, slice_index=args.slice)
+    print(f"wrote {args.output}")
+
+
+# --------------------------------------------------------------------------- reconstruct
+def _add_reconstruct(sub) -> None:
+    p = sub.add_parser("reconstruct", help="reconstruct an image from a measurement file")
+    p.add_argument("measurement", help="file from 'scorerecon simulate' or a fastMRI .h5 file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: .npy, .nii.gz, .png, or a folder for a DICOM series")
+    p.add_argument("--method", default=None,
+                   help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI); "
+                        "default: the best classical method for the modality")
+    p.add_argument("--prior", default=None, help="prior name or checkpoint path (score-based methods)")
+    p.add_argument("--steps", type=_positive_int, default=None)
+    p.add_argument("--samples", type=_positive_int, default=1)
+    p.add_argument("--iterations", type=_positive_int, default=None, help="iterations of iterative methods")
+    p.add_argument("--weight", type=float, default=None, help="regularisation weight (tv, cs-*)")
+    p.add_argument("--filter", default="ramp", choices=["ramp", "shepp-logan", "cosine", "hann"],
+                   help="FBP filter")
+    p.add_argument("--reference", default=None, help="DICOM series whose tags a DICOM output copies")
+    p.add_argument("--metrics", default=None, help="write PSNR/SSIM against the stored truth to this JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_reconstruct)
+
+
+def _run_reconstruct(args) -> None:
+    from .data.measurement import read_measurement
+    from .solvers import reconstruct, write_reconstruction
+    meas = read_measurement(args.measurement)
+    options = {k: v for k, v in dict(iterations=args.iterations, weight=args.weight, filter=args.filter,
+                                      prior=args.prior, steps=args.steps, samples=args.samples,
+                                      seed=args.seed).items() if v is not None}
+    result = reconstruct(meas, args.method, **options)
+    write_reconstruction(result, meas, args.output, reference=args.reference)
+    print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
+    if args.metrics:
+        _write_json(args.metrics, result.metrics(meas))
+
+
+# ------------------------------------------------------------------------------ evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="PSNR and SSIM of a reconstruction against a reference")
+    p.add_argument("recon", help="reconstruction (any readable image)")
+    p.add_argument("truth", help="reference image of the same size")
+    p.add_argument("--modality", choices=["ct", "mri"], default="ct",
+                   help="ct: HU mapped by the fixed window; mri: both scaled by the reference's maximum")
+    p.add_argument("--body-mask", action="store_true", help="compute the metrics inside the body only")
+    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args) -> None:
+    from .data.io import read_image
+    from .evaluation.metrics import evaluate_images
+    metrics = evaluate_images(read_image(args.recon).array, read_image(args.truth).array,
+                              modality=args.modality, body=args.body_mask)
+    print("  ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
+    if args.json:
+        _write_json(args.json, metrics)
+
+
+# ---------------------------------------------------------------------------------- data
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="build training and evaluation sets from packaged sources")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    prep = verbs.add_parser("prepare", help="prepare a dataset into the cache directory")
+    prep.add_argument("dataset", choices=["head-ct", "brain-mri"])
+    prep.add_argument("--out", default=None, help="folder (default: the user cache directory)")
+    prep.add_argument("--deb", default=None,
+                      help="a .deb file or an unpacked folder to use instead of 'apt-get download'")
+    prep.set_defaults(handler=_run_data_prepare)
+
+
+def _run_data_prepare(args) -> None:
+    from .data.datasets import prepare_dataset
+    folder = prepare_dataset(args.dataset, out=args.out, deb=args.deb)
+    print(f"prepared {args.dataset} in {folder}")
+
+
+# ---------------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="reconstruct a bundled held-out slice and write a figure and metrics")
+    p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
+    p.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args) -> None:
+    from .evaluation.demo import run_demo
+    outputs = run_demo(Path(args.output))
+    for name, path in outputs.items():
+        print(f"{name}: {path}")
+
+
+def _write_json(path: str, payload: dict) -> None:
+    from .atomic import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scorerecon", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_data, _add_simulate, _add_reconstruct, _add_evaluate):
+        add(sub)
+    for add in _EXTRA_COMMANDS:
+        add(sub)
+    return parser
+
+
+# Later layers (train, sample, tune, benchmark) register their parsers here.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except UserError as err:
+        print(f"scorerecon: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("scorerecon: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Readers, writers, datasets, intensity conventions and bundled samples."""

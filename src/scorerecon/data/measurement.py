@@ -1,0 +1,138 @@
+"""The measurement file: HDF5 holding everything ``reconstruct`` needs.
+
+Layout (``format = "scorerecon-measurement"``, ``version = 1``)::
+
+    /                      attrs: format, version, modality ("ct" | "mri"), units, and
+                           simulation settings (seed, flux, ...) when simulated
+    /measurement           the data on the FULL measurement grid, zeros where not measured
+                           (i.e. P^{-1}(Λ) y):  CT: float32 (views, detectors) post-log
+                           sinogram, physical line integrals;  MRI: complex64 (coils, H, W)
+    /mask                  uint8, same shape as /measurement or broadcastable to it (Λ)
+    /geometry/             attrs: scalars and strings; datasets: arrays (e.g. CT angles)
+    /truth                 optional ground truth image in native units (HU for CT)
+    /extras/NAME           optional arrays (metal_mask, sensitivity_maps, ...)
+
+fastMRI files (a top-level ``kspace`` dataset) are recognised and read by
+:mod:`scorerecon.data.fastmri` instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import UserError
+
+FORMAT = "scorerecon-measurement"
+VERSION = 1
+
+
+@dataclass
+class Measurement:
+    """A measurement with its mask, geometry and (when simulated) ground truth."""
+
+    modality: str
+    data: np.ndarray
+    mask: np.ndarray
+    geometry: dict[str, Any]
+    truth: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "Measurement":
+        """Check what every solver relies on; raise :class:`UserError` otherwise."""
+        if self.modality not in ("ct", "mri"):
+            raise UserError(f"unknown modality {self.modality!r}: expected 'ct' or 'mri'")
+        if not np.all(np.isfinite(self.data)):
+            raise UserError("the measurement contains NaN or Inf values: clean or re-simulate the data")
+        try:
+            np.broadcast_shapes(self.mask.shape, self.data.shape)
+        except ValueError:
+            raise UserError(
+                f"mask shape {self.mask.shape} does not match measurement shape {self.data.shape}: "
+                "use a mask of the measurement's shape") from None
+        kept = np.count_nonzero(self.mask)
+        if kept == 0:
+            raise UserError("the mask keeps no measurement (all zeros): nothing to reconstruct from")
+        return self
+
+
+def _write_dict(group: h5py.Group, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray) or (isinstance(value, (list, tuple)) and len(value) > 8):
+            group.create_dataset(key, data=np.asarray(value))
+        else:
+            group.attrs[key] = value
+
+
+def _read_dict(group: h5py.Group) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in group.attrs.items():
+        out[key] = value.item() if isinstance(value, np.generic) else (
+            value.tolist() if isinstance(value, np.ndarray) else value)
+    for key, ds in group.items():
+        out[key] = ds[()]
+    return out
+
+
+def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
+    """Write ``meas`` to ``path`` atomically (temporary file, then rename)."""
+    meas.validate()
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            f.attrs["modality"] = meas.modality
+            _write_dict(f, {k: v for k, v in meas.attrs.items() if not isinstance(v, np.ndarray)})
+            f.create_dataset("measurement", data=meas.data, compression="gzip", compression_opts=4)
+            f.create_dataset("mask", data=np.asarray(meas.mask, dtype=np.uint8), compression="gzip")
+            _write_dict(f.create_group("geometry"), meas.geometry)
+            if meas.truth is not None:
+                f.create_dataset("truth", data=meas.truth, compression="gzip", compression_opts=4)
+            extras = f.create_group("extras")
+            for name, array in meas.extras.items():
+                extras.create_dataset(name, data=array, compression="gzip", compression_opts=4)
+
+
+def read_measurement(path: str | os.PathLike) -> Measurement:
+    """Read a scorerecon measurement file, or a fastMRI file, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"measurement file {path} does not exist: check the path")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"{path} is not an HDF5 file: pass a file written by 'scorerecon simulate' "
+                        "or a fastMRI .h5 file") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            if "kspace" in f or "ismrmrd_header" in f:
+                from .fastmri import read_fastmri  # fastMRI layout
+                return read_fastmri(path).validate()
+            raise UserError(f"{path} is neither a scorerecon measurement nor a fastMRI file "
+                            "(no 'kspace' dataset): simulate one with 'scorerecon simulate'")
+        for required in ("measurement", "mask", "geometry"):
+            if required not in f:
+                raise UserError(f"{path} lacks the '{required}' entry: re-create it with 'scorerecon simulate'")
+        attrs = _read_dict(f)
+        modality = str(attrs.pop("modality"))
+        for key in ("format", "version"):
+            attrs.pop(key, None)
+        meas = Measurement(
+            modality=modality,
+            data=f["measurement"][()],
+            mask=f["mask"][()],
+            geometry=_read_dict(f["geometry"]),
+            truth=f["truth"][()] if "truth" in f else None,
+            extras={k: v[()] for k, v in f["extras"].items()} if "extras" in f else {},
+            attrs={k: v for k, v in attrs.items() if k not in ("measurement", "mask", "truth")},
+        )
+    return meas.validate()

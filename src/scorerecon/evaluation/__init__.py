@@ -1,0 +1,1 @@
+"""Metrics, benchmark tables and figures."""

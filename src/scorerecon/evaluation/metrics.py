@@ -1,0 +1,72 @@
+"""PSNR and SSIM with scikit-image's conventions on images in [0, 1] (data range 1).
+
+Both accept an optional boolean mask (e.g. the body): PSNR is computed from the mean squared
+error inside the mask, SSIM averages scikit-image's full SSIM map inside the mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from ..errors import UserError
+
+
+def _check(recon: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    recon = np.asarray(recon, dtype=np.float64).squeeze()
+    truth = np.asarray(truth, dtype=np.float64).squeeze()
+    if recon.shape != truth.shape:
+        raise UserError(f"reconstruction shape {recon.shape} differs from reference shape {truth.shape}: "
+                        "compare images of the same size")
+    if not (np.all(np.isfinite(recon)) and np.all(np.isfinite(truth))):
+        raise UserError("an image contains NaN or Inf: metrics need finite values")
+    return recon, truth
+
+
+def psnr(recon, truth, mask=None) -> float:
+    """Peak signal-to-noise ratio in dB with data range 1."""
+    recon, truth = _check(recon, truth)
+    if mask is None:
+        return float(peak_signal_noise_ratio(truth, recon, data_range=1.0))
+    mse = float(np.mean((recon[mask] - truth[mask]) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def ssim(recon, truth, mask=None) -> float:
+    """Structural similarity (scikit-image defaults: 7×7 window) with data range 1."""
+    recon, truth = _check(recon, truth)
+    value, smap = structural_similarity(truth, recon, data_range=1.0, full=True)
+    return float(value) if mask is None else float(smap[mask].mean())
+
+
+def body_mask(unit_image: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """Pixels brighter than ``threshold`` in the unit window, holes filled (the body / head)."""
+    from scipy import ndimage
+    return ndimage.binary_fill_holes(np.asarray(unit_image) > threshold)
+
+
+def image_metrics(recon, truth, mask=None) -> dict[str, float]:
+    """PSNR and SSIM of ``recon`` against ``truth`` (both in [0, 1], clipped first)."""
+    recon, truth = _check(recon, truth)
+    recon, truth = np.clip(recon, 0, 1), np.clip(truth, 0, 1)
+    return {"psnr": psnr(recon, truth, mask), "ssim": ssim(recon, truth, mask)}
+
+
+def to_unit(image: np.ndarray, modality: str, reference: np.ndarray | None = None) -> np.ndarray:
+    """Native units -> [0, 1]: CT by the fixed HU window, MRI magnitude by the reference maximum."""
+    from ..data.intensity import hu_to_unit, magnitude_scale
+    image = np.abs(np.asarray(image)) if np.iscomplexobj(image) else np.asarray(image, dtype=np.float64)
+    if modality == "ct":
+        return hu_to_unit(image)
+    scale_from = image if reference is None else reference
+    return image / magnitude_scale(scale_from)
+
+
+def evaluate_images(recon, truth, modality: str = "ct", body: bool = False) -> dict[str, float]:
+    """Metrics of a reconstruction against a reference, both in native units."""
+    recon, truth = _check(np.abs(recon) if np.iscomplexobj(recon) else recon,
+                          np.abs(truth) if np.iscomplexobj(truth) else truth)
+    truth_unit = to_unit(truth, modality)
+    recon_unit = to_unit(recon, modality, reference=truth)
+    mask = body_mask(truth_unit) if body else None
+    return image_metrics(recon_unit, truth_unit, mask)

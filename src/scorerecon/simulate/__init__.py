@@ -1,0 +1,1 @@
+"""Images -> measurements: CT and MRI simulation."""

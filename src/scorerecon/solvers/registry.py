@@ -1,0 +1,120 @@
+"""Method registry: one call, ``reconstruct(measurement, method)``, for every modality.
+
+A method is a function ``fn(measurement, **options) -> MethodOutput`` registered with
+``@register(modality, name)``.  It returns the image in the *unit* domain ([0, 1] window for CT,
+magnitude scaled so the data's reference peaks near 1 for MRI) plus optional std map and info;
+this module converts back to native units (HU for CT, input units for MRI).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UserError
+
+_METHODS: dict[tuple[str, str], Callable] = {}
+_DEFAULT_METHOD = {"ct": "tv", "mri": "cs-wavelet"}
+# modules that register methods when imported
+_METHOD_MODULES = ("scorerecon.solvers.classical_ct", "scorerecon.solvers.classical_mri",
+                   "scorerecon.solvers.score")
+
+
+@dataclass
+class MethodOutput:
+    """What a registered method returns: unit-domain image, optional std map, extra info."""
+
+    unit_image: np.ndarray
+    std: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reconstruction:
+    """A reconstruction in native units, with its unit-domain image and timing."""
+
+    image: np.ndarray
+    unit_image: np.ndarray
+    method: str
+    seconds: float
+    std: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self, meas) -> dict[str, float]:
+        """PSNR / SSIM against the measurement's stored truth (UserError when there is none)."""
+        from ..evaluation.metrics import evaluate_images
+        if meas.truth is None:
+            raise UserError("the measurement has no ground truth: --metrics needs a simulated file")
+        out = evaluate_images(self.image, meas.truth, modality=meas.modality)
+        out["seconds"] = self.seconds
+        out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float))})
+        return out
+
+
+def register(modality: str, name: str):
+    """Decorator: make ``fn`` available as ``reconstruct(..., method=name)`` for ``modality``."""
+    def wrap(fn):
+        _METHODS[(modality, name)] = fn
+        return fn
+    return wrap
+
+
+def _load_methods() -> None:
+    for module in _METHOD_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+
+
+def available_methods(modality: str) -> list[str]:
+    _load_methods()
+    return sorted(name for (mod, name) in _METHODS if mod == modality)
+
+
+def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
+    """Reconstruct ``meas`` with ``method`` (default: the best classical method of the modality)."""
+    _load_methods()
+    method = method or _DEFAULT_METHOD[meas.modality]
+    fn = _METHODS.get((meas.modality, method))
+    if fn is None:
+        raise UserError(f"method {method!r} does not apply to {meas.modality.upper()} data: "
+                        f"choose one of {', '.join(available_methods(meas.modality))}")
+    start = time.perf_counter()
+    out: MethodOutput = fn(meas, **options)
+    seconds = time.perf_counter() - start
+    image, std = _to_native(out.unit_image, meas), None
+    if out.std is not None:
+        std = _to_native(out.std, meas, offset=False)
+    return Reconstruction(image=image, unit_image=out.unit_image, method=method, seconds=seconds,
+                          std=std, info=out.info)
+
+
+def _to_native(unit: np.ndarray, meas, offset: bool = True) -> np.ndarray:
+    """Unit domain -> native units (HU for CT; input magnitude units for MRI)."""
+    from ..data.intensity import HU_HIGH, HU_LOW, unit_to_hu
+    if meas.modality == "ct":
+        return (unit_to_hu(unit) if offset else unit * (HU_HIGH - HU_LOW)).astype(np.float32)
+    return (np.abs(unit) * float(meas.attrs.get("intensity_scale", 1.0))).astype(np.float32)
+
+
+def write_reconstruction(result: Reconstruction, meas, output: str, reference: str | None = None) -> None:
+    """Write the image (and, beside it, the std map when there is one) by output extension."""
+    from ..data.io import write_image
+    spacing = meas.geometry.get("pixel_size")
+    write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
+    if result.std is not None:
+        write_image(_sibling(output, "_std"), result.std, spacing=spacing, reference=None,
+                    modality=meas.modality)
+
+
+def _sibling(output: str, tag: str) -> str:
+    for ext in (".nii.gz", ".npy", ".png", ".nii"):
+        if output.endswith(ext):
+            return output[: -len(ext)] + tag + ext
+    return output.rstrip("/") + tag
