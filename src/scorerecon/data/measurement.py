@@ -73,13 +73,17 @@ def _write_dict(group: h5py.Group, values: dict[str, Any]) -> None:
             group.attrs[key] = value
 
 
+def _read_attrs(group: h5py.Group) -> dict[str, Any]:
+    """Attributes as Python scalars, strings and lists."""
+    return {key: value.item() if isinstance(value, np.generic) else (
+                value.tolist() if isinstance(value, np.ndarray) else value)
+            for key, value in group.attrs.items()}
+
+
 def _read_dict(group: h5py.Group) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in group.attrs.items():
-        out[key] = value.item() if isinstance(value, np.generic) else (
-            value.tolist() if isinstance(value, np.ndarray) else value)
-    for key, ds in group.items():
-        out[key] = ds[()]
+    """Attributes plus the group's datasets (arrays) -- the inverse of ``_write_dict``."""
+    out = _read_attrs(group)
+    out.update({key: ds[()] for key, ds in group.items() if isinstance(ds, h5py.Dataset)})
     return out
 
 
@@ -122,8 +126,8 @@ def read_measurement(path: str | os.PathLike) -> Measurement:
         for required in ("measurement", "mask", "geometry"):
             if required not in f:
                 raise UserError(f"{path} lacks the '{required}' entry: re-create it with 'scorerecon simulate'")
-        attrs = _read_dict(f)
-        modality = str(attrs.pop("modality"))
+        attrs = _read_attrs(f)
+        modality = str(attrs.pop("modality", ""))
         for key in ("format", "version"):
             attrs.pop(key, None)
         meas = Measurement(
@@ -133,6 +137,6 @@ def read_measurement(path: str | os.PathLike) -> Measurement:
             geometry=_read_dict(f["geometry"]),
             truth=f["truth"][()] if "truth" in f else None,
             extras={k: v[()] for k, v in f["extras"].items()} if "extras" in f else {},
-            attrs={k: v for k, v in attrs.items() if k not in ("measurement", "mask", "truth")},
+            attrs=attrs,
         )
     return meas.validate()

@@ -1,0 +1,383 @@
+"""Training, validation and evaluation sets built from packaged public sources.
+
+``prepare_dataset(name)`` writes, atomically, a folder with
+
+    train.npy   (N, 256, 256) float32 in the unit domain — the prior's training images
+    val.npy     slices of the *training* source held out for tuning (every 10th kept slice,
+                never in train; neighbours of a val slice are in train, so val is optimistic)
+    eval.npy    slices of other patients / another template — evaluation only, never training
+    meta.json   sources, licences, window, spacing, slice provenance and counts
+
+head-ct.  Training source: one head CT (ProMED CT 0051, 108 axial slices of 256², 0.957 mm,
+1.5 mm apart, int16 HU) inside ``Cranium.inv3`` of the Debian package ``invesalius-examples``
+(GPL-2).  Rows are flipped so that the anterior is at the top, as in DICOM.  Slices with at least
+5 % soft tissue or bone (u > 0.25, i.e. HU > -250) are kept and mapped to the unit window
+u = (HU + 1000) / 3000 **clipped to [0, 1]** (the prior never sees metal above 2000 HU).
+Evaluation: the CT slices of other patients among pydicom's test files (PyPI ``pydicom`` and
+``pydicom-data``, MIT) listed in :data:`CT_EVAL_FILES` (all four decode; two are JPEG 2000, which
+pydicom decodes with Pillow's OpenJPEG; ``CT_small.dcm`` is a 128² crop, upsampled 2×).
+Padding below -1024 HU (outside the field of view) is set to air, then each slice is resized to
+256² over the same field of view with anti-aliasing (``skimage.transform.resize``, linear) and
+its spacing scaled accordingly.
+
+brain-mri.  Training source: the Colin27 T1 templates ``ch2.nii.gz`` (1 mm, with skull) and
+``ch2better.nii.gz`` (0.5 mm, skull-stripped) of the Debian package ``mricron-data``.
+Axial, coronal and sagittal slices every 2 mm are *fitted* to 256²: scaled isotropically so the
+longer physical side spans 256 pixels (anti-aliased), then zero-padded symmetrically; slices
+whose foreground (> 10 % of the volume maximum) covers less than 10 % of the 256² grid are
+dropped.  Every slice is divided by its own maximum (``magnitude_scale``) so it peaks at 1.
+Evaluation: the MNI152 2009 T1 template shipped in PyPI ``nilearn``, slices every 10 mm, same
+processing.
+
+Debian packages come from ``apt-get download`` or from ``--deb`` (a .deb or an unpacked folder);
+a .deb is an ``ar`` archive whose ``data.tar.*`` member is unpacked with the standard library
+(no ``dpkg-deb`` needed).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import plistlib
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..atomic import atomic_directory
+from ..errors import UserError
+from .intensity import HU_HIGH, HU_LOW, hu_to_unit, magnitude_scale
+
+SIZE = 256
+VAL_EVERY = 10
+CT_TISSUE_UNIT = 0.25          # u > 0.25  <=>  HU > -250
+CT_MIN_TISSUE_FRACTION = 0.05
+MRI_FOREGROUND = 0.10
+MRI_MIN_FOREGROUND_FRACTION = 0.10
+MRI_TRAIN_STEP_MM = 2.0
+MRI_EVAL_STEP_MM = 10.0
+AIR_HU = -1024.0
+Spacing2 = tuple[float, float]
+DATASET_FILES = ("train.npy", "val.npy", "eval.npy", "meta.json")
+
+#: pydicom-data CT files of patients other than the training one: (file, body part).
+CT_EVAL_FILES = (("693_UNCI.dcm", "head"), ("J2K_pixelrep_mismatch.dcm", "head"),
+                 ("explicit_VR-UN.dcm", "abdomen"), ("CT_small.dcm", "spine"))
+HEAD_CT_PACKAGE = "invesalius-examples"
+BRAIN_MRI_PACKAGE = "mricron-data"
+MRI_TEMPLATES = ("ch2.nii.gz", "ch2better.nii.gz")
+LICENCES = {HEAD_CT_PACKAGE: "GPL-2 (debian/copyright of invesalius-examples)",
+            BRAIN_MRI_PACKAGE: "BSD-3-clause (debian/copyright of mricron-data)",
+            "pydicom-data": "MIT", "nilearn": "BSD-3-clause package; the MNI ICBM152 2009 template "
+                            "is © McConnell Brain Imaging Centre, redistributable with its copyright notice"}
+
+
+@dataclass
+class Slice:
+    """One processed 256² slice and where it came from."""
+
+    image: np.ndarray
+    source: str
+    spacing: tuple[float, float]
+
+
+# ------------------------------------------------------------------------------ folders
+def data_root() -> Path:
+    """Folder of prepared datasets: $SCORERECON_DATA, else the user cache dir /datasets."""
+    env = os.environ.get("SCORERECON_DATA")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("scorerecon")) / "datasets"
+
+
+def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> np.ndarray:
+    """The (N, 256, 256) float32 array of ``split`` ('train', 'val', 'eval') of a prepared dataset."""
+    _check_name(name)
+    if split not in ("train", "val", "eval"):
+        raise UserError(f"unknown split {split!r}: use 'train', 'val' or 'eval'")
+    path = (Path(root) if root is not None else data_root() / name) / f"{split}.npy"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run 'scorerecon data prepare {name}' first")
+    return np.load(path)
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(_BUILDERS)}")
+
+
+def prepare_dataset(name: str, out: str | os.PathLike | None = None,
+                    deb: str | os.PathLike | None = None) -> Path:
+    """Build dataset ``name`` ('head-ct' or 'brain-mri') into ``out`` and return the folder."""
+    _check_name(name)
+    folder = _output_folder(Path(out) if out is not None else data_root() / name)
+    package, builder = _BUILDERS[name]
+    with tempfile.TemporaryDirectory(prefix="scorerecon-deb-") as work:
+        root = debian_root(package, deb, Path(work))
+        splits, meta = builder(root)
+        with atomic_directory(folder) as tmp:
+            _write_splits(tmp, name, splits, meta)
+    return folder
+
+
+def _output_folder(folder: Path) -> Path:
+    """``folder`` after checking that replacing it cannot destroy anything but an older dataset."""
+    if folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):
+        raise UserError(f"{folder} exists and holds other files: pass --out with a new or dataset folder")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {folder.parent} ({err.strerror}): pass --out with a writable folder") from None
+    return folder
+
+
+def _write_splits(folder: Path, name: str, splits: dict[str, list[Slice]], meta: dict) -> None:
+    for split, slices in splits.items():
+        np.save(folder / f"{split}.npy", np.stack([s.image for s in slices]).astype(np.float32))
+    meta = {"dataset": name, "size": [SIZE, SIZE], **meta,
+            "counts": {split: len(slices) for split, slices in splits.items()},
+            "slices": {split: [{"source": s.source, "spacing_mm": list(s.spacing)} for s in slices]
+                       for split, slices in splits.items()}}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------ Debian packages
+def _manual_hint(package: str) -> str:
+    return (f"download {package}_*_all.deb by hand from a Debian mirror "
+            f"(https://packages.debian.org/stable/all/{package}/download) and pass --deb PATH")
+
+
+def debian_root(package: str, deb: str | os.PathLike | None, work: Path) -> Path:
+    """Folder holding the unpacked package: ``deb`` itself if a folder, else the unpacked .deb."""
+    if deb is None:
+        deb = _apt_download(package, work)
+    deb = Path(deb)
+    if deb.is_dir():
+        return deb
+    if not deb.is_file():
+        raise UserError(f"--deb {deb} does not exist: pass the {package} .deb file or its unpacked folder")
+    return unpack_deb(deb, work / "root")
+
+
+def _apt_download(package: str, work: Path) -> Path:
+    if shutil.which("apt-get") is None:
+        raise UserError(f"apt-get is not available to fetch {package}: {_manual_hint(package)}")
+    try:
+        proc = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True,
+                              text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"'apt-get download {package}' timed out: {_manual_hint(package)}") from None
+    debs = sorted(work.glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not debs:
+        reason = (proc.stderr.strip().splitlines() or ["no .deb written"])[-1]
+        raise UserError(f"'apt-get download {package}' failed ({reason}): {_manual_hint(package)}")
+    return debs[0]
+
+
+def _ar_members(blob: bytes) -> Iterator[tuple[str, bytes]]:
+    """Members of a Unix ``ar`` archive: the 8-byte magic, then 60-byte headers (name 16, size at 48)."""
+    if not blob.startswith(b"!<arch>\n"):
+        raise UserError("the --deb file is not a Debian package (no ar header): pass a .deb file")
+    pos = 8
+    while pos + 60 <= len(blob):
+        header = blob[pos:pos + 60]
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        size = int(header[48:58].decode("ascii").strip())
+        yield name, blob[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size % 2)
+
+
+def unpack_deb(deb: Path, dest: Path) -> Path:
+    """Extract the ``data.tar.{gz,xz,bz2}`` member of ``deb`` into ``dest`` (like ``dpkg-deb -x``)."""
+    for name, content in _ar_members(deb.read_bytes()):
+        if name.startswith("data.tar"):
+            try:
+                with tarfile.open(fileobj=_io.BytesIO(content), mode="r:*") as tar:
+                    tar.extractall(dest, filter="data")
+            except tarfile.TarError as err:
+                raise UserError(f"cannot unpack {name} of {deb} ({err}): unpack it with "
+                                f"'dpkg-deb -x {deb} DIR' and pass --deb DIR") from None
+            return dest
+    raise UserError(f"{deb} has no data.tar member: pass a Debian binary package")
+
+
+def find_file(root: Path, name: str, package: str) -> Path:
+    """The file called ``name`` anywhere below ``root``."""
+    found = sorted(root.rglob(name))
+    if not found:
+        raise UserError(f"{name} not found in {root}: pass the {package} .deb or its unpacked folder with --deb")
+    return found[0]
+
+
+# ------------------------------------------------------------------------------ head CT
+def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
+    """HU volume (slices, rows, cols; anterior at the top), spacing (z, y, x) mm and main.plist."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            plist = plistlib.loads(tar.extractfile(members["main.plist"]).read())
+            matrix = plist["matrix"]
+            raw = tar.extractfile(members[matrix["filename"]]).read()
+    except (tarfile.TarError, KeyError, OSError, plistlib.InvalidFileException) as err:
+        raise UserError(f"{path} is not an InVesalius project ({type(err).__name__}: {err}): "
+                        f"pass the {HEAD_CT_PACKAGE} package with --deb") from None
+    shape = tuple(int(n) for n in matrix["shape"])
+    dtype = np.dtype(matrix["dtype"]).newbyteorder("<")
+    if len(raw) != int(np.prod(shape)) * dtype.itemsize:
+        raise UserError(f"{path}: {matrix['filename']} holds {len(raw)} bytes, not {shape} {dtype}: "
+                        "the file is damaged")
+    volume = np.frombuffer(raw, dtype=dtype).reshape(shape)[:, ::-1, :].astype(np.float32)
+    sx, sy, sz = (float(v) for v in plist["spacing"])
+    return volume, (sz, sy, sx), plist
+
+
+def _unit_ct(hu: np.ndarray) -> np.ndarray:
+    return np.clip(hu_to_unit(hu), 0.0, 1.0).astype(np.float32)
+
+
+def _split_every(slices: list[Slice]) -> tuple[list[Slice], list[Slice]]:
+    """(train, val): every VAL_EVERY-th slice, starting in the middle of the first block, is val."""
+    val = [s for i, s in enumerate(slices) if i % VAL_EVERY == VAL_EVERY // 2]
+    train = [s for i, s in enumerate(slices) if i % VAL_EVERY != VAL_EVERY // 2]
+    return train, val
+
+
+def _build_head_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
+    inv3 = find_file(root, "Cranium.inv3", HEAD_CT_PACKAGE)
+    volume, spacing, plist = read_inv3(inv3)
+    if volume.shape[1:] != (SIZE, SIZE):
+        raise UserError(f"{inv3} holds {volume.shape[1:]} slices, expected {SIZE}²: use the {HEAD_CT_PACKAGE} package")
+    kept = [Slice(_unit_ct(hu), f"Cranium.inv3:axial:{k}", spacing[1:]) for k, hu in enumerate(volume)
+            if np.mean(hu_to_unit(hu) > CT_TISSUE_UNIT) >= CT_MIN_TISSUE_FRACTION]
+    train, val = _split_every(kept)
+    meta = {"modality": "ct",
+            "unit": f"u = (HU - {HU_LOW:g}) / ({HU_HIGH:g} - {HU_LOW:g}), clipped to [0, 1]",
+            "window_hu": [HU_LOW, HU_HIGH],
+            "training_source": {"package": HEAD_CT_PACKAGE, "file": str(inv3.relative_to(root)),
+                                "licence": LICENCES[HEAD_CT_PACKAGE], "name": plist.get("name"),
+                                "shape": list(volume.shape), "spacing_mm": list(spacing),
+                                "hu_range": [float(volume.min()), float(volume.max())]},
+            "evaluation_source": {"packages": "pydicom test files and pydicom-data (pydicom.data.get_testdata_file)",
+                                  "licence": LICENCES["pydicom-data"], "files": [f for f, _ in CT_EVAL_FILES]}}
+    evaluation = [Slice(_unit_ct(hu), src, sp) for hu, src, sp in ct_evaluation_slices()]
+    return {"train": train, "val": val, "eval": evaluation}, meta
+
+
+def _testdata_file(name: str) -> Path:
+    try:
+        from pydicom.data import get_testdata_file
+        found = get_testdata_file(name)
+    except Exception:  # pydicom tries a download when pydicom-data is missing
+        found = None
+    if found is None:
+        raise UserError(f"the evaluation file {name} is missing: pip install pydicom-data")
+    return Path(found)
+
+
+def resample_ct(hu: np.ndarray, spacing: tuple[float, float], size: int = SIZE) -> tuple[np.ndarray, Spacing2]:
+    """Padding set to air, then anti-aliased linear resize to ``size``² over the same field of view."""
+    from skimage.transform import resize
+    hu = np.maximum(np.asarray(hu, dtype=np.float64), AIR_HU)
+    out = resize(hu, (size, size), order=1, anti_aliasing=hu.shape[0] > size, preserve_range=True, mode="edge")
+    new_spacing = tuple(float(s) * n / size for s, n in zip(spacing, hu.shape))
+    return out.astype(np.float32), new_spacing
+
+
+def ct_evaluation_slices() -> list[tuple[np.ndarray, str, tuple[float, float]]]:
+    """(HU 256² image, 'pydicom:file:body part', spacing) for each file of :data:`CT_EVAL_FILES`."""
+    from .io import read_image
+    out = []
+    for name, part in CT_EVAL_FILES:
+        image = read_image(_testdata_file(name))
+        hu, spacing = resample_ct(image.array, image.spacing)
+        out.append((hu, f"pydicom:{name}:{part}", spacing))
+    return out
+
+
+# ---------------------------------------------------------------------------- brain MRI
+def fit_slice(image: np.ndarray, spacing: Spacing2, size: int = SIZE) -> tuple[np.ndarray, Spacing2]:
+    """Scale isotropically so the longer physical side spans ``size`` pixels, zero-pad to ``size``²."""
+    from skimage.transform import resize
+    extent = np.asarray(image.shape) * np.asarray(spacing, dtype=float)
+    pixel = float(extent.max()) / size
+    shape = tuple(min(size, max(1, int(round(e / pixel)))) for e in extent)
+    scaled = resize(image.astype(np.float64), shape, order=1, anti_aliasing=True, preserve_range=True)
+    out = np.zeros((size, size), dtype=np.float32)
+    top, left = (size - shape[0]) // 2, (size - shape[1]) // 2
+    out[top:top + shape[0], left:left + shape[1]] = np.maximum(scaled, 0.0)
+    return out, (pixel, pixel)
+
+
+def template_planes(volume: np.ndarray,
+                    spacing: tuple[float, float, float]) -> Iterator[tuple[str, int, np.ndarray, Spacing2, float]]:
+    """(plane, index, slice, in-plane spacing, slice step) with the superior/anterior side up."""
+    sz, sy, sx = spacing
+    yield from (("axial", k, volume[k], (sy, sx), sz) for k in range(volume.shape[0]))
+    yield from (("coronal", j, volume[::-1, j, :], (sz, sx), sy) for j in range(volume.shape[1]))
+    yield from (("sagittal", i, volume[::-1, :, i], (sz, sy), sx) for i in range(volume.shape[2]))
+
+
+def template_slices(volume: np.ndarray, spacing: tuple[float, float, float], step_mm: float,
+                    name: str) -> list[Slice]:
+    """Fitted, per-slice max-scaled slices every ``step_mm`` in the three planes, with enough brain."""
+    threshold = MRI_FOREGROUND * float(volume.max())
+    slices = []
+    for plane, index, image, pixel, step in template_planes(volume, spacing):
+        stride = max(1, int(round(step_mm / step)))
+        if index % stride or np.mean(image > threshold) == 0:
+            continue
+        fitted, new_spacing = fit_slice(image, pixel)
+        if np.mean(fitted > threshold) < MRI_MIN_FOREGROUND_FRACTION:
+            continue
+        slices.append(Slice(fitted / magnitude_scale(fitted), f"{name}:{plane}:{index}", new_spacing))
+    return slices
+
+
+def _build_brain_mri(root: Path) -> tuple[dict[str, list[Slice]], dict]:
+    from .io import read_image
+    train, val, sources = [], [], []
+    for template in MRI_TEMPLATES:
+        path = find_file(root, template, BRAIN_MRI_PACKAGE)
+        image = read_image(path)
+        t, v = _split_every(template_slices(image.array, image.spacing, MRI_TRAIN_STEP_MM, template))
+        train += t
+        val += v
+        sources.append({"file": str(path.relative_to(root)), "shape": list(image.array.shape),
+                        "spacing_mm": list(image.spacing)})
+    meta = {"modality": "mr", "unit": "magnitude divided by the slice maximum (peak 1)",
+            "fit": f"isotropic scaling of the longer side to {SIZE} px, zero padding",
+            "training_source": {"package": BRAIN_MRI_PACKAGE, "licence": LICENCES[BRAIN_MRI_PACKAGE],
+                                "templates": sources, "step_mm": MRI_TRAIN_STEP_MM},
+            "evaluation_source": {"package": "nilearn", "licence": LICENCES["nilearn"],
+                                  "template": "MNI ICBM152 2009a T1 (load_mni152_template)",
+                                  "step_mm": MRI_EVAL_STEP_MM}}
+    return {"train": train, "val": val, "eval": mni_evaluation_slices()}, meta
+
+
+def mni152_volume() -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The 1 mm MNI152 T1 template from nilearn as a (slices, rows, cols) volume and spacing."""
+    try:
+        from nilearn.datasets import load_mni152_template
+    except ImportError:
+        raise UserError("the MRI evaluation set needs nilearn: pip install nilearn") from None
+    from .io import nifti_volume
+    return nifti_volume(load_mni152_template(resolution=1), "MNI152 template")
+
+
+def mni_evaluation_slices(step_mm: float = MRI_EVAL_STEP_MM) -> list[Slice]:
+    """Evaluation slices of the MNI152 template (other brain than the training templates)."""
+    volume, spacing = mni152_volume()
+    return template_slices(volume, spacing, step_mm, "MNI152")
+
+
+_BUILDERS: dict[str, tuple[str, Callable[[Path], tuple[dict, dict]]]] = {
+    "head-ct": (HEAD_CT_PACKAGE, _build_head_ct),
+    "brain-mri": (BRAIN_MRI_PACKAGE, _build_brain_mri),
+}

@@ -1,0 +1,345 @@
+"""DICOM reading and writing.
+
+Reading.  Stored pixel values ``SV`` become physical values (HU for CT) by the Modality LUT,
+DICOM PS3.3 C.11.1:  ``value = RescaleSlope · SV + RescaleIntercept``.  A single-frame file or
+series uses pydicom's ``apply_modality_lut``; a multi-frame (Enhanced CT/MR) file takes slope and
+intercept per frame from the Pixel Value Transformation functional group (PS3.3 C.7.6.16.2.9):
+per-frame group first, then the shared group, then the top-level attributes; its frames are
+sorted along the slice normal by the Plane Position / Plane Orientation groups when present.
+
+A series folder is sorted along the slice normal n = r × c (r, c: the row and column direction
+cosines of ImageOrientationPatient) by the projection n · ImagePositionPatient, or by
+InstanceNumber when positions are missing (PS3.3 C.7.6.2.1.1).  Arrays are (slices, rows,
+columns); spacing is (slice, row, column) in mm, PixelSpacing being (row, column) spacing.
+
+Writing.  One file per slice, Explicit VR Little Endian, new Series and SOP Instance UIDs.  CT
+is stored as signed int16 with RescaleSlope 1 and RescaleIntercept -1024 (HU rounded to the
+nearest integer, clipped to the int16 range); other modalities as uint16 with a slope and
+intercept that map the data range onto 0..65535.  With a reference (a DICOM file or series of
+single-frame images) every slice starts as a copy of the matching reference slice — patient,
+study, frame of reference, equipment and geometry — with pixel data, private tags and instance
+identifiers replaced; without one, a minimal Secondary Capture series (PS3.3 A.8.1) is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from ..errors import UserError
+
+CT_INTERCEPT = -1024.0
+_MODALITIES = {"CT": "ct", "MR": "mr"}
+_DECODER_HINT = ("install a decoder: pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg "
+                 "(or python-gdcm)")
+
+
+# ------------------------------------------------------------------------------ reading
+def read_dataset(path: Path, pixels: bool = True) -> Dataset:
+    """Read one DICOM file; a non-DICOM or image-less file raises :class:`UserError`."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable DICOM file ({type(err).__name__}): "
+                        "pass a DICOM image, a series folder, NIfTI, .npy or .png") from None
+    if pixels and "PixelData" not in ds:
+        raise UserError(f"{path} is a DICOM file without pixel data ({ds.get('SOPClassUID', 'no SOP class')}): "
+                        "pass a DICOM image")
+    return ds
+
+
+def modality_of(ds: Dataset) -> str | None:
+    """'ct', 'mr' or None from the Modality attribute."""
+    return _MODALITIES.get(str(ds.get("Modality", "")).upper())
+
+
+def _stored_pixels(ds: Dataset, path: Path) -> np.ndarray:
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise UserError(f"{path} is a colour DICOM image: pass a greyscale (CT or MR) image")
+    try:
+        return ds.pixel_array
+    except (RuntimeError, NotImplementedError, ValueError, AttributeError) as err:
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is not None and syntax.is_compressed:
+            raise UserError(f"cannot decode the {syntax.name} pixel data of {path}: {_DECODER_HINT}") from None
+        raise UserError(f"the pixel data of {path} are damaged ({type(err).__name__}): "
+                        "pass an intact DICOM image") from None
+
+
+def _group_item(ds: Dataset, frame: int, keyword: str) -> Dataset | None:
+    """First item of functional group ``keyword`` for ``frame``: per-frame group, else shared."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        seq = ds.get(groups)
+        if seq is not None and len(seq) > index and keyword in seq[index]:
+            return seq[index][keyword][0]
+    return None
+
+
+def _frame_positions(ds: Dataset, frames: int) -> list[float] | None:
+    """n · ImagePositionPatient per frame (Plane Position / Plane Orientation groups), or None."""
+    positions = []
+    for k in range(frames):
+        position = _group_item(ds, k, "PlanePositionSequence")
+        orientation = _group_item(ds, k, "PlaneOrientationSequence")
+        if position is None or orientation is None:
+            return None
+        cosines = np.asarray(orientation.ImageOrientationPatient, dtype=float)
+        positions.append(float(np.dot(np.cross(cosines[:3], cosines[3:]),
+                                      np.asarray(position.ImagePositionPatient, dtype=float))))
+    return positions
+
+
+def _multiframe(ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Enhanced multi-frame: per-frame rescale, frames sorted along the normal, spacing."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    stored = stored.reshape(frames, *stored.shape[-2:])
+    values = np.empty(stored.shape, dtype=np.float32)
+    for k in range(frames):
+        item = _group_item(ds, k, "PixelValueTransformationSequence")
+        item = ds if item is None else item
+        values[k] = stored[k] * float(item.get("RescaleSlope", 1.0)) + float(item.get("RescaleIntercept", 0.0))
+    positions = _frame_positions(ds, frames)
+    step = None
+    if positions is not None:
+        values = values[np.argsort(positions, kind="stable")]
+        step = float(np.median(np.diff(np.sort(positions)))) if frames > 1 else None
+    measures = _group_item(ds, 0, "PixelMeasuresSequence")
+    if measures is None or "PixelSpacing" not in measures:
+        return values, None
+    step = step or measures.get("SpacingBetweenSlices", measures.get("SliceThickness"))
+    row, col = (float(v) for v in measures.PixelSpacing)
+    return values, ((float(step), row, col) if step else None)
+
+
+def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Physical pixel values (float32; (H, W) or (frames, H, W)) and spacing in mm."""
+    stored = _stored_pixels(ds, path)
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        return _multiframe(ds, stored)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        stored = stored.reshape(-1, *stored.shape[-2:])
+    values = apply_modality_lut(stored, ds).astype(np.float32)
+    spacing = tuple(float(v) for v in ds.PixelSpacing) if "PixelSpacing" in ds else None
+    if spacing is not None and values.ndim == 3:
+        step = ds.get("SpacingBetweenSlices", ds.get("SliceThickness"))
+        spacing = (float(step), *spacing) if step else None
+    return values, spacing
+
+
+def _slice_position(ds: Dataset) -> float | None:
+    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        return None
+    cosines = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    normal = np.cross(cosines[:3], cosines[3:])
+    return float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
+
+
+def _dicom_files(folder: Path) -> list[tuple[Path, Dataset]]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, OSError, ValueError):
+            continue
+        if "Rows" in ds and "Columns" in ds:
+            found.append((path, ds))
+    return found
+
+
+def _one_series(folder: Path, found: list[tuple[Path, Dataset]]) -> list[tuple[Path, Dataset]]:
+    series: dict[str, list] = {}
+    for path, ds in found:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
+    if len(series) > 1:
+        listing = "; ".join(f"{uid or '(none)'} ({len(items)} files, {items[0][1].get('SeriesDescription', '')!s})"
+                            for uid, items in series.items())
+        raise UserError(f"{folder} holds {len(series)} DICOM series: {listing} — "
+                        "put one series per folder (or pass one file)")
+    return next(iter(series.values()))
+
+
+def sort_series(folder: Path) -> list[Path]:
+    """Files of the single image series in ``folder``, sorted along the slice normal."""
+    found = _dicom_files(folder)
+    if not found:
+        raise UserError(f"{folder} contains no DICOM image: pass a folder of DICOM slices")
+    items = _one_series(folder, found)
+    shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in items}
+    if len(shapes) > 1:
+        raise UserError(f"the slices in {folder} have different sizes {sorted(shapes)}: pass one series")
+    positions = [_slice_position(ds) for _, ds in items]
+    if all(p is not None for p in positions):
+        order = np.argsort(positions, kind="stable")
+    else:
+        order = np.argsort([int(ds.get("InstanceNumber", 0) or 0) for _, ds in items], kind="stable")
+    return [items[i][0] for i in order]
+
+
+def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dataset, list[Path]]:
+    """Volume (slices, rows, cols) of the series in ``folder``, spacing, first dataset, files."""
+    files = sort_series(folder)
+    datasets = [read_dataset(path) for path in files]
+    slices = [pixel_values(ds, path)[0] for ds, path in zip(datasets, files)]
+    if any(s.ndim != 2 for s in slices):
+        raise UserError(f"{folder} mixes multi-frame files into a series: pass the multi-frame file itself")
+    volume = np.stack(slices)
+    return volume, _series_spacing(datasets), datasets[0], files
+
+
+def _series_spacing(datasets: list[Dataset]) -> tuple[float, ...] | None:
+    first = datasets[0]
+    if "PixelSpacing" not in first:
+        return None
+    row, col = (float(v) for v in first.PixelSpacing)
+    positions = [_slice_position(ds) for ds in datasets]
+    if len(datasets) > 1 and all(p is not None for p in positions):
+        step = float(np.median(np.diff(positions)))
+    else:
+        step = first.get("SpacingBetweenSlices", first.get("SliceThickness"))
+    if step is None or float(step) <= 0:
+        return None
+    return (float(step), row, col)
+
+
+# ------------------------------------------------------------------------------ writing
+_INSTANCE_TAGS = ("SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber",
+                  "SeriesDescription", "ImageType", "DerivationDescription", "ContentDate", "ContentTime",
+                  "LargestImagePixelValue", "SmallestImagePixelValue", "PixelPaddingValue",
+                  "PixelPaddingRangeLimit", "WindowCenter", "WindowWidth", "ModalityLUTSequence",
+                  "VOILUTSequence", "RescaleType", "PixelData", "IconImageSequence")
+
+
+def _encode(values: np.ndarray, modality: str | None) -> tuple[np.ndarray, float, float]:
+    """Stored values, slope and intercept for ``values`` (HU for CT)."""
+    if modality == "ct":
+        info = np.iinfo(np.int16)
+        stored = np.clip(np.rint(values - CT_INTERCEPT), info.min, info.max).astype(np.int16)
+        return stored, 1.0, CT_INTERCEPT
+    low, high = float(values.min()), float(values.max())
+    slope = (high - low) / 65535.0 if high > low else 1.0
+    return np.rint((values - low) / slope).astype(np.uint16), slope, low
+
+
+def _set_pixels(ds: Dataset, stored: np.ndarray, slope: float, intercept: float) -> None:
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.RescaleSlope = f"{slope:.10g}"[:16]
+    ds.RescaleIntercept = f"{intercept:.10g}"[:16]
+    ds.RescaleType = "HU" if ds.get("Modality") == "CT" else "US"
+    ds.PixelData = stored.tobytes()
+
+
+def _geometry(ds: Dataset, spacing: tuple[float, float] | None, z: float) -> None:
+    if spacing is not None:
+        ds.PixelSpacing = [f"{v:.10g}"[:16] for v in spacing]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, f"{z:.10g}"[:16]]
+    ds.SliceLocation = f"{z:.10g}"[:16]
+
+
+def _minimal_dataset(modality: str | None, study: dict[str, str]) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.Modality = {"ct": "CT", "mr": "MR"}.get(modality or "", "OT")
+    ds.ConversionType = "WSD"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Anonymous^", "scorerecon", "", ""
+    ds.Laterality, ds.PatientOrientation = "", ""
+    ds.StudyInstanceUID = study["study"]
+    ds.FrameOfReferenceUID = study["frame"]
+    ds.StudyDate, ds.StudyTime = study["date"], study["time"]
+    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
+    ds.PositionReferenceIndicator = ""
+    return ds
+
+
+def _reference_datasets(reference: Path, count: int) -> list[Dataset]:
+    """One reference dataset per output slice (a single reference slice serves a 2-D image)."""
+    if reference.is_dir():
+        datasets = [read_dataset(path, pixels=False) for path in sort_series(reference)]
+    elif reference.is_file():
+        datasets = [read_dataset(reference, pixels=False)]
+    else:
+        raise UserError(f"reference {reference} does not exist: pass a DICOM file or series folder")
+    if int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
+        raise UserError(f"reference {reference} is a multi-frame DICOM: pass a series of single-frame slices")
+    if len(datasets) != count:
+        raise UserError(f"reference {reference} has {len(datasets)} slices but the image has {count}: "
+                        "pass a reference with one slice per image slice (a single file for a 2-D image)")
+    return datasets
+
+
+def _from_reference(ref: Dataset, shape: tuple[int, int], spacing: tuple[float, float] | None) -> Dataset:
+    """Copy of ``ref`` without pixels, private tags and instance identity; geometry rescaled to ``shape``."""
+    ds = Dataset({elem.tag: elem for elem in ref if not elem.tag.is_private})
+    for keyword in _INSTANCE_TAGS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    if spacing is None and "PixelSpacing" in ref:
+        ref_spacing = np.asarray(ref.PixelSpacing, dtype=float)
+        spacing = tuple(ref_spacing * np.array([int(ref.Rows), int(ref.Columns)]) / np.array(shape))
+        if "ImagePositionPatient" in ref and "ImageOrientationPatient" in ref:
+            cosines = np.asarray(ref.ImageOrientationPatient, dtype=float)
+            shift = 0.5 * (np.asarray(spacing) - ref_spacing)  # centre of the first pixel moves inwards
+            ipp = np.asarray(ref.ImagePositionPatient, dtype=float) + shift[1] * cosines[:3] + shift[0] * cosines[3:]
+            ds.ImagePositionPatient = [f"{v:.10g}"[:16] for v in ipp]
+    if spacing is not None:
+        ds.PixelSpacing = [f"{v:.10g}"[:16] for v in spacing]
+    return ds
+
+
+def write_series(folder: Path, volume: np.ndarray, spacing: tuple[float, ...] | None,
+                 reference: Path | None, modality: str | None) -> None:
+    """Write ``volume`` (slices, rows, cols) into the (empty, temporary) ``folder``."""
+    count, shape = volume.shape[0], volume.shape[1:]
+    pixel_spacing = tuple(spacing[-2:]) if spacing is not None else None
+    refs = _reference_datasets(reference, count) if reference is not None else None
+    if refs is not None and modality is None:
+        modality = modality_of(refs[0])
+    now = datetime.datetime.now()
+    study = {"study": generate_uid(), "frame": generate_uid(), "date": now.strftime("%Y%m%d"),
+             "time": now.strftime("%H%M%S")}
+    series_uid = generate_uid()
+    step = float(spacing[0]) if spacing is not None and len(spacing) == 3 else 1.0
+    for k in range(count):
+        if refs is not None:
+            ds = _from_reference(refs[k], shape, pixel_spacing)
+        else:
+            ds = _minimal_dataset(modality, study)
+            _geometry(ds, pixel_spacing, k * step)
+        _identify(ds, series_uid, k, now, refs[k] if refs is not None else None)
+        _set_pixels(ds, *_encode(volume[k], modality))
+        _save(ds, folder / f"IM{k + 1:05d}.dcm")
+
+
+def _identify(ds: Dataset, series_uid: str, k: int, now: datetime.datetime, ref: Dataset | None) -> None:
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesNumber = 9001
+    ds.InstanceNumber = k + 1
+    ds.SeriesDescription = "scorerecon reconstruction"
+    ds.ImageType = ["DERIVED", "SECONDARY"] + list(ref.get("ImageType", [])[2:3] if ref is not None else [])
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    if ref is not None:
+        ds.DerivationDescription = "reconstructed by scorerecon"
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)

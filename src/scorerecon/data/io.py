@@ -1,0 +1,308 @@
+"""Image readers and writers, dispatching on the path.
+
+Formats: a DICOM file (single- or multi-frame), a DICOM series folder, NIfTI (``.nii``,
+``.nii.gz``), NumPy (``.npy``; ``.npz`` holding ``image`` and optionally ``scale`` — values are image · scale —,
+``spacing``, ``modality``, ``source``) and PNG
+(8- or 16-bit grey).  Every reader returns an :class:`Image`: float32 array, (H, W) or a volume
+(slices, H, W), with spacing in mm per array axis.  Leading axes of length 1 are dropped
+((1, 1, H, W) tensors saved with NumPy read as (H, W)); complex arrays are read as magnitude.
+
+NIfTI orientation.  The data are brought to the closest canonical (RAS+) orientation with
+nibabel; a volume ``v[s, r, c]`` is the voxel ``(i=c, j=H-1-r, k=s)``: slices are axial
+(inferior first), rows run anterior → posterior, columns right → left of the voxel axis i, so an
+axial slice shows the anterior at the top.  The writer stores the inverse mapping with the
+affine ``diag(column, row, slice spacing)``, so write → read is the identity.
+
+PNG output.  A PNG holds one 8-bit grey slice.  CT (``modality="ct"``, values in HU) is mapped by
+the fixed unit window of :mod:`scorerecon.data.intensity`, ``round(255 · clip(u, 0, 1))`` with
+``u = (HU + 1000) / 3000`` (11.8 HU per grey level); anything else by min–max scaling to 0..255.
+A PNG is therefore a picture, not a lossless store: use .npy, NIfTI or DICOM for data.
+
+DICOM details (rescale to HU, series sorting, writing with a reference) are in
+:mod:`scorerecon.data.dicom`.  All writers are atomic; bad input raises :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_directory, atomic_path
+from ..errors import UserError
+from . import dicom
+from .intensity import hu_to_unit
+
+READ_FORMATS = "DICOM file or series folder, .nii, .nii.gz, .npy, .npz or .png"
+WRITE_FORMATS = ".npy, .nii, .nii.gz, .png, or a folder (no extension) for a DICOM series"
+
+
+@dataclass
+class Image:
+    """An image or volume with its geometry.
+
+    ``array``: float32, (H, W) or (slices, H, W).  ``spacing``: mm per array axis, or None.
+    ``modality``: "ct" (values in HU), "mr" or None.  ``dicom_reference``: the DICOM file or
+    series the image came from (to copy tags when writing DICOM), else None.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] | None = None
+    modality: str | None = None
+    dicom_reference: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ reading
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_image(path: str | os.PathLike, slice_index: int | None = None) -> Image:
+    """Read any supported image; with ``slice_index`` return that slice of a volume (2-D)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"image {path} does not exist: check the path")
+    image = _read_any(path)
+    image.array = _checked(image.array, path)
+    if image.array.ndim == 3 and image.array.shape[0] == 1:
+        image = _take_slice(image, 0)
+    return _take_slice(image, slice_index) if slice_index is not None else image
+
+
+def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Image:
+    """Read a 2-D image: the given slice of a volume, by default the middle one."""
+    image = read_image(path)
+    if slice_index is None:
+        slice_index = image.array.shape[0] // 2 if image.array.ndim == 3 else 0
+    return _take_slice(image, slice_index)
+
+
+def _take_slice(image: Image, index: int) -> Image:
+    if image.array.ndim == 2:
+        if index != 0:
+            raise UserError(f"slice {index} requested from a single 2-D image: drop --slice or use --slice 0")
+        return image
+    count = image.array.shape[0]
+    if not 0 <= index < count:
+        raise UserError(f"slice index {index} is out of range: the volume has {count} slices (0..{count - 1})")
+    files = image.meta.get("files")
+    reference = Path(files[index]) if files else image.dicom_reference
+    meta = {k: v for k, v in image.meta.items() if k != "files"} | {"slice_index": index}
+    spacing = image.spacing[1:] if image.spacing is not None else None
+    return Image(image.array[index], spacing, image.modality, reference, meta)
+
+
+def _checked(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.asarray(array)
+    if array.size == 0:
+        raise UserError(f"{path} holds an empty array: pass an image with pixels")
+    if np.iscomplexobj(array):
+        array = np.abs(array)
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
+        raise UserError(f"{path} holds {array.dtype} data, not numbers: pass a numeric image")
+    while array.ndim > 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim not in (2, 3):
+        raise UserError(f"{path} has shape {array.shape}: expected a 2-D image or a 3-D volume (slices, H, W)")
+    if not np.all(np.isfinite(array)):
+        raise UserError(f"{path} contains NaN or Inf values: clean the image first")
+    return array.astype(np.float32, copy=False)
+
+
+def _read_any(path: Path) -> Image:
+    if path.is_dir():
+        return _read_dicom_series(path)
+    readers = {".nii": _read_nifti, ".nii.gz": _read_nifti, ".npy": _read_npy, ".npz": _read_npz,
+               ".png": _read_png, ".dcm": _read_dicom_file, ".ima": _read_dicom_file, "": _read_dicom_file}
+    reader = readers.get(_suffix(path))
+    if reader is None:
+        if not _has_dicom_preamble(path):
+            raise UserError(f"unsupported image format {path.suffix!r} ({path.name}): use a {READ_FORMATS}")
+        reader = _read_dicom_file
+    return reader(path)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+def _read_dicom_file(path: Path) -> Image:
+    ds = dicom.read_dataset(path)
+    array, spacing = dicom.pixel_values(ds, path)
+    return Image(array, spacing, dicom.modality_of(ds), path, _dicom_meta(ds))
+
+
+def _read_dicom_series(folder: Path) -> Image:
+    volume, spacing, first, files = dicom.read_series(folder)
+    meta = _dicom_meta(first) | {"files": [str(f) for f in files]}
+    return Image(volume, spacing, dicom.modality_of(first), folder, meta)
+
+
+def _dicom_meta(ds) -> dict[str, Any]:
+    keys = ("Modality", "SeriesInstanceUID", "SeriesDescription", "BodyPartExamined", "SOPClassUID")
+    return {"format": "dicom"} | {k: str(ds.get(k)) for k in keys if k in ds}
+
+
+def _read_nifti(path: Path) -> Image:
+    import nibabel as nib
+    try:
+        img = nib.load(path)
+        volume, spacing = nifti_volume(img, str(path))
+    except UserError:
+        raise
+    except Exception as err:  # nibabel raises many types for corrupt files
+        raise UserError(f"{path} is not a readable NIfTI file ({type(err).__name__}): check the file") from None
+    return Image(volume, spacing, None, None, {"format": "nifti"})
+
+
+def nifti_volume(img, name: str = "the NIfTI image") -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(slices, rows, cols) volume and spacing of a nibabel image, in this module's orientation."""
+    import nibabel as nib
+    img = nib.as_closest_canonical(img)
+    data = np.asarray(img.dataobj)
+    zooms = tuple(float(f"{z:.6g}") for z in img.header.get_zooms()[:3])
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data, zooms = data[:, :, None], zooms[:2] + (1.0,)
+    if data.ndim != 3:
+        raise UserError(f"{name} has shape {data.shape}: expected a 2-D image or a 3-D volume")
+    volume = np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, :])
+    return volume, (zooms[2], zooms[1], zooms[0])
+
+
+def _read_npy(path: Path) -> Image:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path} is not a readable .npy array ({err}): save it with numpy.save") from None
+    return Image(array, None, None, None, {"format": "npy"})
+
+
+def _read_npz(path: Path) -> Image:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path} is not a readable .npz archive ({err}): save it with numpy.savez") from None
+    if "image" not in arrays:
+        raise UserError(f"{path} has no 'image' array (found {sorted(arrays)}): "
+                        "save it as numpy.savez(path, image=...)")
+    spacing = tuple(float(v) for v in arrays["spacing"]) if "spacing" in arrays else None
+    modality = normalise_modality(str(arrays["modality"])) if "modality" in arrays else None
+    image = arrays["image"] * float(arrays["scale"]) if "scale" in arrays else arrays["image"]
+    meta = {"format": "npz"} | ({"source": str(arrays["source"])} if "source" in arrays else {})
+    return Image(image, spacing, modality, None, meta)
+
+
+def _read_png(path: Path) -> Image:
+    from PIL import Image as PILImage, UnidentifiedImageError
+    try:
+        with PILImage.open(path) as png:
+            mode = png.mode
+            array = np.asarray(png)
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"{path} is not a readable PNG ({type(err).__name__}): check the file") from None
+    if mode not in ("L", "I", "I;16", "I;16B", "1"):
+        raise UserError(f"{path} is a {mode} (colour) PNG: convert it to 8- or 16-bit greyscale")
+    return Image(array, None, None, None, {"format": "png", "mode": mode})
+
+
+# ------------------------------------------------------------------------------ writing
+def write_image(path: str | os.PathLike, array, spacing: tuple[float, ...] | None = None,
+                reference: str | os.PathLike | None = None, modality: str | None = None) -> Path:
+    """Write ``array`` ((H, W) or (slices, H, W)) atomically; the format follows the extension.
+
+    ``spacing`` is mm per array axis (a single number: isotropic).  ``reference`` (a DICOM file
+    or series) is used by DICOM output only.  ``modality="ct"`` means values in HU (PNG window,
+    int16 DICOM); "mr"/"mri" or None write the values as they are.
+    """
+    path = Path(path)
+    volume = _checked(np.asarray(array), path)
+    spacing = _per_axis(spacing, volume.ndim)
+    modality = normalise_modality(modality)
+    writers = {".npy": _write_npy, ".nii": _write_nifti, ".nii.gz": _write_nifti, ".png": _write_png}
+    suffix = _suffix(path)
+    if suffix == "":
+        _write_dicom(path, volume, spacing, reference, modality)
+    elif suffix in writers:
+        writers[suffix](path, volume, spacing, modality)
+    else:
+        raise UserError(f"cannot write {path.name}: unsupported extension {suffix!r}; use {WRITE_FORMATS}")
+    return path
+
+
+def _per_axis(spacing, ndim: int) -> tuple[float, ...] | None:
+    if spacing is None:
+        return None
+    values = tuple(float(v) for v in np.atleast_1d(np.asarray(spacing, dtype=float)))
+    if len(values) == 1:
+        values = values * ndim
+    if len(values) != ndim or min(values) <= 0:
+        raise UserError(f"spacing {values} does not fit an image of {ndim} dimensions: "
+                        "give one positive spacing per axis (mm)")
+    return values
+
+
+def normalise_modality(modality: str | None) -> str | None:
+    """'ct', 'mr' or None; accepts the aliases 'CT', 'MR', 'mri'."""
+    if modality is None:
+        return None
+    value = {"ct": "ct", "mr": "mr", "mri": "mr"}.get(str(modality).lower())
+    if value is None:
+        raise UserError(f"unknown modality {modality!r}: use 'ct' or 'mr'")
+    return value
+
+
+def _write_npy(path: Path, volume: np.ndarray, spacing, modality) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, volume)
+
+
+def _write_nifti(path: Path, volume: np.ndarray, spacing, modality) -> None:
+    import nibabel as nib
+    vol3 = volume[None] if volume.ndim == 2 else volume
+    steps = tuple(spacing) if spacing is not None else (1.0,) * volume.ndim
+    slice_step, row, col = ((1.0,) + steps) if volume.ndim == 2 else steps
+    data = np.ascontiguousarray(vol3[:, ::-1, :].transpose(2, 1, 0))
+    img = nib.Nifti1Image(data, np.diag([col, row, slice_step, 1.0]))
+    img.header.set_xyzt_units("mm")
+    with atomic_path(path, suffix=_suffix(path)) as tmp:
+        nib.save(img, tmp)
+
+
+def png_grey_levels(image: np.ndarray, modality: str | None) -> np.ndarray:
+    """8-bit grey levels written to PNG: CT by the unit HU window, otherwise min–max."""
+    if modality == "ct":
+        unit = np.clip(hu_to_unit(image.astype(np.float64)), 0.0, 1.0)
+    else:
+        low, high = float(image.min()), float(image.max())
+        unit = (image - low) / (high - low) if high > low else np.zeros_like(image, dtype=np.float64)
+    return np.rint(255.0 * unit).astype(np.uint8)
+
+
+def _write_png(path: Path, volume: np.ndarray, spacing, modality) -> None:
+    from PIL import Image as PILImage
+    if volume.ndim == 3 and volume.shape[0] == 1:
+        volume = volume[0]
+    if volume.ndim != 2:
+        raise UserError(f"a PNG holds one 2-D slice but the image has shape {volume.shape}: "
+                        "write .nii.gz, .npy or a DICOM folder")
+    with atomic_path(path, suffix=".png") as tmp:
+        PILImage.fromarray(png_grey_levels(volume, modality)).save(tmp, format="PNG")
+
+
+def _write_dicom(path: Path, volume: np.ndarray, spacing, reference, modality) -> None:
+    vol3 = volume[None] if volume.ndim == 2 else volume
+    spacing3 = ((1.0,) + tuple(spacing)) if (spacing is not None and volume.ndim == 2) else spacing
+    reference = Path(reference) if reference is not None else None
+    if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
+        raise UserError(f"output folder {path} exists and holds other files: choose a new folder for the DICOM series")
+    with atomic_directory(path) as tmp:
+        dicom.write_series(tmp, vol3, spacing3, reference, modality)

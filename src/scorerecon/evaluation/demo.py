@@ -1,0 +1,58 @@
+"""``scorerecon demo``: sparse-view CT of a bundled held-out head slice, end to end.
+
+Simulates a 23-of-180-view parallel-beam measurement of a real CT slice that no prior was trained
+on, reconstructs it with the demo's methods, and writes a figure (measurement, reconstructions,
+truth, error) and a metrics JSON.  Everything it needs ships inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..data.intensity import hu_to_unit
+from ..data.samples import load_sample
+from ..solvers import reconstruct
+from .figures import save_panels
+
+DEMO_SAMPLE = "ct-head-0"
+DEMO_VIEWS, DEMO_FULL_VIEWS = 23, 180
+# (method, options) in the order shown; the last one is the headline reconstruction.
+DEMO_METHODS: list[tuple[str, dict]] = [("fbp", {}), ("tv", {})]
+
+
+def run_demo(out_dir: Path) -> dict[str, Path]:
+    """Run the demo into ``out_dir``; return the paths written."""
+    from ..simulate.ct import simulate_ct
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sample = load_sample(DEMO_SAMPLE)
+    meas = simulate_ct(sample.array, pixel_size=(sample.spacing or (1.0,))[0],
+                       views=DEMO_VIEWS, full_views=DEMO_FULL_VIEWS, geometry="parallel", seed=0)
+    truth = np.clip(hu_to_unit(meas.truth), 0, 1)
+    results = {name: reconstruct(meas, name, **options) for name, options in DEMO_METHODS}
+
+    metrics = {"sample": DEMO_SAMPLE, "views": DEMO_VIEWS, "full_views": DEMO_FULL_VIEWS, "methods": {}}
+    for name, result in results.items():
+        metrics["methods"][name] = result.metrics(meas)
+    headline = DEMO_METHODS[-1][0]
+    best = results[headline]
+    panels = [("measured sinogram (%d views)" % DEMO_VIEWS, meas.data[meas.mask.any(axis=1)], {"aspect": "auto"})]
+    for name, result in results.items():
+        m = metrics["methods"][name]
+        panels.append((f"{name}: {m['psnr']:.2f} dB / {m['ssim']:.3f}",
+                       np.clip(result.unit_image, 0, 1), {"vmin": 0, "vmax": 1}))
+    panels.append(("truth (held out)", truth, {"vmin": 0, "vmax": 1}))
+    panels.append((f"|error| of {headline}", np.abs(np.clip(best.unit_image, 0, 1) - truth),
+                   {"cmap": "magma", "vmin": 0, "vmax": 0.2}))
+    if best.std is not None:
+        panels.append(("posterior std", best.std, {"cmap": "magma"}))
+    figure = save_panels(out_dir / "demo.png", panels,
+                         title=f"sparse-view CT, {DEMO_VIEWS}/{DEMO_FULL_VIEWS} views, held-out slice {DEMO_SAMPLE}")
+    metrics_path = out_dir / "metrics.json"
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    return {"figure": figure, "metrics": metrics_path}

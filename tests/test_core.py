@@ -1,0 +1,138 @@
+"""The shared core: measurement file round trip, atomic outputs, metrics, CLI error contract."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from scorerecon.atomic import atomic_path
+from scorerecon.cli import main
+from scorerecon.data.intensity import hu_to_unit, unit_to_hu
+from scorerecon.data.measurement import Measurement, read_measurement, write_measurement
+from scorerecon.errors import UserError
+from scorerecon.evaluation.metrics import body_mask, evaluate_images, psnr, ssim
+
+
+def _measurement(**overrides):
+    rng = np.random.default_rng(0)
+    fields = dict(modality="ct", data=rng.random((12, 20)).astype(np.float32),
+                  mask=np.ones((12, 20), np.uint8),
+                  geometry={"kind": "parallel", "angles": np.linspace(0, np.pi, 12, endpoint=False),
+                            "n_detectors": 20, "pixel_size": 0.5},
+                  truth=rng.random((16, 16)).astype(np.float32) * 100,
+                  extras={"metal_mask": np.zeros((16, 16), bool)}, attrs={"seed": 3, "flux": 1e5})
+    fields.update(overrides)
+    return Measurement(**fields)
+
+
+def test_measurement_round_trip(tmp_path):
+    meas = _measurement()
+    write_measurement(tmp_path / "m.h5", meas)
+    back = read_measurement(tmp_path / "m.h5")
+    assert back.modality == "ct"
+    np.testing.assert_array_equal(back.data, meas.data)
+    np.testing.assert_array_equal(back.mask, meas.mask)
+    np.testing.assert_array_equal(back.truth, meas.truth)
+    np.testing.assert_allclose(back.geometry["angles"], meas.geometry["angles"])
+    assert back.geometry["n_detectors"] == 20 and back.geometry["kind"] == "parallel"
+    assert back.attrs["seed"] == 3 and back.attrs["flux"] == 1e5
+    np.testing.assert_array_equal(back.extras["metal_mask"], meas.extras["metal_mask"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(data=np.full((12, 20), np.nan, np.float32)), "NaN"),
+    (dict(mask=np.zeros((12, 20), np.uint8)), "keeps no measurement"),
+    (dict(mask=np.ones((5, 3), np.uint8)), "does not match"),
+])
+def test_bad_measurements_are_refused_without_output(tmp_path, bad, message):
+    with pytest.raises(UserError, match=message):
+        write_measurement(tmp_path / "m.h5", _measurement(**bad))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_non_measurements(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        read_measurement(tmp_path / "missing.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(UserError, match="not an HDF5"):
+        read_measurement(tmp_path / "text.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(UserError, match="neither"):
+        read_measurement(tmp_path / "other.h5")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_atomic_path_refuses_missing_or_readonly_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        with atomic_path(tmp_path / "nope" / "x.npy"):
+            pass
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(UserError, match="not writable"):
+            with atomic_path(locked / "x.npy"):
+                pass
+    finally:
+        os.chmod(locked, 0o700)
+
+
+def test_hu_window_is_affine_and_invertible():
+    hu = np.array([-1000.0, 0.0, 2000.0, 3000.0])
+    np.testing.assert_allclose(hu_to_unit(hu), [0.0, 1 / 3, 1.0, 4 / 3])
+    np.testing.assert_allclose(unit_to_hu(hu_to_unit(hu)), hu)
+
+
+def test_metrics_follow_scikit_image():
+    rng = np.random.default_rng(1)
+    truth = rng.random((40, 40))
+    recon = np.clip(truth + 0.05 * rng.standard_normal((40, 40)), 0, 1)
+    assert psnr(recon, truth) == pytest.approx(peak_signal_noise_ratio(truth, recon, data_range=1))
+    assert ssim(recon, truth) == pytest.approx(structural_similarity(truth, recon, data_range=1))
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    mse = np.mean((recon[mask] - truth[mask]) ** 2)
+    assert psnr(recon, truth, mask) == pytest.approx(10 * np.log10(1 / mse))
+    with pytest.raises(UserError, match="shape"):
+        psnr(recon[:30], truth)
+
+
+def test_body_mask_and_ct_evaluation():
+    truth_hu = np.full((32, 32), -1000.0)
+    truth_hu[8:24, 8:24] = 40.0
+    assert body_mask(hu_to_unit(truth_hu)).sum() == 16 * 16
+    metrics = evaluate_images(truth_hu + 30.0, truth_hu, modality="ct")
+    assert metrics["psnr"] == pytest.approx(20 * np.log10(3000 / 30.0))
+
+
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    code = main(["reconstruct", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "does not exist" in err
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_cli_metrics_json_is_written(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.float32))
+    np.save(tmp_path / "b.npy", np.full((8, 8), 30.0, np.float32))
+    code = main(["evaluate", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--json", str(tmp_path / "m.json")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["psnr"] == pytest.approx(20 * np.log10(3000 / 30.0))

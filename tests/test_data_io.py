@@ -1,0 +1,346 @@
+"""Readers, writers and bundled samples: round trips, DICOM semantics, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_modality_lut
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from scorerecon.cli import main
+from scorerecon.data.intensity import hu_to_unit
+from scorerecon.data.io import read_image, read_slice, write_image
+from scorerecon.data.samples import list_samples, load_sample, sample_path
+from scorerecon.errors import UserError
+
+
+@pytest.fixture
+def volume():
+    rng = np.random.default_rng(0)
+    return rng.integers(-1024, 3000, size=(4, 24, 32)).astype(np.float32)
+
+
+@pytest.fixture
+def dicom_file():
+    return sample_path("ct-spine-dicom")
+
+
+# ------------------------------------------------------------------ simple formats
+def test_npy_round_trip(tmp_path, volume):
+    write_image(tmp_path / "v.npy", volume)
+    assert np.array_equal(read_image(tmp_path / "v.npy").array, volume)
+    write_image(tmp_path / "s.npy", volume[0])
+    assert read_image(tmp_path / "s.npy").array.shape == (24, 32)
+
+
+def test_npy_squeezes_leading_batch_axes_and_takes_magnitude(tmp_path):
+    np.save(tmp_path / "b.npy", (3 + 4j) * np.ones((1, 1, 8, 8), dtype=np.complex64))
+    image = read_image(tmp_path / "b.npy")
+    assert image.array.shape == (8, 8) and np.allclose(image.array, 5.0)
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nii"])
+def test_nifti_round_trip_with_spacing(tmp_path, volume, name):
+    write_image(tmp_path / name, volume, spacing=(2.5, 0.5, 0.75))
+    image = read_image(tmp_path / name)
+    assert np.array_equal(image.array, volume)
+    assert image.spacing == pytest.approx((2.5, 0.5, 0.75))
+    write_image(tmp_path / ("s" + name), volume[1], spacing=(0.5, 0.75))
+    single = read_image(tmp_path / ("s" + name))
+    assert np.array_equal(single.array, volume[1]) and single.spacing == pytest.approx((0.5, 0.75))
+
+
+def test_nifti_orientation_is_canonical(tmp_path, volume):
+    """A volume stored with x flipped (LAS affine) reads the same as its RAS twin."""
+    import nibabel as nib
+    write_image(tmp_path / "ras.nii.gz", volume, spacing=(2.0, 1.0, 1.0))
+    ras = nib.load(tmp_path / "ras.nii.gz")
+    data = np.asarray(ras.dataobj)
+    assert data[3, 24 - 1 - 5, 2] == volume[2, 5, 3]  # v[s, r, c] = voxel (c, H-1-r, s)
+    las_affine = ras.affine @ np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data[::-1].copy(), las_affine), tmp_path / "las.nii.gz")
+    assert np.array_equal(read_image(tmp_path / "las.nii.gz").array, volume)
+
+
+def test_png_ct_window_within_8bit_quantisation(tmp_path):
+    hu = np.linspace(-1500, 2500, 64 * 64, dtype=np.float32).reshape(64, 64)
+    write_image(tmp_path / "ct.png", hu, modality="ct")
+    grey = read_image(tmp_path / "ct.png").array
+    assert np.abs(grey / 255 - np.clip(hu_to_unit(hu), 0, 1)).max() <= 0.5 / 255 + 1e-6
+
+
+def test_png_min_max_and_16bit_read(tmp_path):
+    from PIL import Image as PILImage
+    image = np.linspace(3.0, 7.0, 100, dtype=np.float32).reshape(10, 10)
+    write_image(tmp_path / "mr.png", image)
+    grey = read_image(tmp_path / "mr.png").array
+    assert grey.min() == 0 and grey.max() == 255
+    assert np.abs(grey / 255 - (image - 3) / 4).max() <= 0.5 / 255 + 1e-6
+    stored = np.arange(0, 60000, 600, dtype=np.uint16).reshape(10, 10)
+    PILImage.fromarray(stored).save(tmp_path / "grey16.png")
+    assert np.array_equal(read_image(tmp_path / "grey16.png").array, stored)
+
+
+# ------------------------------------------------------------------------- DICOM
+def test_dicom_rescale_matches_pydicom(tmp_path, dicom_file):
+    ds = pydicom.dcmread(dicom_file)
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
+    ds.save_as(tmp_path / "scaled.dcm")
+    image = read_image(tmp_path / "scaled.dcm")
+    assert np.array_equal(image.array, apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+    assert image.modality == "ct" and image.spacing == pytest.approx((0.661468, 0.661468))
+    assert image.dicom_reference == tmp_path / "scaled.dcm"
+
+
+def test_dicom_series_without_reference_round_trip(tmp_path, volume):
+    write_image(tmp_path / "series", volume, spacing=(3.0, 0.8, 0.9), modality="ct")
+    files = sorted((tmp_path / "series").iterdir())
+    assert len(files) == 4
+    datasets = [pydicom.dcmread(f) for f in files]
+    assert len({ds.SOPInstanceUID for ds in datasets}) == 4 and len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert all(ds.pixel_array.dtype == np.int16 and float(ds.RescaleIntercept) == -1024 for ds in datasets)
+    image = read_image(tmp_path / "series")
+    assert np.abs(image.array - volume).max() <= 0.5
+    assert image.spacing == pytest.approx((3.0, 0.8, 0.9)) and image.modality == "ct"
+
+
+def test_dicom_mr_series_round_trip_within_quantisation(tmp_path):
+    image = np.random.default_rng(1).random((2, 16, 16)).astype(np.float32)
+    write_image(tmp_path / "mr", image, modality="mri")
+    back = read_image(tmp_path / "mr")
+    assert back.modality == "mr" and np.abs(back.array - image).max() <= 0.5 / 65535 * 1.01
+
+
+def test_dicom_with_reference_copies_tags_and_makes_new_uids(tmp_path, dicom_file):
+    ref = pydicom.dcmread(dicom_file)
+    hu = read_image(dicom_file).array + 7.0
+    write_image(tmp_path / "out", hu, reference=dicom_file)
+    (written,) = (tmp_path / "out").iterdir()
+    ds = pydicom.dcmread(written)
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Modality",
+                    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SOPClassUID"):
+        assert ds[keyword].value == ref[keyword].value, keyword
+    assert ds.SeriesInstanceUID != ref.SeriesInstanceUID and ds.SOPInstanceUID != ref.SOPInstanceUID
+    assert not any(elem.tag.is_private for elem in ds)
+    assert np.abs(read_image(written).array - hu).max() <= 0.5
+
+
+def test_dicom_reference_of_other_size_keeps_field_of_view(tmp_path, dicom_file):
+    ref = pydicom.dcmread(dicom_file)
+    write_image(tmp_path / "up", np.zeros((256, 256), np.float32), reference=dicom_file, modality="ct")
+    ds = pydicom.dcmread(next((tmp_path / "up").iterdir()))
+    assert float(ds.PixelSpacing[0]) * 256 == pytest.approx(float(ref.PixelSpacing[0]) * 128)
+    first_edge = float(ref.ImagePositionPatient[0]) - float(ref.PixelSpacing[1]) / 2
+    assert float(ds.ImagePositionPatient[0]) - float(ds.PixelSpacing[1]) / 2 == pytest.approx(first_edge)
+
+
+def test_dicom_reference_series_slice_count_must_match(tmp_path, volume):
+    write_image(tmp_path / "ref", volume, spacing=(2.0, 1.0, 1.0), modality="ct")
+    write_image(tmp_path / "same", volume + 1, reference=tmp_path / "ref")
+    assert np.abs(read_image(tmp_path / "same").array - volume - 1).max() <= 0.5
+    with pytest.raises(UserError, match="slices"):
+        write_image(tmp_path / "bad", volume[:2], reference=tmp_path / "ref")
+
+
+def _series_file(folder, k, position, series_uid, value):
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = series_uid, "CT", 10 - k
+    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, position]
+    ds.PixelSpacing, ds.Rows, ds.Columns = [1, 1], 4, 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ds.PixelData = np.full((4, 4), value, np.int16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.save_as(folder / f"f{k}.dcm", enforce_file_format=True)
+
+
+def test_series_sorted_by_position_and_single_series_enforced(tmp_path):
+    uid = generate_uid()
+    for k, position in enumerate([5.0, -2.5, 0.0]):
+        _series_file(tmp_path, k, position, uid, int(position * 10))
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    image = read_image(tmp_path)
+    assert image.array[:, 0, 0].tolist() == [-25, 0, 50] and image.spacing == pytest.approx((3.75, 1, 1))
+    middle = read_slice(tmp_path)
+    assert middle.dicom_reference == tmp_path / "f2.dcm" and middle.array[0, 0] == 0
+    other = generate_uid()
+    _series_file(tmp_path, 3, 9.0, other, 0)
+    with pytest.raises(UserError, match=other):
+        read_image(tmp_path)
+
+
+def test_enhanced_multiframe_uses_per_frame_rescale_and_positions(tmp_path):
+    stored = np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2.1", generate_uid()
+    ds.Modality, ds.NumberOfFrames, ds.Rows, ds.Columns = "CT", 3, 8, 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.6], 2.0
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    frames = []
+    for k in range(3):
+        transform, position, frame = Dataset(), Dataset(), Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = k + 1, -1000 + 100 * k, "HU"
+        position.ImagePositionPatient = [0, 0, 10.0 - 3 * k]  # stored top-down: read back reversed
+        frame.PixelValueTransformationSequence = Sequence([transform])
+        frame.PlanePositionSequence = Sequence([position])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = stored.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.save_as(tmp_path / "mf.dcm", enforce_file_format=True)
+    image = read_image(tmp_path / "mf.dcm")
+    expected = np.stack([stored[k] * (k + 1) - 1000 + 100 * k for k in range(3)])[::-1]
+    assert np.array_equal(image.array, expected) and image.spacing == pytest.approx((3.0, 0.5, 0.6))
+    assert read_slice(tmp_path / "mf.dcm", 2).array.shape == (8, 8)
+
+
+def test_pydicom_enhanced_ct_sample_reads_as_volume():
+    data = pytest.importorskip("pydicom.data")
+    path = data.get_testdata_file("eCT_Supplemental.dcm")
+    if path is None:
+        pytest.skip("pydicom-data not installed")
+    image = read_image(path)
+    assert image.array.shape == (2, 512, 512) and image.modality == "ct" and image.array.min() >= -1024
+
+
+# --------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p / "missing.npy", "does not exist"),
+    (lambda p: (p / "bad.dcm").write_text("hello") and p / "bad.dcm", "not a readable DICOM"),
+    (lambda p: (p / "x.txt").write_text("hello") and p / "x.txt", "unsupported image format"),
+    (lambda p: np.save(p / "nan.npy", np.array([[0.0, np.nan]])) or p / "nan.npy", "NaN or Inf"),
+    (lambda p: np.save(p / "inf.npy", np.array([[0.0, np.inf]])) or p / "inf.npy", "NaN or Inf"),
+    (lambda p: np.save(p / "e.npy", np.zeros((0, 4))) or p / "e.npy", "empty"),
+    (lambda p: np.save(p / "d4.npy", np.zeros((2, 2, 4, 4))) or p / "d4.npy", "expected a 2-D image"),
+    (lambda p: np.save(p / "d1.npy", np.zeros(5)) or p / "d1.npy", "expected a 2-D image"),
+    (lambda p: p, "no DICOM image"),
+])
+def test_bad_inputs_raise_one_line_user_errors(tmp_path, make, match):
+    with pytest.raises(UserError, match=match) as info:
+        read_image(make(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_dicom_without_pixel_data(tmp_path, dicom_file):
+    ds = pydicom.dcmread(dicom_file)
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopix.dcm")
+    with pytest.raises(UserError, match="without pixel data"):
+        read_image(tmp_path / "nopix.dcm")
+
+
+def test_colour_png_and_slice_index_errors(tmp_path, volume):
+    from PIL import Image as PILImage
+    PILImage.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(UserError, match="colour"):
+        read_image(tmp_path / "rgb.png")
+    np.save(tmp_path / "v.npy", volume)
+    assert np.array_equal(read_slice(tmp_path / "v.npy").array, volume[2])
+    with pytest.raises(UserError, match="out of range"):
+        read_slice(tmp_path / "v.npy", 4)
+    np.save(tmp_path / "s.npy", volume[0])
+    with pytest.raises(UserError, match="single 2-D image"):
+        read_slice(tmp_path / "s.npy", 1)
+
+
+def test_writer_errors_leave_nothing_behind(tmp_path, volume):
+    with pytest.raises(UserError, match="does not exist"):
+        write_image(tmp_path / "nofolder" / "x.npy", volume)
+    with pytest.raises(UserError, match="unsupported extension"):
+        write_image(tmp_path / "x.tiff", volume)
+    with pytest.raises(UserError, match="one 2-D slice"):
+        write_image(tmp_path / "x.png", volume)
+    with pytest.raises(UserError, match="spacing"):
+        write_image(tmp_path / "x.nii.gz", volume, spacing=(1.0, 1.0))
+    with pytest.raises(UserError, match="NaN"):
+        write_image(tmp_path / "x.npy", np.full((4, 4), np.nan))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("user data")
+    with pytest.raises(UserError, match="holds other files"):
+        write_image(tmp_path / "busy", volume, modality="ct")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+    assert (tmp_path / "busy" / "keep.txt").exists()
+
+
+def test_cli_evaluate_missing_file_exits_2_with_one_line(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((4, 4)))
+    code = main(["evaluate", str(tmp_path / "missing.npy"), str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing.npy" in err
+
+
+# ------------------------------------------------------------------------ samples
+def test_samples_load_with_expected_units():
+    names = list_samples()
+    assert {"ct-head-0", "ct-head-1", "ct-abdomen-0", "mri-brain-0", "ct-spine-dicom"} <= set(names)
+    ct = load_sample("ct-head-0")
+    assert ct.array.shape == (256, 256) and ct.modality == "ct" and ct.array.min() >= -1024
+    assert 0 < np.median(ct.array[100:150, 100:150]) < 80  # brain tissue, HU
+    mri = load_sample("mri-brain-0")
+    assert mri.modality == "mr" and mri.array.max() == pytest.approx(1.0) and mri.array.min() >= 0
+    with pytest.raises(UserError, match="ct-head-0"):
+        load_sample("nope")
+
+
+def test_bundled_ct_samples_match_their_source():
+    pytest.importorskip("data_store", reason="pydicom-data not installed")
+    from scorerecon.data.datasets import resample_ct
+    from scorerecon.data.samples import CT_SAMPLES
+    from pydicom.data import get_testdata_file
+    for name, file in CT_SAMPLES.items():
+        source = read_image(get_testdata_file(file))
+        hu, spacing = resample_ct(source.array, source.spacing)
+        sample = load_sample(name)
+        assert np.abs(sample.array - hu).max() <= 0.5 and sample.spacing == pytest.approx(spacing)
+
+
+def test_written_dicom_passes_dciodvfy(tmp_path, dicom_file):
+    import shutil
+    import subprocess
+    validator = shutil.which("dciodvfy")
+    if validator is None:
+        pytest.skip("dciodvfy (Debian dicom3tools) not installed")
+    write_image(tmp_path / "sc", np.zeros((2, 8, 8)), spacing=(2, 1, 1), modality="ct")
+    write_image(tmp_path / "ref", read_image(dicom_file).array, reference=dicom_file)
+    for folder in ("sc", "ref"):
+        report = subprocess.run([validator, str(next((tmp_path / folder).iterdir()))],
+                                capture_output=True, text=True).stderr
+        assert "Error" not in report, report
+
+
+def test_truncated_pixel_data(tmp_path, dicom_file):
+    ds = pydicom.dcmread(dicom_file)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(tmp_path / "short.dcm")
+    with pytest.raises(UserError, match="damaged"):
+        read_image(tmp_path / "short.dcm")
+
+
+def test_bundled_mri_samples_match_the_mni_template():
+    pytest.importorskip("nilearn", reason="nilearn not installed")
+    from scorerecon.data.datasets import fit_slice, mni152_volume, template_planes
+    from scorerecon.data.samples import MRI_SAMPLES
+    volume, spacing = mni152_volume()
+    planes = {(plane, index): (image, pixel) for plane, index, image, pixel, _ in template_planes(volume, spacing)}
+    for name, key in MRI_SAMPLES.items():
+        fitted, pixel = fit_slice(*planes[key])
+        sample = load_sample(name)
+        assert np.abs(sample.array - fitted / fitted.max()).max() <= 0.5 / 65535 + 1e-6
+        assert sample.spacing == pytest.approx(pixel)

@@ -1,0 +1,189 @@
+"""Dataset preparation from (fake or real) Debian packages: layout, splits, units, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import plistlib
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scorerecon.cli import main
+from scorerecon.data import datasets
+from scorerecon.data.datasets import load_split, prepare_dataset, unpack_deb
+from scorerecon.errors import UserError
+
+INV_DEB = Path("/tmp/invesalius-examples_3.1.99998-4_all.deb")
+MRI_ROOT = Path("/tmp/mri")
+SLICES = 12
+
+
+def _tar_bytes(files: dict[str, bytes], mode: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _ar(members: dict[str, bytes]) -> bytes:
+    out = b"!<arch>\n"
+    for name, content in members.items():
+        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(content):<10}`\n".encode()
+        out += header + content + (b"\n" if len(content) % 2 else b"")
+    return out
+
+
+def _phantom_volume() -> np.ndarray:
+    """Int16 HU head phantom (slices, 256, 256): air, skull ring, brain; a bone marker at the bottom rows."""
+    y, x = np.mgrid[:256, :256]
+    r = np.hypot((y - 128) / 100, (x - 128) / 80)
+    slice_ = np.where(r < 0.9, 40, np.where(r < 1.0, 1200, -1024)).astype(np.int16)
+    slice_[250:, 120:136] = 1500  # stored at the bottom: the reader flips it to the top
+    return np.repeat(slice_[None], SLICES, axis=0)
+
+
+def _fake_inv_deb(tmp_path: Path) -> Path:
+    volume = _phantom_volume()
+    plist = {"matrix": {"dtype": "int16", "filename": "matrix.dat", "shape": list(volume.shape)},
+             "spacing": [0.9, 0.9, 2.0], "name": "phantom", "modality": "CT"}
+    inv3 = _tar_bytes({"tmpdir/main.plist": plistlib.dumps(plist),
+                       "tmpdir/matrix.dat": volume.astype("<i2").tobytes()}, "w:gz")
+    data = _tar_bytes({"./usr/share/doc/invesalius-examples/examples/Cranium.inv3": inv3}, "w:xz")
+    deb = tmp_path / "invesalius-examples_0_all.deb"
+    deb.write_bytes(_ar({"debian-binary": b"2.0\n", "control.tar.xz": _tar_bytes({}, "w:xz"),
+                         "data.tar.xz": data}))
+    return deb
+
+
+@pytest.fixture
+def fake_deb(tmp_path):
+    pytest.importorskip("data_store", reason="pydicom-data (the CT evaluation source) not installed")
+    return _fake_inv_deb(tmp_path)
+
+
+def test_head_ct_from_fake_deb(tmp_path, fake_deb):
+    out = prepare_dataset("head-ct", out=tmp_path / "head-ct", deb=fake_deb)
+    train, val, evaluation = (np.load(out / f"{s}.npy") for s in ("train", "val", "eval"))
+    meta = json.loads((out / "meta.json").read_text())
+    assert train.shape == (SLICES - 1, 256, 256) and val.shape == (1, 256, 256) and evaluation.shape[1:] == (256, 256)
+    assert meta["counts"] == {"train": SLICES - 1, "val": 1, "eval": len(datasets.CT_EVAL_FILES)}
+    for array in (train, val, evaluation):
+        assert array.dtype == np.float32 and array.min() >= 0 and array.max() <= 1
+    train_sources = {s["source"] for s in meta["slices"]["train"]}
+    assert not train_sources & {s["source"] for s in meta["slices"]["val"]}
+    assert all(s["source"].startswith("pydicom:") for s in meta["slices"]["eval"])
+    assert train[0, 128, 128] == pytest.approx((40 + 1000) / 3000)
+    assert train[0, :6, 128].max() > train[0, -6:, 128].max()  # marker flipped to the top
+    assert meta["training_source"]["spacing_mm"] == pytest.approx([2.0, 0.9, 0.9])
+    assert "GPL-2" in meta["training_source"]["licence"]
+
+
+def test_head_ct_from_unpacked_folder_and_cli(tmp_path, fake_deb, capsys):
+    root = unpack_deb(fake_deb, tmp_path / "unpacked")
+    code = main(["data", "prepare", "head-ct", "--deb", str(root), "--out", str(tmp_path / "cli")])
+    assert code == 0 and "prepared head-ct" in capsys.readouterr().out
+    assert load_split("head-ct", "val", root=tmp_path / "cli").shape == (1, 256, 256)
+
+
+def test_unpack_deb_matches_dpkg(tmp_path):
+    deb = _fake_inv_deb(tmp_path)
+    ours = unpack_deb(deb, tmp_path / "ours")
+    target = "usr/share/doc/invesalius-examples/examples/Cranium.inv3"
+    assert (ours / target).is_file()
+    dpkg = pytest.importorskip("shutil").which("dpkg-deb")
+    if dpkg:
+        subprocess.run([dpkg, "-x", str(deb), str(tmp_path / "dpkg")], check=True, capture_output=True)
+        assert (tmp_path / "dpkg" / target).read_bytes() == (ours / target).read_bytes()
+
+
+def test_default_folder_follows_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "cache"))
+    assert datasets.data_root() == tmp_path / "cache"
+    with pytest.raises(UserError, match="scorerecon data prepare head-ct"):
+        load_split("head-ct", "train")
+
+
+@pytest.mark.parametrize("which, returncode", [(None, 0), ("/usr/bin/apt-get", 100)])
+def test_missing_apt_get_says_how_to_pass_deb(tmp_path, monkeypatch, which, returncode):
+    monkeypatch.setattr(datasets.shutil, "which", lambda name: which)
+    monkeypatch.setattr(datasets.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, returncode, "", "E: Unable to locate package invesalius-examples"))
+    with pytest.raises(UserError, match="--deb PATH") as info:
+        prepare_dataset("head-ct", out=tmp_path / "x")
+    assert "packages.debian.org" in str(info.value) and not (tmp_path / "x").exists()
+
+
+def test_bad_deb_arguments(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        prepare_dataset("head-ct", out=tmp_path / "x", deb=tmp_path / "nothing.deb")
+    (tmp_path / "fake.deb").write_text("not an archive")
+    with pytest.raises(UserError, match="not a Debian package"):
+        prepare_dataset("head-ct", out=tmp_path / "x", deb=tmp_path / "fake.deb")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="Cranium.inv3 not found"):
+        prepare_dataset("head-ct", out=tmp_path / "x", deb=tmp_path / "empty")
+    with pytest.raises(UserError, match="unknown dataset"):
+        prepare_dataset("knee-mri")
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep me")
+    with pytest.raises(UserError, match="holds other files"):
+        prepare_dataset("head-ct", out=tmp_path / "mine", deb=tmp_path / "empty")
+    assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def _ellipsoid(shape, spacing) -> np.ndarray:
+    grids = np.meshgrid(*[(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing)], indexing="ij")
+    r = np.sqrt(sum((g / (0.4 * n * s)) ** 2 for g, n, s in zip(grids, shape, spacing)))
+    return np.where(r < 1, 100 + 50 * np.cos(8 * r), 0).astype(np.uint8)
+
+
+def test_brain_mri_from_fake_templates(tmp_path):
+    pytest.importorskip("nilearn", reason="nilearn (the MRI evaluation source) not installed")
+    import nibabel as nib
+    root = tmp_path / "usr/share/mricron/templates"
+    root.mkdir(parents=True)
+    for name, shape, step in (("ch2.nii.gz", (40, 48, 40), 4.0), ("ch2better.nii.gz", (60, 72, 60), 2.0)):
+        nib.save(nib.Nifti1Image(_ellipsoid(shape, (step,) * 3), np.diag([step, step, step, 1.0])), root / name)
+    out = prepare_dataset("brain-mri", out=tmp_path / "brain", deb=tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    train, val, evaluation = (np.load(out / f"{s}.npy") for s in ("train", "val", "eval"))
+    assert train.shape[1:] == (256, 256) and len(val) == meta["counts"]["val"] > 0
+    assert np.allclose(train.max(axis=(1, 2)), 1.0) and train.min() >= 0
+    assert {s["source"].split(":")[1] for s in meta["slices"]["train"]} == {"axial", "coronal", "sagittal"}
+    assert all(s["source"].startswith("MNI152:") for s in meta["slices"]["eval"]) and len(evaluation) > 20
+    ch2 = [s for s in meta["slices"]["train"] + meta["slices"]["val"] if s["source"].startswith("ch2.nii.gz:axial")]
+    assert ch2 and ch2[0]["spacing_mm"] == pytest.approx([192 / 256] * 2)  # 48 rows of 4 mm span 256 px
+
+
+def test_fit_slice_keeps_aspect_and_scale():
+    image = np.ones((50, 100), np.float32)
+    fitted, spacing = datasets.fit_slice(image, (1.0, 2.0))
+    assert spacing == pytest.approx((200 / 256, 200 / 256))
+    rows = np.flatnonzero(fitted[:, 128] > 0.5)
+    assert len(rows) == pytest.approx(50 / (200 / 256), abs=1)
+
+
+@pytest.mark.skipif(not INV_DEB.is_file(), reason="no local copy of invesalius-examples")
+def test_head_ct_from_real_package(tmp_path):
+    pytest.importorskip("data_store", reason="pydicom-data not installed")
+    out = prepare_dataset("head-ct", out=tmp_path / "real", deb=INV_DEB)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["training_source"]["shape"] == [108, 256, 256]
+    assert meta["training_source"]["hu_range"] == [-1024.0, 2986.0]
+    assert meta["counts"]["train"] + meta["counts"]["val"] > 90
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MRI_ROOT.is_dir(), reason="no local copy of mricron-data")
+def test_brain_mri_from_real_package(tmp_path):
+    out = prepare_dataset("brain-mri", out=tmp_path / "real", deb=MRI_ROOT)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"]["train"] > 300 and meta["counts"]["eval"] > 30
