@@ -83,7 +83,8 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output: .npy, .nii.gz, .png, or a folder for a DICOM series")
     p.add_argument("--method", default=None,
-                   help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI); "
+                   help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI), "
+                        "score|song|chung|langevin|guidance|dps|fast (score-based, both); "
                         "default: the best classical method for the modality")
     p.add_argument("--prior", default=None, help="prior name or checkpoint path (score-based methods)")
     p.add_argument("--steps", type=_positive_int, default=None)
@@ -186,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Later layers (train, sample, tune, benchmark) register their parsers here.
 _EXTRA_COMMANDS: list = []
+
+from .priors.cli_commands import PRIOR_COMMANDS  # noqa: E402  (train, sample)
+
+_EXTRA_COMMANDS.extend(PRIOR_COMMANDS)
+
+from .solvers.tuning import add_tune_command  # noqa: E402  (tune)
+
+_EXTRA_COMMANDS.append(add_tune_command)
 
 
 def main(argv: list[str] | None = None) -> int:

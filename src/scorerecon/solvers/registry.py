@@ -109,8 +109,8 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
     spacing = meas.geometry.get("pixel_size")
     write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
     if result.std is not None:
-        write_image(_sibling(output, "_std"), result.std, spacing=spacing, reference=None,
-                    modality=meas.modality)
+        # no modality: a std map is not an image in HU, so a PNG of it is min-max scaled
+        write_image(_sibling(output, "_std"), result.std, spacing=spacing, reference=None, modality=None)
 
 
 def _sibling(output: str, tag: str) -> str:

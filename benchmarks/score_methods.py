@@ -1,0 +1,194 @@
+"""Score-based methods against the best classical method on held-out slices.
+
+Tasks (REFERENCE.md's table and the issue's targets): sparse-view CT (23 of 180 views), limited
+angle (120°), metal-artefact reduction (180 views, ``metal="auto"``), single-coil MRI 8×
+equispaced and 8× Poisson disc, 8-coil MRI 4× equispaced.  Slices: the bundled evaluation
+samples (``scorerecon.data.samples``: other patients / the MNI152 template, never training data).
+
+Per task and method: PSNR / SSIM on the unit window (data range 1; CT metal pixels excluded,
+every method puts the same metal back), network evaluations (NFE), seconds per slice on 2 threads,
+and with ``--samples K`` ≥ 2 how well the posterior std predicts the error: Pearson r between
+std and |mean − truth| and the fraction of pixels with |error| ≤ 2 std.  "best classical" is the
+method with the highest PSNR among fbp / sart / tv (/ li-mar) for CT and zero-filled / sense /
+cs-wavelet / cs-tv for MRI, chosen per task.
+
+    python benchmarks/score_methods.py                       # -> benchmarks/results/score_methods.md
+    python benchmarks/score_methods.py --quick --prior-ct P --prior-mri P   # tiny check
+    python benchmarks/score_methods.py --steps 200 --methods song,fast --tasks ct-sparse-view
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scorerecon.atomic import atomic_path
+from scorerecon.data.intensity import hu_to_unit
+from scorerecon.evaluation.metrics import image_metrics
+from scorerecon.solvers.registry import reconstruct
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TASKS = {
+    "ct-sparse-view": ("ct", dict(views=23, full_views=180)),
+    "ct-limited-angle": ("ct", dict(limited_angle=120.0, full_views=180)),
+    "ct-metal": ("ct", dict(metal="auto", full_views=180)),
+    "mri-8x-equispaced": ("mri", dict(mask="equispaced", acceleration=8.0)),
+    "mri-8x-poisson": ("mri", dict(mask="poisson", acceleration=8.0)),
+    "mri-8coil-4x": ("mri", dict(mask="equispaced", acceleration=4.0, coils=8)),
+}
+CLASSICAL = {"ct": ("fbp", "sart", "tv"), "ct-metal": ("fbp", "li-mar", "sart", "tv"),
+             "mri": ("zero-filled", "sense", "cs-wavelet", "cs-tv")}
+SCORE_METHODS = ("langevin", "song", "chung", "dps", "fast")
+
+
+# -------------------------------------------------------------------------------- data
+def evaluation_images(modality: str, size: int, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
+    """(name, image, pixel size mm) of the bundled samples: CT in HU, MRI magnitude in [0, 1]."""
+    from scorerecon.data.samples import list_samples, load_sample
+    from skimage.transform import resize
+    prefix = "ct-" if modality == "ct" else "mri-"
+    out = []
+    for name in [n for n in list_samples() if n.startswith(prefix)][:limit]:
+        image = load_sample(name)
+        array, pixel = image.array.astype(np.float32), float((image.spacing or (1.0, 1.0))[-1])
+        if array.shape != (size, size):
+            pixel *= array.shape[-1] / size
+            array = resize(array, (size, size), anti_aliasing=True, preserve_range=True).astype(np.float32)
+        out.append((name, array, pixel))
+    return out
+
+
+def simulate(modality: str, image: np.ndarray, pixel: float, settings: dict, seed: int = 0):
+    """A noise-free measurement of ``image`` with the task's ``settings``."""
+    if modality == "ct":
+        from scorerecon.simulate.ct import simulate_ct
+        return simulate_ct(image, pixel_size=pixel, seed=seed, **settings)
+    from scorerecon.simulate.mri import simulate_mri
+    return simulate_mri(image, seed=seed, pixel_size=(pixel, pixel), **settings)
+
+
+# ----------------------------------------------------------------------------- metrics
+def quality(result, meas) -> dict[str, float]:
+    """PSNR / SSIM in the unit window (outside the metal for CT metal data)."""
+    if meas.modality == "mri":
+        return result.metrics(meas)
+    metal = meas.extras.get("metal_mask")
+    mask = None if metal is None else ~(np.asarray(metal) != 0)
+    return image_metrics(result.unit_image, hu_to_unit(meas.truth), mask)
+
+
+def uncertainty_calibration(result, meas) -> dict[str, float]:
+    """Pearson r(std, |error|) and the fraction of pixels with |error| ≤ k std (k = 1, 2)."""
+    if result.std is None:
+        return {}
+    error = np.abs(result.image - meas.truth).ravel()
+    std = result.std.ravel()
+    metal = meas.extras.get("metal_mask")
+    keep = np.ones_like(error, bool) if metal is None else ~(np.asarray(metal) != 0).ravel()
+    error, std = error[keep], std[keep]
+    r = float(np.corrcoef(std, error)[0, 1]) if std.std() > 0 and error.std() > 0 else float("nan")
+    return {"r_std_err": r, "within_1std": float(np.mean(error <= std)),
+            "within_2std": float(np.mean(error <= 2 * std))}
+
+
+def run(meas, method: str, **options) -> dict[str, float]:
+    start = time.perf_counter()
+    result = reconstruct(meas, method, **options)
+    row = {**quality(result, meas), "seconds": time.perf_counter() - start,
+           "nfe": float(result.info.get("nfe", 0))}
+    row.update(uncertainty_calibration(result, meas))
+    return row
+
+
+def best_classical(meas, task: str) -> tuple[str, dict[str, float]]:
+    """The classical method with the highest PSNR on ``meas``."""
+    key = "ct-metal" if task == "ct-metal" else meas.modality
+    rows = {m: run(meas, m) for m in CLASSICAL[key]}
+    name = max(rows, key=lambda m: rows[m]["psnr"])
+    return name, rows[name]
+
+
+# ------------------------------------------------------------------------------- table
+def mean_rows(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    keys = rows[0].keys()
+    return {k: (float(np.nanmean([r[k] for r in rows])), float(np.nanstd([r[k] for r in rows]))) for k in keys}
+
+
+def format_table(results: dict, notes: list[str]) -> str:
+    lines = ["# Score-based methods vs the best classical method", "", *notes, "",
+             "| task | method | PSNR (dB) | SSIM | NFE | s / slice | r(std, abs err) | abs err ≤ 2 std |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, methods in results.items():
+        for method, stats in methods.items():
+            r = stats.get("r_std_err")
+            cover = stats.get("within_2std")
+            lines.append(
+                f"| {task} | {method} | {stats['psnr'][0]:.2f} ± {stats['psnr'][1]:.2f} | "
+                f"{stats['ssim'][0]:.3f} ± {stats['ssim'][1]:.3f} | {stats['nfe'][0]:.0f} | "
+                f"{stats['seconds'][0]:.1f} | {'—' if r is None else f'{r[0]:.2f}'} | "
+                f"{'—' if cover is None else f'{cover[0]:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def benchmark(args) -> str:
+    torch.set_num_threads(args.threads)
+    priors = {"ct": args.prior_ct, "mri": args.prior_mri}
+    results: dict[str, dict] = {}
+    for task in args.tasks:
+        modality, settings = TASKS[task]
+        per_method: dict[str, list] = {}
+        for name, image, pixel in evaluation_images(modality, args.size, args.slices):
+            meas = simulate(modality, image, pixel, settings)
+            label, row = best_classical(meas, task)
+            per_method.setdefault(f"best classical ({label})", []).append(row)
+            for method in args.methods:
+                steps = args.fast_steps if method in ("fast", "score") else args.steps
+                row = run(meas, method, prior=priors[modality], steps=steps, samples=args.samples, seed=0,
+                          progress=False)
+                per_method.setdefault(method, []).append(row)
+                print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
+                      f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s", flush=True)
+        results[task] = {m: mean_rows(rows) for m, rows in per_method.items()}
+    notes = [f"Slices: {args.slices or 'all'} bundled evaluation samples per modality at {args.size}²; "
+             f"priors: CT {args.prior_ct}, MRI {args.prior_mri}; steps: {args.steps or 'the prior N'} "
+             f"(fast: {args.fast_steps or 50}); {args.samples} posterior samples per slice; "
+             f"{args.threads} threads; mean ± std over slices.  Noise-free simulations "
+             "(metal: polychromatic, 10⁵ photons)."]
+    return format_table(results, notes)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1 slice at 64², 3 steps, 2 samples: checks the script")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ", ".join(TASKS))
+    p.add_argument("--methods", default=",".join(SCORE_METHODS), help="comma-separated score-based methods")
+    p.add_argument("--prior-ct", default="head-ct")
+    p.add_argument("--prior-mri", default="brain-mri")
+    p.add_argument("--steps", type=int, default=None, help="steps of the 1000-step samplers (default: prior N)")
+    p.add_argument("--fast-steps", type=int, default=None, help="steps of the fast sampler (default 50)")
+    p.add_argument("--samples", type=int, default=4, help="posterior samples per slice (uncertainty columns)")
+    p.add_argument("--slices", type=int, default=None, help="slices per modality (default: all)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-o", "--output", default=str(RESULTS / "score_methods.md"))
+    args = p.parse_args(argv)
+    args.tasks, args.methods = args.tasks.split(","), args.methods.split(",")
+    if args.quick:
+        args.slices, args.size, args.steps, args.fast_steps, args.samples = 1, 64, 3, 3, 2
+    unknown = sorted(set(args.tasks) - set(TASKS))
+    if unknown:
+        p.error(f"unknown task(s) {', '.join(unknown)}")
+    table = benchmark(args)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.output, suffix=".md") as tmp:
+        tmp.write_text(table)
+    print(table)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Training throughput of a prior config: images/s for fp32, bf16 autocast and channels_last,
+with one process using all threads or two DDP processes (gloo) sharing them.
+
+    python benchmarks/training_throughput.py --config configs/head-ct.toml            # full
+    python benchmarks/training_throughput.py --config configs/head-ct.toml --quick    # < 1 min
+
+Synthetic images of the config's image size stand in for the dataset (throughput does not depend
+on the content).  Each variant runs ``--warmup`` untimed steps then ``--steps`` timed ones; the
+table goes to stdout and, with ``--json``, to a file (written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from scorerecon.atomic import atomic_path
+from scorerecon.priors.config import load_config
+from scorerecon.priors.network import ScoreUNet, count_parameters
+from scorerecon.priors.training import Trainer
+
+VARIANTS = {"fp32": (False, False), "bf16": (True, False), "channels_last": (False, True),
+            "bf16+channels_last": (True, True)}
+
+
+def _variant_config(cfg: dict, bf16: bool, channels_last: bool) -> dict:
+    return {**cfg, "training": {**cfg["training"], "bf16": bf16, "channels_last": channels_last}}
+
+
+def _timed_steps(trainer: Trainer, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        trainer.train_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    return time.perf_counter() - start
+
+
+def _worker(rank, world, cfg, images, threads, warmup, steps, port, result_file):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    if world > 1:
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    seconds = _timed_steps(Trainer(cfg, images, rank=rank, world_size=world), warmup, steps)
+    if rank == 0:
+        with open(result_file, "w") as handle:
+            json.dump({"seconds": seconds}, handle)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def measure(cfg: dict, images: np.ndarray, processes: int, threads: int, warmup: int, steps: int) -> float:
+    """Images per second of ``steps`` optimiser steps on ``processes`` DDP processes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "result.json")
+        args = (processes, cfg, images, max(1, threads // processes), warmup, steps,
+                29600 + os.getpid() % 300, result)
+        if processes == 1:
+            _worker(0, *args)
+        else:
+            mp.spawn(_worker, args=args, nprocs=processes, join=True)
+        with open(result) as handle:
+            seconds = json.load(handle)["seconds"]
+    return cfg["training"]["batch_size"] * steps / seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/head-ct.toml")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads in total")
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 timed steps, crop 32, batch 4")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    if args.quick:
+        cfg["data"]["crop"], cfg["training"]["batch_size"] = 32, 4
+        args.steps, args.warmup = 2, 1
+    crop = cfg["data"]["crop"]
+    images = np.random.default_rng(0).uniform(0, 1, (32, 1, crop + 8, crop + 8)).astype(np.float32)
+    params = count_parameters(ScoreUNet(**cfg["network"]))
+    print(f"{cfg['name']}: {params / 1e6:.2f} M parameters, crop {crop}, batch {cfg['training']['batch_size']}, "
+          f"{args.threads} threads in total")
+    rows = []
+    for processes in args.processes:
+        for name, (bf16, channels_last) in VARIANTS.items():
+            rate = measure(_variant_config(cfg, bf16, channels_last), images, processes, args.threads,
+                           args.warmup, args.steps)
+            rows.append({"variant": name, "processes": processes, "images_per_s": round(rate, 2),
+                         "steps_per_hour": round(3600 * rate / cfg["training"]["batch_size"])})
+            print(f"  {name:20s} processes {processes}: {rate:8.2f} images/s  "
+                  f"{rows[-1]['steps_per_hour']:7d} steps/h", flush=True)
+    if args.json:
+        with atomic_path(args.json, suffix=".json") as tmp:
+            tmp.write_text(json.dumps({"config": args.config, "parameters": params, "crop": crop,
+                                       "threads": args.threads, "results": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Prior files and training checkpoints, both written atomically.
+
+Inference file (``.safetensors``): the EMA weights plus JSON metadata in the safetensors header::
+
+    format   = "scorerecon-prior"      version = "1"
+    network  = ScoreUNet config (JSON)  sde = SDE.to_dict() (JSON)
+    metadata = modality, crop size, channels, training information (JSON)
+
+Training checkpoint (``checkpoint.pt``, torch pickle of tensors and plain types only): model,
+EMA, optimizer, step, RNG states and data position (see :mod:`scorerecon.priors.training`).
+Saving keeps the previous checkpoint as ``checkpoint.prev.pt``: the new file is written to a
+temporary name first, so at every instant at least one complete checkpoint exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_path
+from ..errors import UserError
+from .network import ScoreUNet
+from .prior import ScorePrior
+from .sde import sde_from_dict
+
+FORMAT = "scorerecon-prior"
+VERSION = "1"
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+
+
+def export_prior(network_state: dict, prior_description: dict, path: str | os.PathLike) -> Path:
+    """Write EMA weights + description (:meth:`ScorePrior.describe`) to a safetensors file."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network_state.items()}
+    header = {"format": FORMAT, "version": VERSION,
+              **{key: json.dumps(prior_description[key]) for key in ("network", "sde", "metadata")}}
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    path.chmod(0o644)  # a file to ship, not a private temporary
+    return path
+
+
+def build_prior(description: dict, network_state: dict, source: str) -> ScorePrior:
+    """Rebuild a ScorePrior; UserError if the weights do not fit the stored network config."""
+    network = ScoreUNet(**description["network"])
+    try:
+        network.load_state_dict(network_state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise UserError(f"weights in {source} do not match the network config stored with them ({first}): "
+                        "re-export the prior from its training checkpoint") from None
+    prior = ScorePrior(network, sde_from_dict(description["sde"]), description.get("metadata", {}))
+    return prior.eval().requires_grad_(False)
+
+
+def read_prior_file(path: str | os.PathLike) -> ScorePrior:
+    """Load a ``.safetensors`` prior file or a training ``checkpoint.pt`` (its EMA weights)."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        state = read_checkpoint(path)
+        return build_prior(state["prior"], state["ema"], str(path))
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+        if header.get("format") != FORMAT:
+            raise ValueError("missing scorerecon header")
+        description = {key: json.loads(header[key]) for key in ("network", "sde", "metadata")}
+    except (SafetensorError, ValueError, KeyError, OSError) as err:
+        raise UserError(f"{path} is not a readable scorerecon prior file ({err}): "
+                        "re-download or re-export it") from None
+    return build_prior(description, tensors, str(path))
+
+
+# ------------------------------------------------------------------------ training checkpoints
+def save_checkpoint(state: dict, folder: str | os.PathLike) -> Path:
+    """Write ``state`` to folder/checkpoint.pt, keeping the former one as checkpoint.prev.pt."""
+    folder = Path(folder)
+    latest = folder / CHECKPOINT
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if latest.exists():
+            os.replace(latest, folder / PREVIOUS)
+        os.replace(tmp, latest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return latest
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load one training checkpoint; UserError if it is missing or corrupted."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist: check the path or train without --resume") from None
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise UserError(f"checkpoint {path} is corrupted or not a scorerecon checkpoint ({type(err).__name__}): "
+                        f"resume from {PREVIOUS} or start again") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT + "-checkpoint":
+        raise UserError(f"{path} is not a scorerecon training checkpoint: resume from a training output folder")
+    return state
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> dict:
+    """The newest readable checkpoint in ``folder`` (falls back to the previous one)."""
+    folder = Path(folder)
+    candidates = [folder / name for name in (CHECKPOINT, PREVIOUS) if (folder / name).exists()]
+    if not candidates:
+        raise UserError(f"no checkpoint in {folder}: run 'scorerecon train' without --resume first")
+    errors = []
+    for path in candidates:
+        try:
+            return read_checkpoint(path)
+        except UserError as err:
+            errors.append(str(err))
+    raise UserError(errors[0])

@@ -1,0 +1,62 @@
+"""Command-line verbs of the priors layer: ``train`` and ``sample`` (registered in cli.py).
+
+Only argparse is imported here; torch is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a score prior (denoising score matching); "
+                                     "multi-process: torchrun --nproc-per-node N -m scorerecon train ...")
+    p.add_argument("--config", required=True, help="TOML training config (see configs/head-ct.toml)")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the CSV log is still written)")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> None:
+    from .config import load_config
+    from .training import train
+    cfg = load_config(args.config)
+    path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if path is not None:
+        print(f"wrote {path}  (log and checkpoints in {cfg['output']['dir']})")
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="draw unconditional samples from a prior into a PNG grid or .npy")
+    p.add_argument("--prior", required=True, help="prior name (head-ct, brain-mri) or file path")
+    p.add_argument("-n", "--num", type=_positive_int, default=16, help="number of samples (default 16)")
+    p.add_argument("-o", "--output", required=True, help="output .png (grid) or .npy (N, H, W)")
+    p.add_argument("--sampler", choices=["pc", "em", "ode"], default="pc",
+                   help="predictor-corrector, Euler-Maruyama or probability-flow ODE (default pc)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="time steps (default: the SDE's N)")
+    p.add_argument("--snr", type=float, default=0.16, help="Langevin corrector signal-to-noise ratio (pc)")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help="image side in pixels (default: the prior's image size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_sample)
+
+
+def _run_sample(args) -> None:
+    from .registry import load_prior
+    from .sampling import sample, write_samples
+    prior = load_prior(args.prior)
+    size = args.size or int(prior.metadata.get("image_size") or prior.metadata.get("crop", 64))
+    images = sample(prior, args.num, (size, size), sampler=args.sampler, steps=args.steps, snr=args.snr,
+                    seed=args.seed, progress=True)
+    write_samples(images, args.output)
+    print(f"wrote {args.output}")
+
+
+PRIOR_COMMANDS = [add_train, add_sample]

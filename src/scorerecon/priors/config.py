@@ -1,0 +1,110 @@
+"""Training configuration: a TOML file with tables [data], [sde], [network], [training], [output].
+
+Every key has a default (:data:`DEFAULTS`); an unknown key is a UserError, so a typo never passes
+silently.  Relative paths are taken from the current directory.  ``[data] path`` empty means the
+dataset prepared by ``scorerecon data prepare NAME``: ``<data root>/NAME/train.npy``.
+See ``configs/head-ct.toml`` for a commented example.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+DEFAULTS = {
+    "name": "prior",
+    "data": {"dataset": "", "path": "", "modality": "ct", "intensity": "", "crop": 64, "flip": True,
+             "image_size": 256},
+    "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 50.0, "N": 1000, "eps": 1e-5},
+    "network": {"channels": 1, "nf": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attention_levels": [3],
+                "dropout": 0.0, "embedding": "fourier", "fourier_scale": 16.0},
+    "training": {"steps": 3000, "batch_size": 16, "lr": 2e-4, "warmup": 500, "grad_clip": 1.0, "ema": 0.999,
+                 "seed": 0, "bf16": False, "channels_last": False, "checkpoint_every": 250, "log_every": 10,
+                 "device": "auto"},
+    "output": {"dir": "", "export": ""},
+}
+_POSITIVE = {"training": ("steps", "batch_size", "checkpoint_every", "log_every", "lr"), "data": ("crop",)}
+
+
+def data_root() -> Path:
+    """Folder of prepared datasets: ``$SCORERECON_DATA``, else ``<user cache>/datasets``.
+
+    The same rule as :func:`scorerecon.data.datasets.data_root` (priors must not import data/).
+    """
+    if os.environ.get("SCORERECON_DATA"):
+        return Path(os.environ["SCORERECON_DATA"]).expanduser()
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("scorerecon")) / "datasets"
+
+
+def dataset_path(cfg: dict) -> Path:
+    """The training array named by [data]: ``path`` if given, else the prepared dataset."""
+    data = cfg["data"]
+    if data["path"]:
+        return Path(data["path"]).expanduser()
+    if not data["dataset"]:
+        raise UserError("the config names no training data: set [data] dataset or [data] path")
+    return data_root() / data["dataset"] / "train.npy"
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a TOML training config, fill in defaults, validate keys and values."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config {path} not found: give the path of a .toml file (see configs/)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"config {path} is not valid TOML ({err}): fix the syntax") from None
+    raw.setdefault("name", path.stem)
+    return resolve_config(raw)
+
+
+def resolve_config(raw: dict) -> dict:
+    """Defaults merged with ``raw`` (a parsed config), checked; output paths filled in."""
+    cfg = copy.deepcopy(DEFAULTS)
+    for key, value in raw.items():
+        if key not in cfg:
+            raise UserError(f"unknown config entry {key!r}: use the tables {', '.join(k for k in cfg if k != 'name')}")
+        if key == "sde" and isinstance(value, dict):
+            cfg["sde"] = dict(value)  # parameters depend on the SDE type; checked by sde_from_dict
+        elif isinstance(cfg[key], dict):
+            cfg[key].update(_checked_table(key, value, cfg[key]))
+        else:
+            cfg[key] = value
+    _check_values(cfg)
+    out = cfg["output"]
+    out["dir"] = out["dir"] or str(Path("runs") / cfg["name"])
+    out["export"] = out["export"] or str(Path(out["dir"]) / f"{cfg['name']}.safetensors")
+    return cfg
+
+
+def _checked_table(name: str, table, defaults: dict) -> dict:
+    if not isinstance(table, dict):
+        raise UserError(f"config entry {name!r} must be a table [{name}]")
+    for key, value in table.items():
+        if key not in defaults:
+            raise UserError(f"unknown key {key!r} in [{name}]: valid keys are {', '.join(defaults)}")
+        if isinstance(defaults[key], bool) != isinstance(value, bool):
+            raise UserError(f"[{name}] {key} must be {'true/false' if isinstance(defaults[key], bool) else 'a number or text'}")
+    return table
+
+
+def _check_values(cfg: dict) -> None:
+    for table, keys in _POSITIVE.items():
+        for key in keys:
+            value = cfg[table][key]
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise UserError(f"[{table}] {key} must be a positive number, got {value!r}")
+    if not 0.0 <= cfg["training"]["ema"] < 1.0:
+        raise UserError(f"[training] ema must lie in [0, 1), got {cfg['training']['ema']}")
+    if cfg["data"]["modality"] not in ("ct", "mri"):
+        raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")

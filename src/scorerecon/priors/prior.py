@@ -1,0 +1,68 @@
+"""The prior interface the solvers use: a score model s(x, t) ≈ ∇_x log p_t(x) plus its SDE.
+
+Any prior (learned :class:`ScorePrior`, exact :class:`scorerecon.priors.analytic.GaussianPrior`)
+offers
+
+* ``sde``                      the forward SDE (:mod:`scorerecon.priors.sde`), p_0t = N(α x0, β² I);
+* ``score(x, t)``              x in the unit domain, shape (B, C, H, W); t a float or (B,);
+* ``denoise(x, t)``            Tweedie's formula E[x0 | x_t] = (x_t + β(t)² ∇ log p_t(x_t)) / α(t);
+* ``check_image_size(H, W)``   UserError when the prior cannot be applied to that size;
+* ``metadata``                 modality, crop size, channels, training information.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .network import ScoreUNet
+from .sde import SDE, _as_tensor, _bcast
+
+
+def per_sample_time(t, x: torch.Tensor) -> torch.Tensor:
+    """t as a float32 tensor of shape (B,) on x's device (a float or () is broadcast)."""
+    t = _as_tensor(t).to(device=x.device, dtype=torch.float32)
+    return t.reshape(-1).expand(x.shape[0])
+
+
+def tweedie(prior, x: torch.Tensor, t) -> torch.Tensor:
+    """Tweedie denoiser (x + β² s(x, t)) / α for any object with ``sde`` and ``score``."""
+    t = per_sample_time(t, x)
+    a, b = prior.sde.alpha(t), prior.sde.beta(t)
+    return (x + _bcast(b ** 2, x) * prior.score(x, t)) / _bcast(a, x)
+
+
+class ScorePrior(nn.Module):
+    """A trained network with its SDE: score = net(x, log(β/α)) / β(t) (NCSN++ output scaling)."""
+
+    def __init__(self, network: ScoreUNet, sde: SDE, metadata: dict | None = None):
+        super().__init__()
+        self.network = network
+        self.sde = sde
+        self.metadata = dict(metadata or {})
+
+    @property
+    def channels(self) -> int:
+        return self.network.config["channels"]
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """UserError unless the U-Net accepts H×W (divisible by 2^(levels−1))."""
+        self.network.check_image_size(height, width)
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        return self.score(x, t)
+
+    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Score estimate s_θ(x, t) for x (B, C, H, W) in the unit domain and t a float or (B,)."""
+        self.check_image_size(x.shape[-2], x.shape[-1])
+        t = per_sample_time(t, x)
+        out = self.network(x, self.sde.noise_level(t))
+        return out.to(x.dtype) / _bcast(self.sde.beta(t), x)
+
+    def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Tweedie estimate of x0 from x_t: (x + β² score) / α."""
+        return tweedie(self, x, t)
+
+    def describe(self) -> dict:
+        """Everything needed to rebuild this prior: network config, SDE and metadata."""
+        return {"network": dict(self.network.config), "sde": self.sde.to_dict(), "metadata": dict(self.metadata)}

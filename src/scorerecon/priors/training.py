@@ -1,0 +1,337 @@
+"""Training a score prior by denoising score matching (Vincent 2011; Song et al. 2021, eq. 7).
+
+For x0 from the data, t ~ U(eps, T), z ~ N(0, I) and x_t = α(t) x0 + β(t) z, the loss with
+Song's weighting λ(t) = β(t)² is
+
+    L(θ) = E ‖β(t) s_θ(x_t, t) + z‖²  = E ‖net(x_t, log(β/α)) + z‖²      (mean over pixels),
+
+minimised with Adam (linear warm-up), gradient-norm clipping and an exponential moving average
+of the weights (the EMA is what gets exported).  Batches are random crops (and optional left-right
+flips) of the prepared dataset, an ``.npy`` array (N, H, W) of float32 images in [0, 1].
+
+Reproducibility and resuming.  Everything random in step k (which images, crop offsets, flips,
+t and z of the whole *global* batch) comes from a generator seeded by (seed, k), and every rank
+takes its slice of that global batch.  Hence a run resumed from a checkpoint (model, EMA,
+optimizer, step, global RNG states, data position) gives exactly the losses of an uninterrupted
+run, and a DDP run on W processes takes the same step as one process on the whole batch.
+
+Distributed: launched with ``torchrun --nproc-per-node W -m scorerecon train --config ...``
+(gloo on CPU, nccl on GPU); only rank 0 writes logs, checkpoints and the exported prior.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import UserError
+from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
+from .config import dataset_path
+from .network import ScoreUNet, count_parameters
+from .prior import ScorePrior
+from .sde import _bcast, sde_from_dict
+
+LOG_FIELDS = ("step", "loss", "lr", "images_per_s", "seconds")
+# config tables that must not change when resuming
+FROZEN_TABLES = ("data", "sde", "network")
+FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last")
+
+
+# ----------------------------------------------------------------------------------- data
+def load_training_images(cfg: dict) -> np.ndarray:
+    """The training array (N, C, H, W) float32 named by the config's [data] table."""
+    path = dataset_path(cfg)
+    if not path.is_file():
+        raise UserError(f"training data {path} not found: run 'scorerecon data prepare "
+                        f"{cfg['data']['dataset'] or 'DATASET'}' or set [data] path in the config")
+    try:
+        images = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as err:
+        raise UserError(f"cannot read training data {path} ({err}): regenerate it with 'scorerecon data prepare'")
+    if images.ndim == 3:
+        images = images[:, None]
+    channels, crop = cfg["network"]["channels"], cfg["data"]["crop"]
+    if images.ndim != 4 or images.shape[1] != channels:
+        raise UserError(f"training data {path} has shape {images.shape}: expected (N, H, W) images "
+                        f"with {channels} channel(s)")
+    if min(images.shape[-2:]) < crop:
+        raise UserError(f"crop {crop} is larger than the training images {images.shape[-2:]}: lower [data] crop")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of all randomness of step ``step`` (independent of rank and of resuming)."""
+    state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int) -> np.ndarray:
+    """Image indices of global batch ``step``: a stream of epochs, each a fresh permutation."""
+    positions = np.arange(step * batch, (step + 1) * batch)
+    epochs, offsets = np.divmod(positions, n)
+    perms = {e: np.random.default_rng([seed, int(e)]).permutation(n) for e in np.unique(epochs)}
+    return np.array([perms[e][o] for e, o in zip(epochs, offsets)])
+
+
+def random_crops(images: np.ndarray, indices: np.ndarray, crop: int, flip: bool,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Crops (B, C, crop, crop) at uniform offsets, each left-right flipped with probability ½."""
+    height, width = images.shape[-2:]
+    ys = torch.randint(0, height - crop + 1, (len(indices),), generator=generator)
+    xs = torch.randint(0, width - crop + 1, (len(indices),), generator=generator)
+    flips = torch.rand(len(indices), generator=generator) < 0.5
+    out = np.stack([images[i, :, y:y + crop, x:x + crop] for i, y, x in zip(indices, ys.tolist(), xs.tolist())])
+    batch = torch.from_numpy(out)
+    if flip:
+        batch[flips] = batch[flips].flip(-1)
+    return batch
+
+
+def max_pairwise_distance(images: np.ndarray, limit: int = 512) -> float:
+    """max_ij ‖x_i − x_j‖₂ over (up to ``limit``) images: Song & Ermon 2020's σ_max (Technique 1)."""
+    flat = torch.from_numpy(np.asarray(images[:limit], dtype=np.float64).reshape(min(limit, len(images)), -1))
+    return float(torch.cdist(flat, flat).max())
+
+
+# -------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training process: model (DDP-wrapped when world_size > 1), EMA, Adam, data stream."""
+
+    def __init__(self, cfg: dict, images: np.ndarray, rank: int = 0, world_size: int = 1,
+                 device: str | torch.device = "cpu"):
+        self.cfg, self.images, self.rank, self.world = cfg, images, rank, world_size
+        self.opt = cfg["training"]
+        if self.opt["batch_size"] % world_size:
+            raise UserError(f"batch_size {self.opt['batch_size']} is not divisible by the {world_size} "
+                            "processes: choose a multiple")
+        self.device = torch.device(device)
+        torch.manual_seed(self.opt["seed"])
+        network = ScoreUNet(**cfg["network"])
+        network.check_image_size(cfg["data"]["crop"], cfg["data"]["crop"])
+        self.memory_format = torch.channels_last if self.opt["channels_last"] else torch.contiguous_format
+        self.network = network.to(self.device, memory_format=self.memory_format)
+        self.sde = sde_from_dict(cfg["sde"])
+        self.ema = copy.deepcopy(self.network).requires_grad_(False)
+        self.model = self._wrap(self.network)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.opt["lr"],
+                                          betas=(0.9, 0.999), eps=1e-8)
+        self.step = 0
+        self.elapsed = 0.0
+
+    def _wrap(self, network: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return network
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+    @property
+    def local_batch(self) -> int:
+        return self.opt["batch_size"] // self.world
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up to lr over ``warmup`` steps, then constant."""
+        return self.opt["lr"] * min(1.0, (step + 1) / max(1, self.opt["warmup"]))
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's slice (x0, t, z) of global batch ``step``."""
+        gen = step_generator(self.opt["seed"], step)
+        size, data = self.opt["batch_size"], self.cfg["data"]
+        idx = batch_indices(step, size, len(self.images), self.opt["seed"])
+        x0 = random_crops(self.images, idx, data["crop"], data["flip"], gen)
+        t = self.sde.eps + (self.sde.T - self.sde.eps) * torch.rand(size, generator=gen)
+        z = torch.randn(x0.shape, generator=gen)
+        part = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
+        return tuple(v[part].to(self.device) for v in (x0, t, z))
+
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Mean over pixels and batch of ‖β s_θ(x_t, t) + z‖² = ‖net(x_t, c(t)) + z‖²."""
+        xt = _bcast(self.sde.alpha(t), x0) * x0 + _bcast(self.sde.beta(t), x0) * z
+        xt = xt.contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opt["bf16"]):
+            out = self.model(xt, self.sde.noise_level(t))
+        return (out.float() + z).pow(2).mean()
+
+    def train_step(self) -> float:
+        """One optimiser step; returns the loss averaged over all processes."""
+        lr = self.learning_rate(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.loss(*self.batch(self.step))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.network.parameters(), self.opt["grad_clip"])
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        value = loss.detach().clone()
+        if self.world > 1:
+            dist.all_reduce(value)
+            value /= self.world
+        return float(value)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.opt["ema"]
+        for ema_p, p in zip(self.ema.parameters(), self.network.parameters()):
+            ema_p.lerp_(p, 1.0 - decay)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def describe(self, final_loss: float | None = None) -> dict:
+        """Network config, SDE and metadata, as stored in checkpoints and the exported file."""
+        data = self.cfg["data"]
+        metadata = {"name": self.cfg["name"], "modality": data["modality"], "crop": data["crop"],
+                    "image_size": data["image_size"], "channels": self.cfg["network"]["channels"],
+                    "dataset": data["dataset"] or str(dataset_path(self.cfg)), "steps": self.step,
+                    "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
+                    "training_seconds": round(self.elapsed, 1), "final_loss": final_loss,
+                    "bf16": self.opt["bf16"], "intensity": data["intensity"]}
+        return ScorePrior(self.ema, self.sde, metadata).describe()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, EMA, Adam, step, RNGs, data position."""
+        return {"format": FORMAT + "-checkpoint", "step": self.step, "elapsed": self.elapsed,
+                "data_position": self.step * self.opt["batch_size"], "config": self.cfg,
+                "model": self.network.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": _rng_states(), "prior": self.describe()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (the config compatibility is checked by the caller)."""
+        self.network.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        _set_rng_states(state["rng"])
+
+
+def _rng_states() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(_as_tuple(states["python"]))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def check_resumable(cfg: dict, saved: dict) -> None:
+    """UserError when the config differs from the checkpoint's in anything but the run length."""
+    for table in FROZEN_TABLES:
+        if cfg[table] != saved[table]:
+            raise UserError(f"the config's [{table}] differs from the checkpoint's: resume with the original "
+                            "config or train into a new output folder")
+    for key in FROZEN_TRAINING:
+        if cfg["training"][key] != saved["training"][key]:
+            raise UserError(f"[training] {key} differs from the checkpoint's ({saved['training'][key]}): "
+                            "resume with the original value")
+
+
+# ------------------------------------------------------------------------------ the run
+class CsvLog:
+    """CSV log (step, loss, lr, images_per_s, seconds); on resume rows after the checkpoint go."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        rows = self._rows_until(resume_step) if resume_step is not None and path.exists() else []
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(LOG_FIELDS)
+            writer.writerows(rows)
+
+    def _rows_until(self, step: int) -> list[list[str]]:
+        with open(self.path, newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+        return [row for row in rows if row and int(row[0]) <= step]
+
+    def write(self, **values) -> None:
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([values[k] for k in LOG_FIELDS])
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; one process without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None:
+    """Run (or resume) the training described by ``cfg``; return the exported prior's path."""
+    rank, world, device = init_distributed()
+    if cfg["training"]["device"] != "auto":
+        device = torch.device(cfg["training"]["device"])
+    trainer = Trainer(cfg, load_training_images(cfg), rank, world, device)
+    out = Path(cfg["output"]["dir"])
+    _prepare_output(trainer, out, resume)
+    log = CsvLog(out / "log.csv", trainer.step if resume else None) if rank == 0 else None
+    final_loss = _loop(trainer, out, log, progress and rank == 0)
+    path = None
+    if rank == 0:
+        path = export_prior(trainer.ema.state_dict(), trainer.describe(final_loss), cfg["output"]["export"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return path
+
+
+def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
+    if resume:
+        state = latest_checkpoint(out)
+        check_resumable(trainer.cfg, state["config"])
+        trainer.load_state_dict(state)
+    elif (out / "checkpoint.pt").exists():
+        raise UserError(f"{out} already holds a training run: pass --resume to continue it, "
+                        "or set [output] dir to a new folder")
+    elif trainer.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+
+def _loop(trainer: Trainer, out: Path, log: CsvLog | None, progress: bool) -> float | None:
+    from tqdm import tqdm
+    opt = trainer.opt
+    bar = tqdm(total=opt["steps"], initial=trainer.step, disable=not progress, unit="step", dynamic_ncols=True)
+    losses, images, seconds, last = [], 0, 0.0, None
+    while trainer.step < opt["steps"]:
+        start = time.perf_counter()
+        losses.append(trainer.train_step())
+        took = time.perf_counter() - start
+        trainer.elapsed += took
+        images, seconds = images + opt["batch_size"], seconds + took
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{opt['batch_size'] / took:.1f}")
+        done = trainer.step == opt["steps"]
+        if trainer.step % opt["log_every"] == 0 or done:
+            last = float(np.mean(losses))
+            if log is not None:
+                log.write(step=trainer.step, loss=f"{last:.6f}", lr=f"{trainer.learning_rate(trainer.step - 1):.3e}",
+                          images_per_s=f"{images / seconds:.2f}", seconds=f"{trainer.elapsed:.1f}")
+            losses, images, seconds = [], 0, 0.0
+        if (trainer.step % opt["checkpoint_every"] == 0 or done) and trainer.rank == 0:
+            save_checkpoint(trainer.state_dict(), out)
+    bar.close()
+    return last

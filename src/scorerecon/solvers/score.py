@@ -1,0 +1,200 @@
+"""Score-based reconstruction methods behind ``reconstruct(meas, method)``, for CT and MRI alike.
+
+This module is the only one that knows where a measurement comes from: it turns a
+``Measurement`` into an :class:`~scorerecon.solvers.conditioning.InverseProblem` (operator
+A = P(Λ) T, unit-domain data, image layout) and hands it to a sampler of
+:mod:`scorerecon.solvers.samplers`, which never learns the modality.
+
+Methods (``--method``):
+
+=========  ==================================================================  ===========
+name       algorithm                                                           NFE
+=========  ==================================================================  ===========
+song       Song et al. 2022, Algorithm 2 (proximal step, λ, before each update)  2N + 1
+chung      Chung & Ye 2022 (projection after each update; multi-coil hybrid)    2N + 1
+langevin   Jalal et al. 2021, annealed Langevin with a likelihood gradient      N·inner + 1
+guidance   score-SDE gradient guidance (likelihood gradient in the score)       2N + 1
+dps        Chung et al. 2023, diffusion posterior sampling                      N + 1
+fast       DDS (Chung, Lee & Ye 2024): Tweedie + CG + DDIM, N = 50             N
+score      the recommended default: ``fast``
+=========  ==================================================================  ===========
+
+N (``steps``) defaults to the prior's own N for the 1000-step samplers and to 50 for ``fast``.
+Settings come, in increasing priority, from :data:`DEFAULTS`, the task's tuned preset
+(:func:`scorerecon.solvers.tuning.load_preset`, e.g. ``ct-sparse-view``) and the caller.
+
+Data.  CT: the unit-window sinogram in pixel units; with metal, Λ removes the metal trace and the
+metal is put back after reconstruction.  MRI: k-space divided by ``intensity_scale``; the image is
+complex (real and imaginary parts sampled together in the batch by the magnitude prior) unless
+``real=True``; multi-coil data use ``coils="sense"`` (one combined image, SENSE operator; the
+default except for ``chung``), ``"ssos"`` (every coil image sampled, root-sum-of-squares) or
+``"hybrid"`` (SSOS plus a SENSE step every ``sense_every`` steps; the default for ``chung``).
+
+K posterior samples (``samples``) run in one batch; the output is their mean with their
+standard deviation as the uncertainty map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import samplers
+from .conditioning import InverseProblem, SenseData
+from .registry import MethodOutput, register
+from .tuning import load_preset, task_of
+
+METHODS = ("song", "chung", "langevin", "guidance", "dps", "fast")
+DEFAULT_METHOD = "fast"
+DEFAULTS: dict[str, dict[str, Any]] = {
+    # Song et al. (2022) tuned λ = 0.841, snr = 0.246 for 23-view CT; presets override per task
+    "song": {"lam": 1.0, "snr": 0.16, "corrector_steps": 1},
+    "chung": {"snr": 0.16, "corrector_steps": 1, "sense_every": 10},
+    "langevin": {"step_size": 0.05, "inner_steps": 3, "gamma": 0.0},
+    "guidance": {"snr": 0.16, "corrector_steps": 1, "gamma": 0.0},
+    "dps": {"zeta": 1.0},
+    "fast": {"steps": 50, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15},
+}
+_SAMPLER = {"song": samplers.pc_sampler, "chung": samplers.pc_sampler, "guidance": samplers.pc_sampler,
+            "langevin": samplers.annealed_langevin, "dps": samplers.dps_sampler, "fast": samplers.fast_sampler}
+_PROBLEM_OPTIONS = ("coils", "real")
+_CLI_GENERIC = ("iterations", "weight", "filter")  # options of classical methods, ignored here
+
+
+# ------------------------------------------------------------------------------- prior
+def resolve_prior(prior, modality: str):
+    """A prior object from a name, a path, or an object (default: the modality's shipped prior)."""
+    if prior is None or isinstance(prior, str) or hasattr(prior, "__fspath__"):
+        from ..priors.registry import load_prior
+        name = prior if prior is not None else ("head-ct" if modality == "ct" else "brain-mri")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return load_prior(name, device=device)
+    return prior
+
+
+def _device(prior) -> torch.device:
+    tensors = list(prior.parameters()) + list(prior.buffers()) if isinstance(prior, torch.nn.Module) else []
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
+def sampling_shape(prior, shape: tuple[int, int]) -> tuple[int, int]:
+    """The size the prior samples for an operator image of ``shape``: the same, or padded to
+    the U-Net's multiple 2^(levels − 1); UserError when the prior cannot model it."""
+    try:
+        prior.check_image_size(*shape)
+        return tuple(shape)
+    except UserError:
+        network = getattr(prior, "network", None)
+        if network is None:
+            raise
+        factor = 2 ** (network.levels - 1)
+        padded = tuple(-(-int(s) // factor) * factor for s in shape)
+        prior.check_image_size(*padded)
+        return padded
+
+
+# ----------------------------------------------------------------------- the problem
+def ct_problem(meas, prior, device) -> tuple[InverseProblem, Any]:
+    """CT: A = Λ T (Radon), unit-window sinogram; returns the problem and a metal put-back."""
+    from .classical_ct import ct_problem as classical_problem
+    ct = classical_problem(meas)
+    shape = tuple(ct.operator.geometry.image_shape)
+    problem = InverseProblem(ct.operator.to(device), ct.sinogram.to(device), sampling_shape(prior, shape),
+                             grid_shape=shape)
+
+    def finish(images: np.ndarray) -> np.ndarray:
+        if ct.metal is not None and ct.metal_unit is not None:
+            images[:, ct.metal] = ct.metal_unit
+        return images
+    return problem, finish
+
+
+def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False) -> tuple[InverseProblem, Any]:
+    """MRI: single-coil F or multi-coil SENSE / coil-by-coil (SSOS, hybrid) problems."""
+    from ..operators.mri import SingleCoilMRI, center_crop, mri_operator_from_measurement
+    if coils not in ("sense", "ssos", "hybrid"):
+        raise UserError(f"unknown multi-coil flavour {coils!r}: use sense, ssos or hybrid")
+    op, kspace = mri_operator_from_measurement(meas, device)
+    shape = tuple(kspace.shape[-2:])
+    sample_shape = sampling_shape(prior, shape)
+    if kspace.shape[1] == 1 or coils == "sense":
+        problem = InverseProblem(op, kspace, sample_shape, complex_image=not real, grid_shape=shape)
+    else:
+        sense = SenseData(op, kspace, op.maps[0]) if coils == "hybrid" else None
+        per_coil = SingleCoilMRI(op.mask).to(device)
+        problem = InverseProblem(per_coil, kspace.transpose(0, 1), sample_shape, complex_image=not real,
+                                 sense=sense, grid_shape=shape)
+    output_shape = meas.geometry.get("output_shape", shape)
+
+    def finish(images: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(center_crop(images, output_shape))
+    return problem, finish
+
+
+def build_problem(meas, prior, device, **problem_options) -> tuple[InverseProblem, Any]:
+    """The :class:`InverseProblem` of a measurement and the function finishing its images."""
+    if meas.modality == "ct":
+        if problem_options:
+            raise UserError(f"option(s) {', '.join(problem_options)} apply to MRI only")
+        return ct_problem(meas, prior, device)
+    return mri_problem(meas, prior, device, **problem_options)
+
+
+# ------------------------------------------------------------------------ the methods
+def settings_for(method: str, task: str, options: dict) -> dict:
+    """DEFAULTS < the task's preset < explicit options; unknown options raise UserError."""
+    allowed = set(DEFAULTS[method]) | {"steps"} | set(_PROBLEM_OPTIONS)
+    unknown = sorted(set(options) - allowed - set(_CLI_GENERIC))
+    if unknown:
+        raise UserError(f"option(s) {', '.join(unknown)} do not apply to method {method!r}: "
+                        f"use {', '.join(sorted(allowed))}")
+    preset = load_preset(task).get("methods", {}).get(method, {})
+    chosen = {**DEFAULTS[method], **{k: v for k, v in preset.items() if k in allowed}}
+    chosen.update({k: v for k, v in options.items() if k in allowed and v is not None})
+    if method == "chung" and task == "mri-multi":
+        chosen.setdefault("coils", "hybrid")
+    return chosen
+
+
+def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int = 1, seed: int = 0,
+               progress: bool = True, **options) -> MethodOutput:
+    """Reconstruct ``meas`` with a score-based ``method``: K = ``samples`` posterior samples in
+    one batch, their mean as the image and their standard deviation as the uncertainty map."""
+    if method not in METHODS:
+        raise UserError(f"unknown score-based method {method!r}: use one of {', '.join(METHODS)}")
+    if int(samples) < 1:
+        raise UserError(f"the number of samples must be positive, got {samples}")
+    task = task_of(meas)
+    settings = settings_for(method, task, {**options, "steps": steps})
+    prior = resolve_prior(prior, meas.modality)
+    problem_options = {k: settings.pop(k) for k in _PROBLEM_OPTIONS if k in settings}
+    problem, finish = build_problem(meas, prior, _device(prior), **problem_options)
+    settings["steps"] = int(settings.get("steps") or prior.sde.N)
+    if method in ("song", "chung", "guidance"):
+        settings["consistency"] = method
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        out = _SAMPLER[method](problem, prior, samples=int(samples), generator=generator, progress=progress,
+                               **settings)
+    images = finish(out.images.cpu().numpy().astype(np.float32))
+    info = {"method": method, "task": task, "nfe": out.nfe, "samples": int(samples), "seed": int(seed),
+            **out.info, **problem_options}
+    std = images.std(axis=0).astype(np.float32) if samples > 1 else None
+    return MethodOutput(unit_image=images.mean(axis=0).astype(np.float32), std=std, info=info)
+
+
+def _register(name: str, method: str) -> None:
+    def fn(meas, **options) -> MethodOutput:
+        return run_method(meas, method, **options)
+    fn.__name__ = fn.__qualname__ = f"score_{name}"
+    fn.__doc__ = f"Score-based reconstruction with the {method!r} sampler (see scorerecon.solvers.score)."
+    for modality in ("ct", "mri"):
+        register(modality, name)(fn)
+
+
+for _name in METHODS:
+    _register(_name, _name)
+_register("score", DEFAULT_METHOD)

@@ -1,0 +1,265 @@
+"""Tuned presets per task, and ``scorerecon tune``: choose λ, snr, … by Bayesian optimisation.
+
+Tasks.  :func:`task_of` names the task of a measurement: ``ct-sparse-view``, ``ct-limited-angle``
+(attrs ``limited_angle``), ``ct-metal`` (extras ``metal_mask``), ``mri-single``, ``mri-multi``
+(more than one coil).  :data:`TASKS` says how ``tune`` simulates validation cases of each.
+
+Presets.  ``<task>.json`` = ``{"task": ..., "methods": {"song": {"lam": 0.84, "snr": 0.25}, ...},
+"tuned": {...provenance...}}``.  :func:`load_preset` merges, method by method, the files of
+``$SCORERECON_PRESETS``, the user configuration folder (where ``tune`` writes by default) and the
+repository's ``configs/presets``, earlier folders winning.  ``reconstruct`` uses the result by
+default for the task.
+
+Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise SSIM).  Optuna's
+TPE sampler (Bergstra et al. 2011; ``pip install scorerecon[tune]``) proposes settings in
+:data:`SEARCH_SPACES`; each trial reconstructs validation cases and scores their mean SSIM.
+Validation cases are simulated from ``val.npy`` of the prepared dataset (slices of the TRAINING
+source held out from training, never the evaluation slices), or read from a folder of
+measurement files with ground truth (``--cases``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import UserError
+
+TASKS: dict[str, dict[str, Any]] = {
+    "ct-sparse-view": {"dataset": "head-ct", "simulate": {"views": 23, "full_views": 180}},
+    "ct-limited-angle": {"dataset": "head-ct", "simulate": {"limited_angle": 120.0, "full_views": 180}},
+    "ct-metal": {"dataset": "head-ct", "simulate": {"metal": "auto", "full_views": 180}},
+    "mri-single": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 8.0}},
+    "mri-multi": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 4.0, "coils": 8}},
+}
+#: name -> (kind, low, high): "float" uniform, "log" log-uniform, "int" integer
+SEARCH_SPACES: dict[str, dict[str, tuple]] = {
+    "song": {"lam": ("float", 0.0, 1.0), "snr": ("float", 0.02, 0.5)},
+    "chung": {"snr": ("float", 0.02, 0.5)},
+    "guidance": {"snr": ("float", 0.02, 0.5), "gamma": ("log", 1e-3, 1.0)},
+    "langevin": {"step_size": ("log", 1e-3, 0.5), "gamma": ("log", 1e-3, 1.0)},
+    "dps": {"zeta": ("log", 0.01, 10.0)},
+    "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0)},
+}
+PRESETS_ENV = "SCORERECON_PRESETS"
+
+
+# ------------------------------------------------------------------------------ tasks
+def task_of(meas) -> str:
+    """The task name of a measurement (see the module docstring)."""
+    if meas.modality == "ct":
+        if "metal_mask" in meas.extras:
+            return "ct-metal"
+        return "ct-limited-angle" if meas.attrs.get("limited_angle") else "ct-sparse-view"
+    coils = meas.data.shape[0] if np.ndim(meas.data) == 3 else 1
+    return "mri-multi" if coils > 1 else "mri-single"
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+
+
+# ---------------------------------------------------------------------------- presets
+def preset_dirs() -> list[Path]:
+    """Folders searched for presets, first match wins."""
+    from platformdirs import user_config_dir
+    dirs = [Path(os.environ[PRESETS_ENV]).expanduser()] if os.environ.get(PRESETS_ENV) else []
+    dirs.append(Path(user_config_dir("scorerecon")) / "presets")
+    dirs.append(Path(__file__).resolve().parents[3] / "configs" / "presets")
+    return dirs
+
+
+def load_preset(task: str) -> dict:
+    """The preset of ``task`` ({} when there is none), merged method by method over
+    :func:`preset_dirs` (earlier folders win); a malformed file raises UserError."""
+    merged: dict = {}
+    for folder in reversed(preset_dirs()):
+        path = folder / f"{task}.json"
+        if not path.is_file():
+            continue
+        try:
+            preset = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"preset {path} is not valid JSON ({err}): fix or delete it") from None
+        if not isinstance(preset, dict) or not isinstance(preset.get("methods", {}), dict):
+            raise UserError(f"preset {path} has no 'methods' table: fix or delete it")
+        for key in ("methods", "tuned"):
+            merged.setdefault(key, {}).update(preset.get(key, {}))
+        merged["task"] = task
+    return merged
+
+
+def save_preset(task: str, method: str, params: dict, provenance: dict,
+                folder: str | os.PathLike | None = None) -> Path:
+    """Merge ``params`` for ``method`` into ``folder``/<task>.json (atomically); returns the path."""
+    folder = Path(folder) if folder is not None else preset_dirs()[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{task}.json"
+    preset = json.loads(path.read_text()) if path.is_file() else {"task": task, "methods": {}}
+    preset.setdefault("methods", {})[method] = params
+    preset.setdefault("tuned", {})[method] = provenance
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(preset, indent=2) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------- validation cases
+def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike | None = None,
+                     seed: int = 0, size: int | None = None) -> list:
+    """Measurements with ground truth simulated from ``val.npy`` of the task's dataset.
+
+    ``slices`` evenly spaced validation slices; ``size`` optionally downsamples them (quick runs).
+    """
+    from ..data.datasets import load_split
+    _check_task(task)
+    spec = TASKS[task]
+    images = load_split(spec["dataset"], "val", dataset_dir)
+    picks = np.unique(np.round(np.linspace(0, len(images) - 1, min(slices, len(images)))).astype(int))
+    return [_simulate(task, _resize(images[i], size), seed + k) for k, i in enumerate(picks)]
+
+
+def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or size == image.shape[0]:
+        return image
+    from skimage.transform import resize
+    return resize(image, (size, size), anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+
+def _simulate(task: str, unit_image: np.ndarray, seed: int):
+    settings = TASKS[task]["simulate"]
+    if task.startswith("ct"):
+        from ..data.intensity import unit_to_hu
+        from ..simulate.ct import simulate_ct
+        return simulate_ct(unit_to_hu(unit_image), seed=seed, **settings)
+    from ..simulate.mri import simulate_mri
+    return simulate_mri(unit_image, seed=seed, **settings)
+
+
+def read_cases(folder: str | os.PathLike) -> list:
+    """Measurement files (*.h5) with ground truth from ``folder``."""
+    from ..data.measurement import read_measurement
+    paths = sorted(Path(folder).glob("*.h5"))
+    if not paths:
+        raise UserError(f"{folder} holds no .h5 measurement files: simulate some with 'scorerecon simulate'")
+    cases = [read_measurement(p) for p in paths]
+    if any(c.truth is None for c in cases):
+        raise UserError(f"every case in {folder} needs a ground truth: use simulated measurements")
+    return cases
+
+
+# ------------------------------------------------------------------------------ tuning
+def _suggest(trial, space: dict[str, tuple]) -> dict:
+    params = {}
+    for name, (kind, low, high) in space.items():
+        if kind == "int":
+            params[name] = trial.suggest_int(name, low, high)
+        else:
+            params[name] = trial.suggest_float(name, low, high, log=kind == "log")
+    return params
+
+
+def score_settings(cases: list, method: str, params: dict, prior, steps: int | None, seed: int) -> float:
+    """Mean SSIM of ``method`` with ``params`` over ``cases`` (one posterior sample each)."""
+    from .registry import reconstruct
+    values = [reconstruct(meas, method, prior=prior, steps=steps, seed=seed, progress=False, **params)
+              .metrics(meas)["ssim"] for meas in cases]
+    return float(np.mean(values))
+
+
+def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
+         callback=None) -> tuple[dict, float]:
+    """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (best, SSIM).
+
+    Settings that make the sampler diverge score 0 instead of stopping the search.
+    """
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise UserError("tuning needs Optuna: pip install 'scorerecon[tune]'") from None
+    if method not in SEARCH_SPACES:
+        raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+
+    def objective(trial) -> float:
+        params = _suggest(trial, SEARCH_SPACES[method])
+        try:
+            return score_settings(cases, method, params, prior, steps, seed)
+        except UserError as err:
+            if "NaN/Inf" not in str(err):
+                raise
+            return 0.0
+
+    callbacks = [lambda study, trial: callback(trial.number, trial.params, trial.value)] if callback else []
+    study.optimize(objective, n_trials=trials, callbacks=callbacks)
+    return dict(study.best_params), float(study.best_value)
+
+
+def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int | None = None,
+             slices: int = 4, cases_dir: str | None = None, dataset_dir: str | None = None,
+             size: int | None = None, output: str | None = None, seed: int = 0, log=print) -> Path | None:
+    """The ``scorerecon tune`` command: build cases, tune, save the preset; returns its path
+    (None when no trial beat the current settings)."""
+    from .score import resolve_prior
+    _check_task(task)
+    cases = read_cases(cases_dir) if cases_dir else validation_cases(task, slices, dataset_dir, seed, size)
+    wrong = [task_of(c) for c in cases if task_of(c) != task]
+    if wrong:
+        raise UserError(f"the cases are {wrong[0]} measurements, not {task}: pass --task {wrong[0]}")
+    loaded = resolve_prior(prior, cases[0].modality)
+    baseline = score_settings(cases, method, {}, loaded, steps, seed)
+    log(f"{task} {method}: {len(cases)} validation cases, current settings SSIM {baseline:.4f}")
+    start = time.perf_counter()
+    best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed,
+                       callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
+    provenance = {"ssim": value, "ssim_before": baseline, "trials": trials, "cases": len(cases),
+                  "source": cases_dir or f"{TASKS[task]['dataset']} val.npy", "prior": str(prior),
+                  "steps": steps, "seconds": round(time.perf_counter() - start, 1),
+                  "date": time.strftime("%Y-%m-%d")}
+    if value <= baseline:
+        log(f"no trial beat the current settings ({value:.4f} <= {baseline:.4f}): preset unchanged")
+        return None
+    path = save_preset(task, method, best, provenance, output)
+    log(f"best SSIM {value:.4f} with {best}: wrote {path}")
+    return path
+
+
+# ------------------------------------------------------------------------ command line
+def add_tune_command(sub) -> None:
+    """``scorerecon tune TASK``: registered in cli._EXTRA_COMMANDS."""
+    p = sub.add_parser("tune", help="tune a score-based method's settings on validation cases "
+                                    "(Bayesian optimisation of SSIM) and save them as the task's preset")
+    p.add_argument("task", choices=list(TASKS), help="the task whose preset is tuned")
+    p.add_argument("--method", default="song", choices=list(SEARCH_SPACES), help="method to tune (default song)")
+    p.add_argument("--prior", default=None, help="prior name or file (default: the modality's shipped prior)")
+    p.add_argument("--trials", type=_positive, default=20, help="optimisation trials (default 20)")
+    p.add_argument("--steps", type=_positive, default=None, help="sampler steps N (default: the method's)")
+    p.add_argument("--slices", type=_positive, default=4, help="validation slices from val.npy (default 4)")
+    p.add_argument("--cases", default=None, help="folder of measurement .h5 files with ground truth to use "
+                                                  "instead of simulated validation slices")
+    p.add_argument("--data", default=None, help="prepared dataset folder (default: the user cache)")
+    p.add_argument("--size", type=_positive, default=None, help="downsample validation slices (quick runs)")
+    p.add_argument("-o", "--output", default=None, help="preset folder (default: the user presets folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_tune_command)
+
+
+def _positive(text: str) -> int:
+    import argparse
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _run_tune_command(args) -> None:
+    run_tune(args.task, args.method, prior=args.prior, trials=args.trials, steps=args.steps,
+             slices=args.slices, cases_dir=args.cases, dataset_dir=args.data, size=args.size,
+             output=args.output, seed=args.seed)

@@ -1,0 +1,116 @@
+"""Score network and prior wrappers: shapes, any size, parameter budget, exact Gaussian prior."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from scorerecon.errors import UserError
+from scorerecon.priors.analytic import GaussianPrior
+from scorerecon.priors.config import load_config
+from scorerecon.priors.network import ScoreUNet, count_parameters
+from scorerecon.priors.prior import ScorePrior
+from scorerecon.priors.sde import VESDE, VPSDE
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,))
+
+
+def _randomise_output(net: ScoreUNet) -> ScoreUNet:
+    torch.manual_seed(3)
+    torch.nn.init.normal_(net.conv_out.weight, std=0.05)
+    return net
+
+
+@pytest.mark.parametrize("name", ["head-ct", "brain-mri"])
+def test_shipped_configs_fit_the_budget(name):
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    params = count_parameters(ScoreUNet(**cfg["network"]))
+    assert 1e6 <= params <= 10e6
+    assert 4 * params < 25e6  # the float32 export stays under 25 MB
+
+
+def test_any_size_divisible_by_the_downsampling():
+    torch.manual_seed(0)
+    net = _randomise_output(ScoreUNet(channels=2, **TINY))
+    for h, w in [(16, 16), (24, 40), (32, 8)]:
+        out = net(torch.randn(2, 2, h, w), torch.tensor([0.1, 2.0]))
+        assert out.shape == (2, 2, h, w) and torch.isfinite(out).all()
+    with pytest.raises(UserError, match="not divisible by 4"):
+        net.check_image_size(18, 16)
+
+
+def test_initial_output_is_zero_and_conditioning_matters():
+    torch.manual_seed(0)
+    net = ScoreUNet(**TINY)
+    x = torch.randn(1, 1, 16, 16)
+    assert torch.all(net(x, torch.tensor([0.0])) == 0)
+    _randomise_output(net)
+    assert not torch.allclose(net(x, torch.tensor([-3.0])), net(x, torch.tensor([3.0])))
+
+
+def test_batch_elements_are_independent():
+    torch.manual_seed(0)
+    net = _randomise_output(ScoreUNet(**TINY)).eval()
+    x, c = torch.randn(3, 1, 16, 16), torch.tensor([-1.0, 0.0, 1.0])
+    assert torch.allclose(net(x, c)[1:2], net(x[1:2], c[1:2]), atol=1e-5)
+
+
+def test_score_prior_scales_by_sigma_and_checks_size():
+    torch.manual_seed(0)
+    net = _randomise_output(ScoreUNet(**TINY))
+    sde = VESDE(0.01, 10.0)
+    prior = ScorePrior(net, sde, {"channels": 1})
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([0.3, 0.7])
+    expected = net(x, torch.log(sde.sigma(t))) / sde.sigma(t)[:, None, None, None]
+    assert torch.allclose(prior.score(x, t), expected)
+    assert torch.allclose(prior.denoise(x, 0.5), x + sde.sigma(0.5) ** 2 * prior.score(x, 0.5))
+    with pytest.raises(UserError):
+        prior.score(torch.randn(1, 1, 10, 16), 0.5)
+
+
+def _gaussian(sde, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    root = torch.randn(4, 4, generator=gen, dtype=torch.float64) * 0.2
+    return GaussianPrior(torch.tensor([0.2, 0.5, 0.4, 0.8]), root @ root.T + 0.01 * torch.eye(4), sde, (1, 2, 2))
+
+
+@pytest.mark.parametrize("sde", [VESDE(0.01, 5.0), VPSDE()], ids=["ve", "vp"])
+def test_gaussian_prior_score_is_the_gradient_of_log_pt(sde):
+    prior = _gaussian(sde)
+    t = torch.tensor([0.2, 0.9])
+    x = torch.randn(2, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    a, b = sde.alpha(t).double(), sde.beta(t).double()
+    logp = 0.0
+    for i in range(2):
+        cov = a[i] ** 2 * prior.cov + b[i] ** 2 * torch.eye(4, dtype=torch.float64)
+        dist = torch.distributions.MultivariateNormal(a[i] * prior.mean, covariance_matrix=cov)
+        logp = logp + dist.log_prob(x[i].reshape(-1))
+    (grad,) = torch.autograd.grad(logp, x)
+    assert torch.allclose(prior.score(x.detach(), t), grad, rtol=1e-6)
+
+
+def test_tweedie_denoiser_is_the_exact_posterior_mean():
+    """E[x0 | x_t] of a Gaussian = Kalman update with A = α I, noise β."""
+    sde = VPSDE()
+    prior = _gaussian(sde)
+    t = 0.4
+    xt = torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    a, b = float(sde.alpha(t)), float(sde.beta(t))
+    mean, cov = prior.posterior(a * torch.eye(4, dtype=torch.float64), xt.reshape(-1), noise_std=b)
+    assert torch.allclose(prior.denoise(xt, t).reshape(-1), mean, atol=1e-10)
+    assert torch.linalg.eigvalsh(cov).min() > 0
+
+
+def test_gaussian_prior_rejects_bad_input():
+    with pytest.raises(UserError):
+        GaussianPrior(torch.zeros(3), torch.eye(4), VESDE())
+    with pytest.raises(UserError):
+        GaussianPrior(torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1.0]]), VESDE())
+    prior = _gaussian(VESDE())
+    with pytest.raises(UserError):
+        prior.score(torch.zeros(1, 1, 4, 4), 0.5)
+    samples = prior.sample(20000, torch.Generator().manual_seed(0)).reshape(20000, -1).double()
+    assert torch.allclose(torch.cov(samples.T), prior.cov, atol=0.01)
+    assert math.isclose(float(samples.mean(0)[3]), 0.8, abs_tol=0.01)
