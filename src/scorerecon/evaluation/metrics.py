@@ -62,11 +62,18 @@ def to_unit(image: np.ndarray, modality: str, reference: np.ndarray | None = Non
     return image / magnitude_scale(scale_from)
 
 
-def evaluate_images(recon, truth, modality: str = "ct", body: bool = False) -> dict[str, float]:
-    """Metrics of a reconstruction against a reference, both in native units."""
+def evaluate_images(recon, truth, modality: str = "ct", body: bool = False,
+                    exclude: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics of a reconstruction against a reference, both in native units.
+
+    ``body`` restricts them to the body; ``exclude`` (boolean image, e.g. the metal) removes pixels.
+    """
     recon, truth = _check(np.abs(recon) if np.iscomplexobj(recon) else recon,
                           np.abs(truth) if np.iscomplexobj(truth) else truth)
     truth_unit = to_unit(truth, modality)
     recon_unit = to_unit(recon, modality, reference=truth)
     mask = body_mask(truth_unit) if body else None
+    if exclude is not None:
+        keep = ~np.asarray(exclude, dtype=bool).reshape(truth_unit.shape)
+        mask = keep if mask is None else mask & keep
     return image_metrics(recon_unit, truth_unit, mask)

@@ -49,7 +49,9 @@ class Reconstruction:
         from ..evaluation.metrics import evaluate_images
         if meas.truth is None:
             raise UserError("the measurement has no ground truth: --metrics needs a simulated file")
-        out = evaluate_images(self.image, meas.truth, modality=meas.modality)
+        # metal is put back after reconstruction but absent from the truth: score the rest
+        out = evaluate_images(self.image, meas.truth, modality=meas.modality,
+                              exclude=meas.extras.get("metal_mask"))
         out["seconds"] = self.seconds
         out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float))})
         return out
