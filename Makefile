@@ -1,4 +1,6 @@
 # Set-up and the two entry points of the README.  Only Python and pip are needed.
+# Optional: Debian's BART (apt-get install bart) adds `bart pics` / `bart ecalib` references to
+# benchmarks/mri_*.py and tests/test_mri_*.py; without it those parts are skipped.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -79,7 +79,7 @@ def _run_simulate_mri(args) -> None:
 # --------------------------------------------------------------------------- reconstruct
 def _add_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct an image from a measurement file")
-    p.add_argument("measurement", help="file from 'scorerecon simulate' or a fastMRI .h5 file")
+    p.add_argument("measurement", help="file from 'scorerecon simulate', a fastMRI .h5 file or Siemens twix .dat")
     p.add_argument("-o", "--output", required=True,
                    help="output: .npy, .nii.gz, .png, or a folder for a DICOM series")
     p.add_argument("--method", default=None,

@@ -107,10 +107,13 @@ def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
 
 
 def read_measurement(path: str | os.PathLike) -> Measurement:
-    """Read a scorerecon measurement file, or a fastMRI file, and validate it."""
+    """Read a scorerecon measurement file, a fastMRI file or Siemens twix raw data, and validate it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"measurement file {path} does not exist: check the path")
+    if path.name.lower().endswith((".dat", ".dat.gz")):
+        from .twix import read_twix  # Siemens raw data
+        return read_twix(path).validate()
     try:
         f = h5py.File(path, "r")
     except OSError:
