@@ -7,13 +7,13 @@ reduction (``metal="auto"``: two iron objects, polychromatic 120 kVp, 10⁵ phot
 PSNR / SSIM on the unit window [0, 1] (data range 1, ``evaluation/metrics.py``); for metal the
 metal pixels are excluded (every method puts the same metal back).  Mean ± std over slices.
 
-``--sweep`` instead tunes the TV weight on slices of the *training* volume (InVesalius
-``Cranium.inv3``, the validation rule of ``data/datasets.py``: every 10th kept slice), never on
-evaluation slices; the rule chosen from it is ``classical_ct.default_tv_weight``.
+``--sweep`` instead tunes the TV weight on the validation split of the prepared head-ct dataset
+(slices of the *training* volume, ``scorerecon data prepare head-ct``), never on evaluation
+slices; the rule chosen from it is ``classical_ct.default_tv_weight``.
 
     python benchmarks/ct_classical.py            # full table -> benchmarks/results/ct_classical.md
     python benchmarks/ct_classical.py --quick    # one slice at 128², to check the script
-    python benchmarks/ct_classical.py --sweep --inv3 PATH/Cranium.inv3
+    python benchmarks/ct_classical.py --sweep
 """
 
 from __future__ import annotations
@@ -65,13 +65,16 @@ def evaluation_slices(size: int, limit: int | None) -> list[tuple[str, np.ndarra
     return out
 
 
-def training_slices(inv3: str, size: int, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
-    """Validation-rule slices of the training volume (every 10th slice with >= 5 % tissue)."""
-    from scorerecon.data.datasets import CT_MIN_TISSUE_FRACTION, CT_TISSUE_UNIT, VAL_EVERY, read_inv3
-    volume, spacing, _ = read_inv3(Path(inv3))
-    kept = [k for k, hu in enumerate(volume) if np.mean(hu_to_unit(hu) > CT_TISSUE_UNIT) >= CT_MIN_TISSUE_FRACTION]
-    chosen = [k for i, k in enumerate(kept) if i % VAL_EVERY == VAL_EVERY // 2][:limit]
-    return [(f"Cranium.inv3:{k}", *resize(volume[k], spacing[1:], size)) for k in chosen]
+def validation_slices(size: int, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
+    """The validation split of the prepared head-ct dataset (slices of the training volume, every
+    10th kept slice; ``scorerecon data prepare head-ct``), in HU, resized to ``size``."""
+    import json
+
+    from scorerecon.data.datasets import data_root, load_split
+    from scorerecon.data.intensity import unit_to_hu
+    spacing = json.loads((data_root() / "head-ct" / "meta.json").read_text())["training_source"]["spacing_mm"]
+    val = load_split("head-ct", "val")[:limit]
+    return [(f"head-ct val {k}", *resize(unit_to_hu(u), spacing[1:], size)) for k, u in enumerate(val)]
 
 
 def score(unit: np.ndarray, meas) -> dict[str, float]:
@@ -126,8 +129,6 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one slice at 128² (checks the script in < 2 min)")
     p.add_argument("--sweep", action="store_true", help="tune the TV weight on training slices instead")
-    p.add_argument("--inv3", default="/tmp/inv/usr/share/doc/invesalius-examples/examples/Cranium.inv3",
-                   help="the training volume for --sweep")
     p.add_argument("--configs", nargs="*", default=None, help="subset of settings (substring match)")
     p.add_argument("--slices", type=int, default=None, help="use only the first N slices")
     p.add_argument("--weights", nargs="*", type=float, default=list(SWEEP_WEIGHTS))
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
     configs = {k: v for k, v in CONFIGS.items() if not args.configs or any(s in k for s in args.configs)}
     start = time.perf_counter()
     if args.sweep:
-        slices = training_slices(args.inv3, size, limit)
+        slices = validation_slices(size, limit)
         results = run_sweep(slices, configs, args.weights)
         title, default = f"TV weight sweep on {len(slices)} training slices ({size}²)", "ct_tv_sweep"
     else:

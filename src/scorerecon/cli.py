@@ -11,16 +11,10 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_types import positive_int
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 # ------------------------------------------------------------------------------ simulate
@@ -52,7 +46,7 @@ def _add_simulate(sub) -> None:
                      choices=["equispaced", "random", "gaussian1d", "gaussian2d", "uniform2d", "poisson", "radial"])
     mri.add_argument("--acceleration", type=float, default=4.0)
     mri.add_argument("--center-fraction", type=float, default=0.08)
-    mri.add_argument("--coils", type=_positive_int, default=1)
+    mri.add_argument("--coils", type=positive_int, default=1)
     mri.add_argument("--noise", type=float, default=0.0, help="complex Gaussian noise std (image max = 1)")
     mri.add_argument("--real", action="store_true", help="keep the image real (no synthetic phase)")
     mri.add_argument("--slice", type=int, default=None, help="slice index of a volume (default: middle)")
@@ -87,9 +81,9 @@ def _add_reconstruct(sub) -> None:
                         "score|song|chung|langevin|guidance|dps|fast (score-based, both); "
                         "default: the best classical method for the modality")
     p.add_argument("--prior", default=None, help="prior name or checkpoint path (score-based methods)")
-    p.add_argument("--steps", type=_positive_int, default=None)
-    p.add_argument("--samples", type=_positive_int, default=1)
-    p.add_argument("--iterations", type=_positive_int, default=None, help="iterations of iterative methods")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--samples", type=positive_int, default=1)
+    p.add_argument("--iterations", type=positive_int, default=None, help="iterations of iterative methods")
     p.add_argument("--weight", type=float, default=None, help="regularisation weight (tv, cs-*)")
     p.add_argument("--filter", default="ramp", choices=["ramp", "shepp-logan", "cosine", "hann"],
                    help="FBP filter")
@@ -103,6 +97,8 @@ def _run_reconstruct(args) -> None:
     from .data.measurement import read_measurement
     from .solvers import reconstruct, write_reconstruction
     meas = read_measurement(args.measurement)
+    if args.metrics and meas.truth is None:  # fail before any work or output
+        raise UserError(f"{args.measurement} has no ground truth: --metrics needs a simulated file")
     options = {k: v for k, v in dict(iterations=args.iterations, weight=args.weight, filter=args.filter,
                                       prior=args.prior, steps=args.steps, samples=args.samples,
                                       seed=args.seed).items() if v is not None}

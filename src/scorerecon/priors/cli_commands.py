@@ -5,14 +5,7 @@ Only argparse is imported here; torch is imported when a command runs.
 
 from __future__ import annotations
 
-import argparse
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from ..cli_types import positive_int
 
 
 def add_train(sub) -> None:
@@ -36,13 +29,13 @@ def _run_train(args) -> None:
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="draw unconditional samples from a prior into a PNG grid or .npy")
     p.add_argument("--prior", required=True, help="prior name (head-ct, brain-mri) or file path")
-    p.add_argument("-n", "--num", type=_positive_int, default=16, help="number of samples (default 16)")
+    p.add_argument("-n", "--num", type=positive_int, default=16, help="number of samples (default 16)")
     p.add_argument("-o", "--output", required=True, help="output .png (grid) or .npy (N, H, W)")
     p.add_argument("--sampler", choices=["pc", "em", "ode"], default="pc",
                    help="predictor-corrector, Euler-Maruyama or probability-flow ODE (default pc)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="time steps (default: the SDE's N)")
+    p.add_argument("--steps", type=positive_int, default=None, help="time steps (default: the SDE's N)")
     p.add_argument("--snr", type=float, default=0.16, help="Langevin corrector signal-to-noise ratio (pc)")
-    p.add_argument("--size", type=_positive_int, default=None,
+    p.add_argument("--size", type=positive_int, default=None,
                    help="image side in pixels (default: the prior's image size)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_sample)

@@ -7,7 +7,7 @@ Tasks.  :func:`task_of` names the task of a measurement: ``ct-sparse-view``, ``c
 Presets.  ``<task>.json`` = ``{"task": ..., "methods": {"song": {"lam": 0.84, "snr": 0.25}, ...},
 "tuned": {...provenance...}}``.  :func:`load_preset` merges, method by method, the files of
 ``$SCORERECON_PRESETS``, the user configuration folder (where ``tune`` writes by default) and the
-repository's ``configs/presets``, earlier folders winning.  ``reconstruct`` uses the result by
+presets shipped in the package (``scorerecon/solvers/presets``), earlier folders winning.  ``reconstruct`` uses the result by
 default for the task.
 
 Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise SSIM).  Optuna's
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
+from ..cli_types import positive_int
 from ..errors import UserError
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -72,7 +73,7 @@ def preset_dirs() -> list[Path]:
     from platformdirs import user_config_dir
     dirs = [Path(os.environ[PRESETS_ENV]).expanduser()] if os.environ.get(PRESETS_ENV) else []
     dirs.append(Path(user_config_dir("scorerecon")) / "presets")
-    dirs.append(Path(__file__).resolve().parents[3] / "configs" / "presets")
+    dirs.append(Path(__file__).resolve().parent / "presets")  # shipped with the package
     return dirs
 
 
@@ -239,24 +240,16 @@ def add_tune_command(sub) -> None:
     p.add_argument("task", choices=list(TASKS), help="the task whose preset is tuned")
     p.add_argument("--method", default="song", choices=list(SEARCH_SPACES), help="method to tune (default song)")
     p.add_argument("--prior", default=None, help="prior name or file (default: the modality's shipped prior)")
-    p.add_argument("--trials", type=_positive, default=20, help="optimisation trials (default 20)")
-    p.add_argument("--steps", type=_positive, default=None, help="sampler steps N (default: the method's)")
-    p.add_argument("--slices", type=_positive, default=4, help="validation slices from val.npy (default 4)")
+    p.add_argument("--trials", type=positive_int, default=20, help="optimisation trials (default 20)")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampler steps N (default: the method's)")
+    p.add_argument("--slices", type=positive_int, default=4, help="validation slices from val.npy (default 4)")
     p.add_argument("--cases", default=None, help="folder of measurement .h5 files with ground truth to use "
                                                   "instead of simulated validation slices")
     p.add_argument("--data", default=None, help="prepared dataset folder (default: the user cache)")
-    p.add_argument("--size", type=_positive, default=None, help="downsample validation slices (quick runs)")
+    p.add_argument("--size", type=positive_int, default=None, help="downsample validation slices (quick runs)")
     p.add_argument("-o", "--output", default=None, help="preset folder (default: the user presets folder)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_tune_command)
-
-
-def _positive(text: str) -> int:
-    import argparse
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _run_tune_command(args) -> None:
