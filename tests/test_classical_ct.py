@@ -5,44 +5,37 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import binary_fill_holes
-from skimage.data import shepp_logan_phantom
-from skimage.transform import resize
+from conftest import shepp_logan_hu
 
 from scorerecon.cli import main
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import image_metrics
 from scorerecon.simulate.ct import simulate_ct
-from scorerecon.solvers.classical_ct import (DEFAULT_TV_WEIGHT, ct_problem, default_tv_weight,
-                                             interpolate_metal_trace)
+from scorerecon.solvers.classical_ct import (
+    DEFAULT_TV_WEIGHT,
+    ct_problem,
+    default_tv_weight,
+    interpolate_metal_trace,
+)
 from scorerecon.solvers.optim import tv_norm
 from scorerecon.solvers.registry import reconstruct
 
-
-@pytest.fixture(autouse=True, scope="module")
-def cache_folder(tmp_path_factory):
-    """Keep the matrix cache of these tests out of the user's cache folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCORERECON_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
 
 
-def head_phantom(n: int = 64) -> np.ndarray:
-    """Smooth Shepp–Logan in HU: air -1000, skull ~1000, soft tissue -100..100."""
-    p = resize(shepp_logan_phantom(), (n, n), anti_aliasing=True)
-    inside = binary_fill_holes(p > 0.05)
-    return np.where(~inside, -1000.0, np.where(p >= 0.9, 1000.0, (p - 0.2) * 500.0)).astype(np.float32)
+def smooth_phantom(n: int = 64) -> np.ndarray:
+    return shepp_logan_hu(n, smooth=True)
 
 
 @pytest.fixture(scope="module")
 def sparse():
-    return simulate_ct(head_phantom(), views=15, full_views=90)
+    return simulate_ct(smooth_phantom(), views=15, full_views=90)
 
 
 @pytest.fixture(scope="module")
 def metal_case():
-    hu = head_phantom(64)
+    hu = smooth_phantom(64)
     metal = np.zeros_like(hu, dtype=bool)
     metal[25:28, 20:23] = metal[36:39, 40:43] = True
     return simulate_ct(hu, metal=metal, views=45, full_views=90, seed=1)
@@ -54,7 +47,7 @@ def _psnr(rec, meas):
 
 
 def test_fbp_of_full_data_recovers_the_phantom_and_sparse_fbp_keeps_intensities(sparse):
-    full = simulate_ct(head_phantom(), full_views=90)
+    full = simulate_ct(smooth_phantom(), full_views=90)
     rec_full = reconstruct(full, "fbp")
     assert _psnr(rec_full, full) > 28
     assert rec_full.image.dtype == np.float32 and rec_full.image.shape == (64, 64)
@@ -135,7 +128,7 @@ def test_bad_options_raise_user_errors(sparse, method, options, message):
 
 def test_cli_simulate_then_reconstruct_round_trip(tmp_path, capsys):
     image = tmp_path / "phantom.npy"
-    np.save(image, head_phantom())
+    np.save(image, smooth_phantom())
     meas, metal_meas, mask = tmp_path / "m.h5", tmp_path / "metal.h5", tmp_path / "metal_mask.npy"
     metal = np.zeros((64, 64), np.uint8)
     metal[30:33, 28:31] = 1

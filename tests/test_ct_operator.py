@@ -12,17 +12,21 @@ from scorerecon.data.measurement import Measurement, read_measurement, write_mea
 from scorerecon.errors import UserError
 from scorerecon.operators import ct
 from scorerecon.operators import ct_projector as proj
-from scorerecon.operators.ct import (FILTERS, CTGeometry, CTOperator, combine_masks, ct_operator_from_measurement,
-                                     fbp, limited_angle_mask, metal_trace_mask, sinogram_to_physical,
-                                     sinogram_to_unit, view_mask)
+from scorerecon.operators.ct import (
+    FILTERS,
+    CTGeometry,
+    CTOperator,
+    combine_masks,
+    ct_operator_from_measurement,
+    fbp,
+    limited_angle_mask,
+    metal_trace_mask,
+    sinogram_to_physical,
+    sinogram_to_unit,
+    view_mask,
+)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def cache_folder(tmp_path_factory):
-    """Keep the matrix cache of these tests out of the user's cache folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCORERECON_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
 
 
 def phantom(n: int, sigma: float = 0.0) -> np.ndarray:

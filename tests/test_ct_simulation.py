@@ -3,36 +3,38 @@
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import binary_fill_holes
-from skimage.data import shepp_logan_phantom
-from skimage.transform import resize
+from conftest import shepp_logan_hu
 
-from scorerecon.data.intensity import MU_WATER_PER_MM, ct_line_integral_scale, hu_to_unit
+from scorerecon.data.intensity import (
+    MU_WATER_PER_MM,
+    ct_line_integral_scale,
+    hu_to_unit,
+)
 from scorerecon.data.measurement import read_measurement
 from scorerecon.errors import UserError
-from scorerecon.operators.ct import CTGeometry, CTOperator, metal_trace_mask, sinogram_to_unit, view_mask
-from scorerecon.simulate.ct import (ELECTRONIC_NOISE_STD, auto_metal_mask, metal_hu, photon_counts,
-                                    polychromatic_transmission, simulate_ct, simulate_ct_file,
-                                    water_precorrection)
+from scorerecon.operators.ct import (
+    CTGeometry,
+    CTOperator,
+    metal_trace_mask,
+    sinogram_to_unit,
+    view_mask,
+)
+from scorerecon.simulate.ct import (
+    ELECTRONIC_NOISE_STD,
+    auto_metal_mask,
+    metal_hu,
+    photon_counts,
+    polychromatic_transmission,
+    simulate_ct,
+    simulate_ct_file,
+    water_precorrection,
+)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def cache_folder(tmp_path_factory):
-    """Keep the matrix cache of these tests out of the user's cache folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCORERECON_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-def head_phantom(n: int = 64) -> np.ndarray:
-    """Shepp–Logan in HU: air -1000, skull 1000, soft tissue -50..100."""
-    p = resize(shepp_logan_phantom(), (n, n), order=0, anti_aliasing=False)
-    inside = binary_fill_holes(p > 0)
-    return np.where(~inside, -1000.0, np.where(p >= 0.9, 1000.0, (p - 0.2) * 500.0)).astype(np.float32)
+pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
 
 
 def test_noise_free_sinogram_is_scaled_radon_transform_of_unit_image():
-    hu = head_phantom()
+    hu = shepp_logan_hu()
     meas = simulate_ct(hu, pixel_size=0.8, views=30, full_views=90)
     geometry = CTGeometry.from_dict(meas.geometry)
     op = CTOperator(geometry)
@@ -49,7 +51,7 @@ def test_noise_free_sinogram_is_scaled_radon_transform_of_unit_image():
 
 
 def test_fan_beam_simulation_round_trips_through_the_unit_helper():
-    hu = head_phantom()
+    hu = shepp_logan_hu()
     meas = simulate_ct(hu, views=12, full_views=36, geometry="fan", detector="curved")
     op = CTOperator(CTGeometry.from_dict(meas.geometry))
     expected = op.transform(torch.from_numpy(hu_to_unit(hu))[None, None]) * op.mask
@@ -68,7 +70,7 @@ def test_photon_counts_have_poisson_mean_and_variance_plus_electronic_noise():
 
 
 def test_noisy_post_log_residuals_match_the_delta_method_and_seed():
-    hu = head_phantom()
+    hu = shepp_logan_hu()
     clean = simulate_ct(hu, full_views=60)
     noisy = simulate_ct(hu, full_views=60, flux=2e4, seed=3)
     p = clean.data.astype(np.float64)
@@ -98,7 +100,7 @@ def _error_energy(x, truth, keep):
 
 def test_metal_streaks_in_fbp_and_li_mar_reduces_them():
     from scorerecon.solvers.classical_ct import fbp_method, li_mar_method
-    hu = head_phantom(96)
+    hu = shepp_logan_hu(96)
     metal = np.zeros_like(hu, dtype=bool)
     metal[40:45, 30:35] = metal[50:55, 60:65] = True
     meas = simulate_ct(hu, metal=metal, full_views=120, seed=1)
@@ -113,7 +115,7 @@ def test_metal_streaks_in_fbp_and_li_mar_reduces_them():
 
 
 def test_masks_are_combined_in_the_file(tmp_path):
-    hu = head_phantom()
+    hu = shepp_logan_hu()
     metal = np.zeros_like(hu, dtype=bool)
     metal[30:33, 20:23] = True
     meas = simulate_ct(hu, views=10, full_views=60, limited_angle=150, metal=metal)
@@ -134,7 +136,7 @@ def test_masks_are_combined_in_the_file(tmp_path):
 
 def test_auto_metal_is_seeded_and_inside_the_body():
     from scipy import ndimage
-    hu = head_phantom(128)
+    hu = shepp_logan_hu(128)
     a, b = auto_metal_mask(hu, 1.0, seed=5), auto_metal_mask(hu, 1.0, seed=5)
     assert np.array_equal(a, b) and not np.array_equal(a, auto_metal_mask(hu, 1.0, seed=6))
     assert np.all(hu[a] > -500)
@@ -164,7 +166,7 @@ def test_auto_metal_is_seeded_and_inside_the_body():
 ])
 def test_bad_options_raise_one_line_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message) as err:
-        simulate_ct(head_phantom(), **kwargs)
+        simulate_ct(shepp_logan_hu(), **kwargs)
     assert "\n" not in str(err.value)
 
 
@@ -180,7 +182,7 @@ def test_bad_images_raise_user_errors(image, message):
 
 
 def test_simulate_file_round_trip_and_no_partial_output(tmp_path):
-    hu = head_phantom()
+    hu = shepp_logan_hu()
     image = tmp_path / "slice.npy"
     np.save(image, hu)
     out = tmp_path / "meas.h5"

@@ -98,19 +98,25 @@ def _lipschitz(op, shape, seed: int) -> float:
                1e-6)
 
 
+def _cs_problem(meas, iterations: int | None, default_iterations: int, weight: float | None,
+                default_weight: float, what: str, seed: int):
+    """(operator, data, iterations, λ, FISTA step 1/‖A‖²) shared by the compressed-sensing methods."""
+    op, y = mri_operator_from_measurement(meas)
+    lam = _positive(weight, what)
+    step = 1.0 / _lipschitz(op, (1, 1, *y.shape[-2:]), seed)
+    return op, y, iterations or default_iterations, default_weight if lam is None else lam, step
+
+
 @register("mri", "cs-wavelet")
 def cs_wavelet(meas, iterations: int | None = None, weight: float | None = None, seed: int = 0,
                **_options) -> MethodOutput:
     """L1-wavelet CS by FISTA with cycle spinning (module docstring)."""
-    op, y = mri_operator_from_measurement(meas)
-    iterations = iterations or WAVELET_ITERATIONS
-    lam = _positive(weight, "the wavelet --weight")
-    lam = WAVELET_WEIGHT if lam is None else lam
+    op, y, iterations, lam, step = _cs_problem(meas, iterations, WAVELET_ITERATIONS, weight, WAVELET_WEIGHT,
+                                               "the wavelet --weight", seed)
     grid = tuple(y.shape[-2:])
     padded = padded_shape(grid, WAVELET_LEVELS)
     psi = OrthonormalWavelet2D(WAVELET_NAME, WAVELET_LEVELS)
     penalised = psi.detail_mask(padded)
-    step = 1.0 / _lipschitz(op, (1, 1, *grid), seed)
     generator = torch.Generator().manual_seed(seed)
     support = _pad(op.support, padded)
 
@@ -138,11 +144,8 @@ def _pad(x: Tensor, shape) -> Tensor:
 def cs_tv(meas, iterations: int | None = None, weight: float | None = None, seed: int = 0,
           **_options) -> MethodOutput:
     """TV-regularised least squares by FISTA with the FGP total-variation prox (module docstring)."""
-    op, y = mri_operator_from_measurement(meas)
-    iterations = iterations or TV_ITERATIONS
-    lam = _positive(weight, "the TV --weight")
-    lam = TV_WEIGHT if lam is None else lam
-    step = 1.0 / _lipschitz(op, (1, 1, *y.shape[-2:]), seed)
+    op, y, iterations, lam, step = _cs_problem(meas, iterations, TV_ITERATIONS, weight, TV_WEIGHT,
+                                               "the TV --weight", seed)
 
     def grad(x: Tensor) -> Tensor:
         return op.adjoint(op.forward(x) - y)
