@@ -84,6 +84,15 @@ class SDE:
         t = _as_tensor(t)
         return torch.log(self.beta(t) / self.alpha(t))
 
+    def time_of_noise(self, sigma: float) -> float:
+        """t with β(t)/α(t) = σ, by bisection on the increasing noise level (clamped to [eps, T])."""
+        lo, hi = self.eps, self.T
+        target = float(torch.log(torch.tensor(float(sigma))))
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if float(self.noise_level(mid)) < target else (lo, mid)
+        return 0.5 * (lo + hi)
+
     def default_dt(self) -> float:
         """Step of the default grid of N steps from T down to eps."""
         return (self.T - self.eps) / self.N
