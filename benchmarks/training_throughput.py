@@ -2,6 +2,7 @@
 with one process using all threads or two DDP processes (gloo) sharing them.
 
     python benchmarks/training_throughput.py --config configs/head-ct.toml            # full
+        # -> benchmarks/results/training_throughput.md (and --json FILE)
     python benchmarks/training_throughput.py --config configs/head-ct.toml --quick    # < 1 min
 
 Synthetic images of the config's image size stand in for the dataset (throughput does not depend
@@ -17,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from scorerecon.priors.config import load_config
 from scorerecon.priors.network import ScoreUNet, count_parameters
 from scorerecon.priors.training import Trainer
 
+RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {"fp32": (False, False), "bf16": (True, False), "channels_last": (False, True),
             "bf16+channels_last": (True, True)}
 
@@ -100,11 +103,30 @@ def main(argv=None) -> int:
                          "steps_per_hour": round(3600 * rate / cfg["training"]["batch_size"])})
             print(f"  {name:20s} processes {processes}: {rate:8.2f} images/s  "
                   f"{rows[-1]['steps_per_hour']:7d} steps/h", flush=True)
+    summary = {"config": args.config, "parameters": params, "crop": crop, "batch": cfg["training"]["batch_size"],
+               "threads": args.threads, "steps": args.steps, "results": rows}
     if args.json:
         with atomic_path(args.json, suffix=".json") as tmp:
-            tmp.write_text(json.dumps({"config": args.config, "parameters": params, "crop": crop,
-                                       "threads": args.threads, "results": rows}, indent=2) + "\n")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    if not args.quick:
+        with atomic_path(RESULTS / "training_throughput.md", suffix=".md") as tmp:
+            tmp.write_text(markdown(summary))
     return 0
+
+
+def markdown(summary: dict) -> str:
+    """The throughput table: images/s and steps/h per variant and process count, speed-up vs fp32."""
+    base = {r["processes"]: r["images_per_s"] for r in summary["results"] if r["variant"] == "fp32"}
+    lines = ["# Training throughput", "",
+             f"`{summary['config']}`: {summary['parameters'] / 1e6:.2f} M parameters, crop {summary['crop']}², "
+             f"global batch {summary.get('batch', 16)}, {summary['threads']} threads in total, "
+             f"{summary.get('steps', 20)} timed steps per variant, torch {torch.__version__}.", "",
+             "| variant | processes | images/s | steps/h | vs fp32, same processes |", "|---|---|---|---|---|"]
+    for r in summary["results"]:
+        ratio = r["images_per_s"] / base[r["processes"]] if r["processes"] in base else float("nan")
+        lines.append(f"| {r['variant']} | {r['processes']} | {r['images_per_s']:.1f} | {r['steps_per_hour']} | "
+                     f"{ratio:.2f}× |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
