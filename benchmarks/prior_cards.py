@@ -36,16 +36,6 @@ NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)
 TV_WEIGHTS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
-def time_of_noise(sde, sigma: float) -> float:
-    """t with β(t)/α(t) = σ, by bisection on the monotone noise level log(β/α)."""
-    lo, hi = sde.eps, sde.T
-    target = np.log(sigma)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if float(sde.noise_level(mid)) < target else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
 @torch.no_grad()
 def denoising_table(prior, images: np.ndarray, seed: int = 0) -> list[dict]:
     """Mean PSNR / SSIM of noisy input, best-weight TV and the prior's Tweedie denoiser."""
@@ -54,7 +44,7 @@ def denoising_table(prior, images: np.ndarray, seed: int = 0) -> list[dict]:
     rows = []
     for sigma in NOISE_LEVELS:
         noisy = clean + sigma * torch.randn(clean.shape, generator=generator)
-        t = time_of_noise(prior.sde, sigma)
+        t = prior.sde.time_of_noise(sigma)
         alpha = float(prior.sde.alpha(torch.tensor(t)))
         start = time.perf_counter()
         denoised = torch.cat([prior.denoise(alpha * noisy[i:i + 4], t) for i in range(0, len(noisy), 4)])

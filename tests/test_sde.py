@@ -89,3 +89,12 @@ def test_noise_level_prior_sampling_and_round_trip():
 def test_bad_sde_specs_are_user_errors(spec):
     with pytest.raises(UserError):
         sde_from_dict(spec)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=["ve", "vp", "subvp"])
+@pytest.mark.parametrize("sigma", [0.05, 0.3, 2.0])
+def test_time_of_noise_inverts_the_noise_level(sde, sigma):
+    """β(t)/α(t) = σ at t = time_of_noise(σ) (the warm start and the model cards rely on it)."""
+    t = sde.time_of_noise(sigma)
+    assert sde.eps <= t <= sde.T
+    assert float(sde.beta(t) / sde.alpha(t)) == pytest.approx(sigma, rel=1e-4)

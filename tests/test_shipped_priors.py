@@ -17,11 +17,6 @@ def _unit(sample: str, modality: str) -> np.ndarray:
     return np.clip(hu_to_unit(array), 0, 1) if modality == "ct" else array
 
 
-def _time_of_sigma(sde, sigma: float) -> float:
-    """t with σ(t) = σ for the VE SDE σ(t) = σ_min (σ_max / σ_min)^t."""
-    return float(np.log(sigma / sde.sigma_min) / np.log(sde.sigma_max / sde.sigma_min))
-
-
 @pytest.mark.parametrize("name, modality, sample", CASES)
 def test_shipped_prior_loads_by_name_and_records_its_training(name, modality, sample):
     prior = load_prior(name)
@@ -38,7 +33,7 @@ def test_shipped_prior_denoises_a_held_out_slice(name, modality, sample):
     clean = torch.from_numpy(_unit(sample, modality))[None, None]
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        denoised = prior.denoise(noisy, _time_of_sigma(prior.sde, 0.1))
+        denoised = prior.denoise(noisy, prior.sde.time_of_noise(0.1))
     before = psnr(noisy[0, 0].numpy().clip(0, 1), clean[0, 0].numpy())
     after = psnr(denoised[0, 0].numpy().clip(0, 1), clean[0, 0].numpy())
     assert after > before + 4, (before, after)

@@ -43,8 +43,8 @@ import torch
 
 from ..errors import UserError
 from . import samplers
-from .conditioning import InverseProblem, SenseData
-from .registry import MethodOutput, register
+from .conditioning import InverseProblem, SenseData, cg_consistency
+from .registry import MethodOutput, reconstruct, register
 from .tuning import load_preset, task_of
 
 METHODS = ("song", "chung", "langevin", "guidance", "dps", "fast")
@@ -166,14 +166,12 @@ def settings_for(method: str, task: str, options: dict) -> dict:
 def initial_image(meas, problem: InverseProblem) -> torch.Tensor:
     """The warm start of the fast sampler, one image in the problem's layout (batch 1).
 
-    CT: the default classical reconstruction (TV) in the unit window, clipped to [0, 1].  MRI
-    (complex images, where the classical methods return magnitudes): the least-squares image of
-    a few conjugate-gradient steps on ‖y − A x‖² from zero.
+    CT: the modality's default classical reconstruction (TV) in the unit window, clipped to
+    [0, 1].  MRI (complex images, where the classical methods return magnitudes): the
+    least-squares image of a few conjugate-gradient steps on ‖y − A x‖² from zero.
     """
-    from .conditioning import cg_consistency
-    from .registry import reconstruct
     if meas.modality == "ct":
-        unit = np.clip(reconstruct(meas, "tv").unit_image, 0.0, 1.0)
+        unit = np.clip(reconstruct(meas).unit_image, 0.0, 1.0)
         return torch.from_numpy(unit.astype(np.float32))[None, None].to(problem.device)
     zero = problem.to_image(torch.zeros(problem.state_shape(1), device=problem.device))
     return cg_consistency(problem, zero, 0.0, WARM_START_INIT_ITERATIONS)
