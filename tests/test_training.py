@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -153,6 +154,13 @@ def test_data_stream_and_sigma_max_helper():
     assert max_pairwise_distance(images) == pytest.approx(4.0)
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it), for the DDP rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _ddp_worker(rank, world, cfg, images, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -167,7 +175,7 @@ def _ddp_worker(rank, world, cfg, images, port, out):
 def test_two_process_ddp_step_equals_one_process_on_the_whole_batch(tmp_path):
     cfg = _config(tmp_path, batch_size=8)
     images = np.load(tmp_path / "train.npy")[:, None]
-    port = 29500 + os.getpid() % 1000
+    port = _free_port()
     mp.spawn(_ddp_worker, args=(2, cfg, images, port, str(tmp_path / "ddp.pt")), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt")
     single = Trainer(cfg, images)
