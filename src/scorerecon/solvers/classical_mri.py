@@ -63,7 +63,8 @@ TV_PROX_ITERATIONS = 10
 def _output(image: Tensor, meas, **info) -> MethodOutput:
     """Magnitude of a (1, 1, H, W) image, cropped to the reconstruction size, as a MethodOutput."""
     magnitude = center_crop(image.abs()[0, 0], meas.geometry.get("output_shape", image.shape[-2:]))
-    return MethodOutput(unit_image=magnitude.detach().cpu().numpy().astype(np.float32), info=info)
+    return MethodOutput(unit_image=magnitude.detach().cpu().numpy().astype(np.float32), info=info,
+                        complex_image=image[0, 0].detach().cpu().numpy())
 
 
 def _positive(value, name: str):

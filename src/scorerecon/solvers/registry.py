@@ -26,11 +26,13 @@ _METHOD_MODULES = ("scorerecon.solvers.classical_ct", "scorerecon.solvers.classi
 
 @dataclass
 class MethodOutput:
-    """What a registered method returns: unit-domain image, optional std map, extra info."""
+    """What a registered method returns: unit-domain image, optional std map, extra info, and for
+    MRI the complex unit-domain image on the full k-space grid before magnitude and crop."""
 
     unit_image: np.ndarray
     std: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    complex_image: np.ndarray | None = None
 
 
 @dataclass

@@ -167,14 +167,21 @@ def initial_image(meas, problem: InverseProblem) -> torch.Tensor:
     """The warm start of the fast sampler, one image in the problem's layout (batch 1).
 
     CT: the modality's default classical reconstruction (TV) in the unit window, clipped to
-    [0, 1].  MRI (complex images, where the classical methods return magnitudes): the
-    least-squares image of a few conjugate-gradient steps on ‖y − A x‖² from zero.
+    [0, 1].  MRI: the complex CS-TV image (the best classical MRI method in
+    ``benchmarks/results/mri_classical.md``), its magnitude for ``real=True``; where the problem's
+    image has another layout (coil-by-coil sampling), the least-squares image of a few
+    conjugate-gradient steps on ‖y − A x‖² from zero.
     """
     if meas.modality == "ct":
         unit = np.clip(reconstruct(meas).unit_image, 0.0, 1.0)
         return torch.from_numpy(unit.astype(np.float32))[None, None].to(problem.device)
+    from .classical_mri import cs_tv
     zero = problem.to_image(torch.zeros(problem.state_shape(1), device=problem.device))
-    return cg_consistency(problem, zero, 0.0, WARM_START_INIT_ITERATIONS)
+    image = torch.from_numpy(cs_tv(meas).complex_image)[None, None].to(problem.device)
+    image = image if zero.is_complex() else image.abs()
+    if image.shape != zero.shape:
+        return cg_consistency(problem, zero, 0.0, WARM_START_INIT_ITERATIONS)
+    return image.to(zero.dtype)
 
 
 def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int = 1, seed: int = 0,
