@@ -68,11 +68,9 @@ def evaluation_slices(size: int, limit: int | None) -> list[tuple[str, np.ndarra
 def validation_slices(size: int, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
     """The validation split of the prepared head-ct dataset (slices of the training volume, every
     10th kept slice; ``scorerecon data prepare head-ct``), in HU, resized to ``size``."""
-    import json
-
-    from scorerecon.data.datasets import data_root, load_split
+    from scorerecon.data.datasets import load_meta, load_split
     from scorerecon.data.intensity import unit_to_hu
-    spacing = json.loads((data_root() / "head-ct" / "meta.json").read_text())["training_source"]["spacing_mm"]
+    spacing = load_meta("head-ct")["training_source"]["spacing_mm"]
     val = load_split("head-ct", "val")[:limit]
     return [(f"head-ct val {k}", *resize(unit_to_hu(u), spacing[1:], size)) for k, u in enumerate(val)]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import time
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from skimage.restoration import denoise_tv_chambolle
 
-from scorerecon.data.datasets import data_root, load_split
+from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.evaluation.metrics import psnr, ssim
 from scorerecon.priors import load_prior, sample
 from scorerecon.priors.sampling import write_samples
@@ -46,10 +45,8 @@ def denoising_table(prior, images: np.ndarray, seed: int = 0) -> list[dict]:
         noisy = clean + sigma * torch.randn(clean.shape, generator=generator)
         t = prior.sde.time_of_noise(sigma)
         alpha = float(prior.sde.alpha(torch.tensor(t)))
-        start = time.perf_counter()
         denoised = torch.cat([prior.denoise(alpha * noisy[i:i + 4], t) for i in range(0, len(noisy), 4)])
-        seconds = (time.perf_counter() - start) / len(noisy)
-        row = {"sigma": sigma, "seconds_per_slice": seconds}
+        row = {"sigma": sigma}
         for name, batch in (("noisy", noisy), ("prior", denoised)):
             row[name] = _scores(batch[:, 0].numpy(), images)
         row["tv"] = max((_scores(np.stack([denoise_tv_chambolle(n, weight=w) for n in noisy[:, 0].numpy()]), images)
@@ -121,7 +118,7 @@ def _crop_note(meta: dict) -> list[str]:
 def card(prior, dataset: str, config: str | None, table: str, sample_note: str, machine: str) -> str:
     """The model card's Markdown: provenance, training facts, the denoising table and figures."""
     meta = prior.metadata
-    source = json.loads((data_root() / dataset / "meta.json").read_text())["training_source"]
+    source = load_meta(dataset)["training_source"]
     hours = float(meta.get("training_seconds", 0.0)) / 3600
     sde = prior.sde.to_dict()
     lines = [f"# Model card: `{meta.get('name', dataset)}` score prior", "",

@@ -14,7 +14,7 @@ import pytest
 
 from scorerecon.cli import main
 from scorerecon.data import datasets
-from scorerecon.data.datasets import load_split, prepare_dataset, unpack_deb
+from scorerecon.data.datasets import load_meta, load_split, prepare_dataset, unpack_deb
 from scorerecon.errors import UserError
 
 INV_DEB = Path("/tmp/invesalius-examples_3.1.99998-4_all.deb")
@@ -90,6 +90,8 @@ def test_head_ct_from_unpacked_folder_and_cli(tmp_path, fake_deb, capsys):
     code = main(["data", "prepare", "head-ct", "--deb", str(root), "--out", str(tmp_path / "cli")])
     assert code == 0 and "prepared head-ct" in capsys.readouterr().out
     assert load_split("head-ct", "val", root=tmp_path / "cli").shape == (1, 256, 256)
+    meta = load_meta("head-ct", root=tmp_path / "cli")
+    assert meta["dataset"] == "head-ct" and meta["training_source"]["package"] == "invesalius-examples"
 
 
 def test_unpack_deb_matches_dpkg(tmp_path):
@@ -108,6 +110,8 @@ def test_default_folder_follows_environment(tmp_path, monkeypatch):
     assert datasets.data_root() == tmp_path / "cache"
     with pytest.raises(UserError, match="scorerecon data prepare head-ct"):
         load_split("head-ct", "train")
+    with pytest.raises(UserError, match="scorerecon data prepare brain-mri"):
+        load_meta("brain-mri")
 
 
 @pytest.mark.parametrize("which, returncode", [(None, 0), ("/usr/bin/apt-get", 100)])

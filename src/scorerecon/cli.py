@@ -153,7 +153,8 @@ def _run_data_prepare(args) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="reconstruct a bundled held-out slice and write a figure and metrics")
     p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--steps", type=positive_int, default=None, help="network evaluations of the fast sampler (default 20)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="network evaluations of the fast sampler (default 20)")
     p.add_argument("--samples", type=positive_int, default=None, help="posterior samples (default 2)")
     p.set_defaults(handler=_run_demo)
 

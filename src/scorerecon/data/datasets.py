@@ -108,6 +108,15 @@ def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> 
     return np.load(path)
 
 
+def load_meta(name: str, root: str | os.PathLike | None = None) -> dict:
+    """The ``meta.json`` of a prepared dataset (sources, licences, window, spacing, provenance)."""
+    _check_name(name)
+    path = (Path(root) if root is not None else data_root() / name) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: run 'scorerecon data prepare {name}' first")
+    return json.loads(path.read_text())
+
+
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
         raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(_BUILDERS)}")

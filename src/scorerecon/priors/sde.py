@@ -87,7 +87,7 @@ class SDE:
     def time_of_noise(self, sigma: float) -> float:
         """t with β(t)/α(t) = σ, by bisection on the increasing noise level (clamped to [eps, T])."""
         lo, hi = self.eps, self.T
-        target = float(torch.log(torch.tensor(float(sigma))))
+        target = math.log(sigma)
         for _ in range(60):
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if float(self.noise_level(mid)) < target else (lo, mid)

@@ -175,13 +175,12 @@ def initial_image(meas, problem: InverseProblem) -> torch.Tensor:
     if meas.modality == "ct":
         unit = np.clip(reconstruct(meas).unit_image, 0.0, 1.0)
         return torch.from_numpy(unit.astype(np.float32))[None, None].to(problem.device)
-    from .classical_mri import cs_tv
     zero = problem.to_image(torch.zeros(problem.state_shape(1), device=problem.device))
-    image = torch.from_numpy(cs_tv(meas).complex_image)[None, None].to(problem.device)
-    image = image if zero.is_complex() else image.abs()
-    if image.shape != zero.shape:
+    if problem.groups != 1 or tuple(problem.image_shape) != tuple(meas.data.shape[-2:]):
         return cg_consistency(problem, zero, 0.0, WARM_START_INIT_ITERATIONS)
-    return image.to(zero.dtype)
+    from .classical_mri import cs_tv
+    image = torch.from_numpy(cs_tv(meas).complex_image)[None, None].to(problem.device)
+    return (image if zero.is_complex() else image.abs()).to(zero.dtype)
 
 
 def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int = 1, seed: int = 0,
@@ -200,13 +199,11 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     settings["steps"] = int(settings.get("steps") or prior.sde.N)
     if method in ("song", "chung", "guidance"):
         settings["consistency"] = method
-    if settings.get("start_sigma"):
-        settings["init"] = initial_image(meas, problem)
+    warm = {"init": initial_image(meas, problem)} if settings.get("start_sigma") else {}
     generator = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         out = _SAMPLER[method](problem, prior, samples=int(samples), generator=generator, progress=progress,
-                               **settings)
-    settings.pop("init", None)
+                               **settings, **warm)
     images = finish(out.images.cpu().numpy().astype(np.float32))
     info = {"method": method, "task": task, "nfe": out.nfe, "samples": int(samples), "seed": int(seed),
             **out.info, **problem_options}

@@ -7,8 +7,8 @@ Tasks.  :func:`task_of` names the task of a measurement: ``ct-sparse-view``, ``c
 Presets.  ``<task>.json`` = ``{"task": ..., "methods": {"song": {"lam": 0.84, "snr": 0.25}, ...},
 "tuned": {...provenance...}}``.  :func:`load_preset` merges, method by method, the files of
 ``$SCORERECON_PRESETS``, the user configuration folder (where ``tune`` writes by default) and the
-presets shipped in the package (``scorerecon/solvers/presets``), earlier folders winning.  ``reconstruct`` uses the result by
-default for the task.
+presets shipped in the package (``scorerecon/solvers/presets``), earlier folders winning.
+``reconstruct`` uses the result by default for the task.
 
 Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise SSIM).  Optuna's
 TPE sampler (Bergstra et al. 2011; ``pip install scorerecon[tune]``) proposes settings in
