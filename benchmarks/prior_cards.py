@@ -103,16 +103,11 @@ def _files(source: dict) -> str:
     return ", ".join(f"`{f}`" for f in files) + name
 
 
-def _crop_note(meta: dict) -> list[str]:
-    """What samples of a prior trained on crops smaller than its slices show (and do not)."""
-    if int(meta.get("crop") or 0) >= int(meta.get("image_size") or 0):
-        return []
-    return [f"What they show: trained on {meta['crop']}² crops, the network learned local anatomy (edges of "
-            "bone and soft tissue, cortical folds, their textures and intensities) but not the global shape "
-            f"of a whole {meta['image_size']}² slice, so unconditional samples are anatomy-like texture rather "
-            "than heads; 100 steps leave some grain. In reconstruction the measurements supply the global "
-            "structure and the prior the local detail (see the README's score-based table). A prior trained "
-            f"on whole {meta['image_size']}² slices needs a GPU (DESIGN.md: ~75 steps/h at 256² on this CPU).", ""]
+def _sampling_note() -> list[str]:
+    """How to read the sample grid of a prior (measured by benchmarks/prior_noise_levels.py)."""
+    return ["The grid clips values to [0, 1]. Check `benchmarks/prior_noise_levels.py` before reading "
+            "anatomy into it: a prior that is inaccurate at high noise leaves most sample pixels outside "
+            "[0, 1], and the shapes in the clipped grid are then not anatomy.", ""]
 
 
 def card(prior, dataset: str, config: str | None, table: str, sample_note: str, machine: str) -> str:
@@ -139,7 +134,7 @@ def card(prior, dataset: str, config: str | None, table: str, sample_note: str, 
              f"| config | `{config or 'n/a'}` (`scorerecon train --config {config or 'CONFIG'}`) |", "",
              "## Denoising on held-out slices", "", table, "",
              "## Loss curve", "", "![loss](loss.png)", "",
-             "## Unconditional samples", "", sample_note, "", *_crop_note(meta), "![samples](samples.png)", ""]
+             "## Unconditional samples", "", sample_note, "", *_sampling_note(), "![samples](samples.png)", ""]
     return "\n".join(lines)
 
 

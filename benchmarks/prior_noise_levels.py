@@ -1,0 +1,91 @@
+"""Where the shipped priors are accurate: their score across noise levels, and few-step sampling.
+
+Why the cold-started samplers fail with the CPU-trained priors (README, score-based section):
+
+1. Score accuracy per noise level σ.  A held-out slice x (another patient / brain than the
+   training data) gets noise x + σ z; the network's score s_θ is compared with the score of the
+   noise given the clean slice, −z / σ (the reference a perfect denoiser would follow):
+   norm ratio ‖s_θ‖ / ‖z / σ‖, and the error left by one Tweedie step x̂ = x + σ² s_θ, as its std
+   (in the unit domain, where the image spans [0, 1]) and its PSNR.
+2. Unconditional sampling at the 64² training crop size with the probability-flow ODE (Heun) in
+   few and in many steps: the std of the samples beside the std of the held-out slice, and the
+   fraction of pixels inside [−0.1, 1.1] (1 for real images).
+
+    python benchmarks/prior_noise_levels.py     # -> benchmarks/results/prior_noise_levels.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scorerecon.atomic import atomic_path
+from scorerecon.data.intensity import hu_to_unit
+from scorerecon.data.samples import load_sample
+from scorerecon.evaluation.metrics import psnr
+from scorerecon.priors import load_prior, sample
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRIORS = {"head-ct": "ct-head-1", "brain-mri": "mri-brain-0"}  # prior -> held-out bundled slice
+SIGMAS = (0.1, 1.0, 5.0, 20.0, 80.0)
+
+
+def held_out_unit(sample_name: str) -> np.ndarray:
+    image = load_sample(sample_name).array.astype(np.float32)
+    return np.clip(hu_to_unit(image), 0, 1) if sample_name.startswith("ct-") else image
+
+
+@torch.no_grad()
+def score_rows(prior, clean: np.ndarray, seed: int = 0) -> list[str]:
+    x = torch.from_numpy(clean)[None, None]
+    rows = []
+    for sigma in SIGMAS:
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        t = prior.sde.time_of_noise(sigma)
+        score = prior.score(x + sigma * z, t)
+        ratio = float(score.norm() / (z.norm() / sigma))
+        denoised = (x + sigma * z + sigma ** 2 * score)[0, 0].numpy()
+        rows.append(f"| {sigma:g} | {ratio:.4f} | {float(np.std(denoised - clean)):.3f} | "
+                    f"{psnr(np.clip(denoised, 0, 1), clean):.2f} |")
+    return rows
+
+
+def sampling_rows(prior, clean: np.ndarray, steps_list, n: int) -> list[str]:
+    rows = []
+    for steps in steps_list:
+        out = sample(prior, n, (64, 64), sampler="ode", steps=steps, seed=0).numpy()
+        inside = float(np.mean((out > -0.1) & (out < 1.1)))
+        rows.append(f"| {steps} | {float(out.std()):.3f} | {float(clean.std()):.3f} | {inside:.2f} |")
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, nargs="+", default=[50, 500], help="ODE steps for the sampling rows")
+    p.add_argument("-n", type=int, default=4, help="unconditional samples per setting")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-o", "--output", default=str(RESULTS / "prior_noise_levels.md"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lines = ["# The shipped priors across noise levels", ""]
+    for name, sample_name in PRIORS.items():
+        prior = load_prior(name).eval()
+        clean = held_out_unit(sample_name)
+        lines += [f"## {name} (held-out slice {sample_name}, 256²)", "",
+                  "| σ | ‖s_θ‖ / ‖z/σ‖ | std of Tweedie error | Tweedie PSNR (dB) |", "|---|---|---|---|",
+                  *score_rows(prior, clean), "",
+                  f"Probability-flow ODE (Heun), {args.n} unconditional samples at 64², from σ_max = "
+                  f"{prior.sde.to_dict().get('sigma_max', '—')}:", "",
+                  "| steps | sample std | held-out slice std | pixels in [−0.1, 1.1] |", "|---|---|---|---|",
+                  *sampling_rows(prior, clean, args.steps, args.n), ""]
+        print("\n".join(lines[-14:]), flush=True)
+    with atomic_path(args.output, suffix=".md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
