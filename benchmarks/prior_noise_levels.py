@@ -1,17 +1,24 @@
-"""Where the shipped priors are accurate: their score across noise levels, and few-step sampling.
+"""Where a prior is accurate: its denoiser across noise levels, and sampling from pure noise.
 
-Why the cold-started samplers fail with the CPU-trained priors (README, score-based section):
+A cold-started sampler begins at σ_max, so the prior must be right at high noise too.  Per prior:
 
-1. Score accuracy per noise level σ.  A held-out slice x (another patient / brain than the
-   training data) gets noise x + σ z; the network's score s_θ is compared with the score of the
-   noise given the clean slice, −z / σ (the reference a perfect denoiser would follow):
-   norm ratio ‖s_θ‖ / ‖z / σ‖, and the error left by one Tweedie step x̂ = x + σ² s_θ, as its std
-   (in the unit domain, where the image spans [0, 1]) and its PSNR.
+1. Accuracy per noise level σ.  A held-out slice x (another patient / brain than the training
+   data) gets noise x + σ z; the network's score s_θ is compared with the score of the noise
+   given the clean slice, −z / σ: norm ratio ‖s_θ‖ / ‖z / σ‖, and the error left by one Tweedie
+   step x̂ = D(x + σ z) = x + σ z + σ² s_θ, as its std (in the unit domain, where the image spans
+   [0, 1]) and its PSNR.  At σ = 80 nothing of the slice survives, and the best estimate is
+   about the mean image: its error std is about the slice's own std.
 2. Unconditional sampling at the 64² training crop size with the probability-flow ODE (Heun) in
    few and in many steps: the std of the samples beside the std of the held-out slice, and the
    fraction of pixels inside [−0.1, 1.1] (1 for real images).
 
-    python benchmarks/prior_noise_levels.py     # -> benchmarks/results/prior_noise_levels.md
+``--baseline DIR`` measures earlier weights (DIR/head-ct.safetensors, DIR/brain-mri.safetensors)
+in the same run, beside the shipped ones; the first shipped priors (Song's noise-prediction
+output, before EDM preconditioning) are in git:
+
+    mkdir -p /tmp/v1 && for n in head-ct brain-mri; do git show \
+        772290b:src/scorerecon/priors/weights/$n.safetensors > /tmp/v1/$n.safetensors; done
+    python benchmarks/prior_noise_levels.py --baseline /tmp/v1   # -> results/prior_noise_levels.md
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ def score_rows(prior, clean: np.ndarray, seed: int = 0) -> list[str]:
         t = prior.sde.time_of_noise(sigma)
         score = prior.score(x + sigma * z, t)
         ratio = float(score.norm() / (z.norm() / sigma))
-        denoised = (x + sigma * z + sigma ** 2 * score)[0, 0].numpy()
+        denoised = prior.denoise(x + sigma * z, t)[0, 0].numpy()
         rows.append(f"| {sigma:g} | {ratio:.4f} | {float(np.std(denoised - clean)):.3f} | "
                     f"{psnr(np.clip(denoised, 0, 1), clean):.2f} |")
     return rows
@@ -62,26 +69,37 @@ def sampling_rows(prior, clean: np.ndarray, steps_list, n: int) -> list[str]:
     return rows
 
 
+def prior_section(label: str, prior, sample_name: str, steps_list, n: int) -> list[str]:
+    clean = held_out_unit(sample_name)
+    kind = prior.parameterization.kind
+    return [f"## {label} ({kind} parameterization, {prior.metadata.get('steps', '?')} training steps; "
+            f"held-out slice {sample_name}, 256², std {float(clean.std()):.3f})", "",
+            "| σ | ‖s_θ‖ / ‖z/σ‖ | std of Tweedie error | Tweedie PSNR (dB) |", "|---|---|---|---|",
+            *score_rows(prior, clean), "",
+            f"Probability-flow ODE (Heun), {n} unconditional samples at 64², from σ_max = "
+            f"{prior.sde.to_dict().get('sigma_max', '—')}:", "",
+            "| steps | sample std | held-out slice std | pixels in [−0.1, 1.1] |", "|---|---|---|---|",
+            *sampling_rows(prior, clean, steps_list, n), ""]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, nargs="+", default=[50, 500], help="ODE steps for the sampling rows")
     p.add_argument("-n", type=int, default=4, help="unconditional samples per setting")
+    p.add_argument("--baseline", default=None, help="folder of earlier head-ct / brain-mri .safetensors to measure too")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", default=str(RESULTS / "prior_noise_levels.md"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lines = ["# The shipped priors across noise levels", ""]
+    lines = ["# Priors across noise levels", "",
+             f"`python benchmarks/prior_noise_levels.py{' --baseline ' + args.baseline if args.baseline else ''}`", ""]
     for name, sample_name in PRIORS.items():
-        prior = load_prior(name).eval()
-        clean = held_out_unit(sample_name)
-        lines += [f"## {name} (held-out slice {sample_name}, 256²)", "",
-                  "| σ | ‖s_θ‖ / ‖z/σ‖ | std of Tweedie error | Tweedie PSNR (dB) |", "|---|---|---|---|",
-                  *score_rows(prior, clean), "",
-                  f"Probability-flow ODE (Heun), {args.n} unconditional samples at 64², from σ_max = "
-                  f"{prior.sde.to_dict().get('sigma_max', '—')}:", "",
-                  "| steps | sample std | held-out slice std | pixels in [−0.1, 1.1] |", "|---|---|---|---|",
-                  *sampling_rows(prior, clean, args.steps, args.n), ""]
-        print("\n".join(lines[-14:]), flush=True)
+        candidates = [(f"{name}, shipped", name)]
+        if args.baseline:
+            candidates.append((f"{name}, baseline {args.baseline}", str(Path(args.baseline) / f"{name}.safetensors")))
+        for label, source in candidates:
+            lines += prior_section(label, load_prior(source).eval(), sample_name, args.steps, args.n)
+            print("\n".join(lines[-16:]), flush=True)
     with atomic_path(args.output, suffix=".md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")

@@ -10,6 +10,7 @@ from scorerecon.errors import UserError
 from scorerecon.priors.analytic import GaussianPrior
 from scorerecon.priors.config import load_config
 from scorerecon.priors.network import ScoreUNet, count_parameters
+from scorerecon.priors.parameterization import Parameterization
 from scorerecon.priors.prior import ScorePrior
 from scorerecon.priors.sde import VESDE, VPSDE
 
@@ -68,6 +69,40 @@ def test_score_prior_scales_by_sigma_and_checks_size():
     assert torch.allclose(prior.denoise(x, 0.5), x + sde.sigma(0.5) ** 2 * prior.score(x, 0.5))
     with pytest.raises(UserError):
         prior.score(torch.randn(1, 1, 10, 16), 0.5)
+
+
+@pytest.mark.parametrize("sde", [VESDE(0.01, 10.0), VPSDE()], ids=["ve", "vp"])
+def test_edm_preconditioning_and_tweedie_agree(sde):
+    """Karras et al. 2022 Table 1 on x̃ = x/α, σ = β/α; score and denoiser satisfy Tweedie."""
+    torch.manual_seed(0)
+    net = _randomise_output(ScoreUNet(**TINY))
+    prior = ScorePrior(net, sde, {"channels": 1}, Parameterization("edm", sigma_data=0.3))
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([0.3, 0.7])
+    alpha, beta = (v[:, None, None, None] for v in (sde.alpha(t), sde.beta(t)))
+    sigma, x_ve = beta / alpha, x / alpha
+    total = sigma ** 2 + 0.09
+    expected = 0.09 / total * x_ve + sigma * 0.3 / total.sqrt() * net(x_ve / total.sqrt(), torch.log(sigma.flatten()))
+    assert torch.allclose(prior.denoise(x, t), expected, atol=1e-5)
+    assert torch.allclose(prior.denoise(x, t), (x + beta ** 2 * prior.score(x, t)) / alpha, atol=1e-5)
+
+
+def test_edm_denoiser_stays_bounded_at_high_noise():
+    """At σ ≫ σ_d the EDM denoiser is ≈ σ_d F(x̃/σ): an O(1) image, where noise prediction gives σ F."""
+    torch.manual_seed(0)
+    net = _randomise_output(ScoreUNet(**TINY)).eval()
+    sde = VESDE(0.01, 80.0)
+    x = 80.0 * torch.randn(1, 1, 16, 16)
+    edm = ScorePrior(net, sde, {}, Parameterization("edm", sigma_data=0.2)).denoise(x, 1.0)
+    noise = ScorePrior(net, sde, {}, Parameterization("noise")).denoise(x, 1.0)
+    assert edm.abs().max() < 1.0 < (noise - x).abs().max()
+
+
+def test_bad_parameterization_is_one_clear_error():
+    with pytest.raises(UserError, match="parameterization 'x0' is unknown"):
+        Parameterization.from_dict({"type": "x0"})
+    with pytest.raises(UserError, match="sigma_data"):
+        Parameterization.from_dict({"type": "edm", "sigma_data": 0})
+    assert Parameterization.from_dict(None).kind == "noise"  # priors saved before the option existed
 
 
 def _gaussian(sde, seed=0):

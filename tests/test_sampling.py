@@ -58,18 +58,20 @@ def test_same_seed_same_samples_and_bad_sampler():
         sample(prior, 3, (4, 4))
 
 
-def test_learned_score_of_a_gaussian_toy_is_close_to_the_exact_score(tmp_path):
+@pytest.mark.parametrize("kind", ["noise", "edm"])
+def test_learned_score_of_a_gaussian_toy_is_close_to_the_exact_score(tmp_path, kind):
     """Train a tiny U-Net by DSM on samples of N(m, C) (2×2 images); compare with the exact score."""
     sde = VESDE(0.01, 2.0)
     exact = GaussianPrior(MEAN, _cov(), sde, (1, 2, 2))
     data = exact.sample(4096, torch.Generator().manual_seed(0))
     cfg = resolve_config({"data": {"path": "unused", "crop": 2, "flip": False}, "sde": sde.to_dict(),
+                          "parameterization": {"type": kind},
                           "network": {"nf": 16, "ch_mult": [1], "num_res_blocks": 1, "attention_levels": []},
                           "training": {"steps": 300, "batch_size": 128, "warmup": 20, "lr": 5e-3, "ema": 0.9}})
     trainer = Trainer(cfg, data.numpy())
     for _ in range(cfg["training"]["steps"]):
         trainer.train_step()
-    learned = ScorePrior(trainer.ema, sde, {"channels": 1})
+    learned = ScorePrior(trainer.ema, sde, {"channels": 1}, trainer.parameterization)
     gen = torch.Generator().manual_seed(1)
     errors = []
     for t in (0.2, 0.4, 0.6, 0.8):

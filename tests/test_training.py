@@ -27,7 +27,7 @@ def _images(n=16, size=16, seed=0):
     return np.stack(out).astype(np.float32)
 
 
-def _config(tmp_path, **training):
+def _config(tmp_path, parameterization="edm", **training):
     tmp_path.mkdir(exist_ok=True)
     np.save(tmp_path / "train.npy", _images())
     opts = dict(steps=6, batch_size=4, warmup=2, checkpoint_every=2, log_every=1, lr=1e-3)
@@ -35,6 +35,7 @@ def _config(tmp_path, **training):
     return resolve_config({
         "name": "tiny", "data": {"path": str(tmp_path / "train.npy"), "crop": 8, "image_size": 16},
         "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 8.0},
+        "parameterization": {"type": parameterization, "sigma_data": 0.3},
         "network": {"nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attention_levels": [1]},
         "training": opts, "output": {"dir": str(tmp_path / "run")}})
 
@@ -44,8 +45,18 @@ def _log(path):
         return [row for row in csv.DictReader(handle)]
 
 
-def test_loss_falls_on_a_tiny_set(tmp_path):
-    cfg = _config(tmp_path, steps=60, batch_size=16, warmup=5, lr=2e-3)
+def _zero_output_loss(x0, t, z, sde, sigma_data):
+    """Karras eq. 8 with F = 0: D = c_skip x̃, w = 1/c_out² (their Table 1), by hand."""
+    sigma = sde.beta(t).reshape(-1, 1, 1, 1)
+    x_ve = x0 + sigma * z
+    c_skip = sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+    c_out = sigma * sigma_data / (sigma ** 2 + sigma_data ** 2).sqrt()
+    return float(((c_skip * x_ve - x0) / c_out).pow(2).mean())
+
+
+@pytest.mark.parametrize("kind", ["noise", "edm"])
+def test_loss_falls_on_a_tiny_set(tmp_path, kind):
+    cfg = _config(tmp_path, parameterization=kind, steps=60, batch_size=16, warmup=5, lr=2e-3)
     trainer = Trainer(cfg, np.load(tmp_path / "train.npy")[:, None])
     probe = [trainer.batch(10_000 + k) for k in range(4)]  # fixed held-out noise draws
 
@@ -53,10 +64,14 @@ def test_loss_falls_on_a_tiny_set(tmp_path):
         with torch.no_grad():
             return float(np.mean([trainer.loss(*b) for b in probe]))
 
-    before = probe_loss()
+    before = probe_loss()   # the network's output layer starts at zero
+    if kind == "noise":
+        assert before == pytest.approx(1.0, abs=0.05)   # loss = E z² = 1
+    else:
+        expected = np.mean([_zero_output_loss(*b, trainer.sde, 0.3) for b in probe])
+        assert before == pytest.approx(expected, rel=1e-4)
     for _ in range(60):
         trainer.train_step()
-    assert before == pytest.approx(1.0, abs=0.05)   # zero-initialised output: loss = E z² = 1
     assert probe_loss() < 0.8 * before
 
 
@@ -109,6 +124,7 @@ def test_exported_prior_round_trip_and_bad_files(tmp_path):
     path = train(cfg, progress=False)
     prior = load_prior(path)
     assert prior.metadata["crop"] == 8 and prior.metadata["steps"] == 2 and prior.sde.sigma_max == 8.0
+    assert prior.parameterization.to_dict() == {"type": "edm", "sigma_data": 0.3}
     state = read_checkpoint(tmp_path / "run/checkpoint.pt")
     assert all(torch.equal(v, state["ema"][k]) for k, v in prior.network.state_dict().items())
     x = torch.rand(2, 1, 16, 16)
@@ -125,6 +141,9 @@ def test_exported_prior_round_trip_and_bad_files(tmp_path):
     save_file(load_file(str(path)), str(bad), metadata=header)
     with pytest.raises(UserError, match="do not match"):
         load_prior(bad)
+    old = {k: v for k, v in header.items() if k != "parameterization"} | {"network": json.dumps(cfg["network"])}
+    save_file(load_file(str(path)), str(bad), metadata=old)   # written before the option existed
+    assert load_prior(bad).parameterization.kind == "noise"
     if not shipped_path("head-ct").exists():
         with pytest.raises(UserError, match="prior 'head-ct' is not installed"):
             load_prior("head-ct")
@@ -139,6 +158,9 @@ def test_config_errors(tmp_path):
         load_config(bad)
     bad.write_text("[training]\nsteps = -1\n")
     with pytest.raises(UserError, match="steps"):
+        load_config(bad)
+    bad.write_text("[parameterization]\ntype = 'x0'\n")
+    with pytest.raises(UserError, match="parameterization 'x0' is unknown"):
         load_config(bad)
     bad.write_text("[data]\npath = 'nowhere.npy'\n")
     assert main(["train", "--config", str(bad)]) == 2

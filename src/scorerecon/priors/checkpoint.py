@@ -24,10 +24,12 @@ import torch
 from ..atomic import atomic_path
 from ..errors import UserError
 from .network import ScoreUNet
+from .parameterization import Parameterization
 from .prior import ScorePrior
 from .sde import sde_from_dict
 
 FORMAT = "scorerecon-prior"
+DESCRIPTION_KEYS = ("network", "sde", "parameterization", "metadata")
 VERSION = "1"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -38,7 +40,7 @@ def export_prior(network_state: dict, prior_description: dict, path: str | os.Pa
     from safetensors.torch import save_file
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network_state.items()}
     header = {"format": FORMAT, "version": VERSION,
-              **{key: json.dumps(prior_description[key]) for key in ("network", "sde", "metadata")}}
+              **{key: json.dumps(prior_description[key]) for key in DESCRIPTION_KEYS}}
     path = Path(path)
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=header)
@@ -55,7 +57,8 @@ def build_prior(description: dict, network_state: dict, source: str) -> ScorePri
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise UserError(f"weights in {source} do not match the network config stored with them ({first}): "
                         "re-export the prior from its training checkpoint") from None
-    prior = ScorePrior(network, sde_from_dict(description["sde"]), description.get("metadata", {}))
+    prior = ScorePrior(network, sde_from_dict(description["sde"]), description.get("metadata", {}),
+                       Parameterization.from_dict(description.get("parameterization")))
     return prior.eval().requires_grad_(False)
 
 
@@ -74,7 +77,8 @@ def read_prior_file(path: str | os.PathLike) -> ScorePrior:
         tensors = load_file(str(path))
         if header.get("format") != FORMAT:
             raise ValueError("missing scorerecon header")
-        description = {key: json.loads(header[key]) for key in ("network", "sde", "metadata")}
+        optional = {"parameterization": "null"}  # files written before it existed: Song's output scaling
+        description = {key: json.loads(header.get(key) or optional[key]) for key in DESCRIPTION_KEYS}
     except (SafetensorError, ValueError, KeyError, OSError) as err:
         raise UserError(f"{path} is not a readable scorerecon prior file ({err}): "
                         "re-download or re-export it") from None

@@ -1,4 +1,5 @@
-"""Training configuration: a TOML file with tables [data], [sde], [network], [training], [output].
+"""Training configuration: a TOML file with tables [data], [sde], [parameterization], [network],
+[training], [output].
 
 Every key has a default (:data:`DEFAULTS`); an unknown key is a UserError, so a typo never passes
 silently.  Relative paths are taken from the current directory.  ``[data] path`` empty means the
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from .parameterization import Parameterization
 
 try:
     import tomllib
@@ -24,6 +26,7 @@ DEFAULTS = {
     "data": {"dataset": "", "path": "", "modality": "ct", "intensity": "", "crop": 64, "flip": True,
              "image_size": 256},
     "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 50.0, "N": 1000, "eps": 1e-5},
+    "parameterization": {"type": "edm", "sigma_data": 0.5},
     "network": {"channels": 1, "nf": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attention_levels": [3],
                 "dropout": 0.0, "embedding": "fourier", "fourier_scale": 16.0},
     "training": {"steps": 3000, "batch_size": 16, "lr": 2e-4, "warmup": 500, "grad_clip": 1.0, "ema": 0.999,
@@ -106,5 +109,6 @@ def _check_values(cfg: dict) -> None:
                 raise UserError(f"[{table}] {key} must be a positive number, got {value!r}")
     if not 0.0 <= cfg["training"]["ema"] < 1.0:
         raise UserError(f"[training] ema must lie in [0, 1), got {cfg['training']['ema']}")
+    Parameterization.from_dict(cfg["parameterization"])  # UserError for an unknown type or σ_d ≤ 0
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .network import ScoreUNet
+from .parameterization import Parameterization
 from .sde import SDE, _as_tensor, _bcast
 
 
@@ -33,13 +34,15 @@ def tweedie(prior, x: torch.Tensor, t) -> torch.Tensor:
 
 
 class ScorePrior(nn.Module):
-    """A trained network with its SDE: score = net(x, log(β/α)) / β(t) (NCSN++ output scaling)."""
+    """A trained network with its SDE and output scaling (:mod:`.parameterization`)."""
 
-    def __init__(self, network: ScoreUNet, sde: SDE, metadata: dict | None = None):
+    def __init__(self, network: ScoreUNet, sde: SDE, metadata: dict | None = None,
+                 parameterization: Parameterization | None = None):
         super().__init__()
         self.network = network
         self.sde = sde
         self.metadata = dict(metadata or {})
+        self.parameterization = parameterization or Parameterization(kind="noise")
 
     @property
     def channels(self) -> int:
@@ -52,17 +55,22 @@ class ScorePrior(nn.Module):
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         return self.score(x, t)
 
-    def score(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Score estimate s_θ(x, t) for x (B, C, H, W) in the unit domain and t a float or (B,)."""
+    def _residual(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_image_size(x.shape[-2], x.shape[-1])
         t = per_sample_time(t, x)
-        out = self.network(x, self.sde.noise_level(t))
-        return out.to(x.dtype) / _bcast(self.sde.beta(t), x)
+        return self.parameterization.residual(self.network, x, t, self.sde), t
+
+    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Score estimate s_θ(x, t) = α (D − x/α) / β² for x (B, C, H, W) in the unit domain, t a float or (B,)."""
+        residual, t = self._residual(x, t)
+        return _bcast(self.sde.alpha(t) / self.sde.beta(t) ** 2, x) * residual
 
     def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Tweedie estimate of x0 from x_t: (x + β² score) / α."""
-        return tweedie(self, x, t)
+        """Tweedie estimate D(x_t, t) of E[x0 | x_t]."""
+        residual, t = self._residual(x, t)
+        return x / _bcast(self.sde.alpha(t), x) + residual
 
     def describe(self) -> dict:
         """Everything needed to rebuild this prior: network config, SDE and metadata."""
-        return {"network": dict(self.network.config), "sde": self.sde.to_dict(), "metadata": dict(self.metadata)}
+        return {"network": dict(self.network.config), "sde": self.sde.to_dict(),
+                "parameterization": self.parameterization.to_dict(), "metadata": dict(self.metadata)}

@@ -1,9 +1,12 @@
 """Training a score prior by denoising score matching (Vincent 2011; Song et al. 2021, eq. 7).
 
-For x0 from the data, t ~ U(eps, T), z ~ N(0, I) and x_t = α(t) x0 + β(t) z, the loss with
-Song's weighting λ(t) = β(t)² is
+For x0 from the data, t ~ U(eps, T), z ~ N(0, I) and x_t = α(t) x0 + β(t) z, the loss is
 
-    L(θ) = E ‖β(t) s_θ(x_t, t) + z‖²  = E ‖net(x_t, log(β/α)) + z‖²      (mean over pixels),
+    L(θ) = E w(σ) ‖D_θ(x_t, t) − x0‖²,   σ = β/α,  w = 1 / c_out(σ)²    (mean over pixels),
+
+with the denoiser D_θ and c_out of the prior's parameterization (:mod:`.parameterization`):
+for ``edm`` (Karras et al. 2022, eq. 8 with their Table 1 preconditioning) the network's target
+has unit variance at every σ; for ``noise`` it is Song's E ‖β s_θ(x_t, t) + z‖².
 
 minimised with Adam (linear warm-up), gradient-norm clipping and an exponential moving average
 of the weights (the EMA is what gets exported).  Batches are random crops (and optional left-right
@@ -37,12 +40,13 @@ from ..errors import UserError
 from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
 from .config import dataset_path
 from .network import ScoreUNet, count_parameters
+from .parameterization import Parameterization
 from .prior import ScorePrior
 from .sde import _bcast, sde_from_dict
 
 LOG_FIELDS = ("step", "loss", "lr", "images_per_s", "seconds")
 # config tables that must not change when resuming
-FROZEN_TABLES = ("data", "sde", "network")
+FROZEN_TABLES = ("data", "sde", "network", "parameterization")
 FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last")
 
 
@@ -120,6 +124,7 @@ class Trainer:
         self.memory_format = torch.channels_last if self.opt["channels_last"] else torch.contiguous_format
         self.network = network.to(self.device, memory_format=self.memory_format)
         self.sde = sde_from_dict(cfg["sde"])
+        self.parameterization = Parameterization.from_dict(cfg["parameterization"])
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
         self.model = self._wrap(self.network)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.opt["lr"],
@@ -152,13 +157,19 @@ class Trainer:
         part = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
         return tuple(v[part].to(self.device) for v in (x0, t, z))
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Mean over pixels and batch of ‖β s_θ(x_t, t) + z‖² = ‖net(x_t, c(t)) + z‖²."""
-        xt = _bcast(self.sde.alpha(t), x0) * x0 + _bcast(self.sde.beta(t), x0) * z
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor, bf16: bool | None = None) -> torch.Tensor:
+        """Mean over pixels and batch of w(σ) ‖D_θ(x_t, t) − x0‖², with D − x0 = σ z + (D − x_t/α).
+
+        ``bf16`` overrides the config's autocast (e.g. to score bf16 and fp32 runs alike in fp32)."""
+        alpha, beta = self.sde.alpha(t), self.sde.beta(t)
+        xt = _bcast(alpha, x0) * x0 + _bcast(beta, x0) * z
         xt = xt.contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opt["bf16"]):
-            out = self.model(xt, self.sde.noise_level(t))
-        return (out.float() + z).pow(2).mean()
+        autocast = self.opt["bf16"] if bf16 is None else bf16
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            residual = self.parameterization.residual(self.model, xt, t, self.sde)
+        sigma = beta / alpha
+        error = _bcast(sigma, z) * z + residual.float()
+        return (_bcast(self.parameterization.loss_weight(alpha, sigma), z) * error.pow(2)).mean()
 
     def train_step(self) -> float:
         """One optimiser step; returns the loss averaged over all processes."""
@@ -194,7 +205,7 @@ class Trainer:
                     "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
                     "training_seconds": round(self.elapsed, 1), "final_loss": final_loss,
                     "bf16": self.opt["bf16"], "intensity": data["intensity"]}
-        return ScorePrior(self.ema, self.sde, metadata).describe()
+        return ScorePrior(self.ema, self.sde, metadata, self.parameterization).describe()
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, EMA, Adam, step, RNGs, data position."""
