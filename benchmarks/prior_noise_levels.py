@@ -12,13 +12,11 @@ A cold-started sampler begins at σ_max, so the prior must be right at high nois
    few and in many steps: the std of the samples beside the std of the held-out slice, and the
    fraction of pixels inside [−0.1, 1.1] (1 for real images).
 
-``--baseline DIR`` measures earlier weights (DIR/head-ct.safetensors, DIR/brain-mri.safetensors)
-in the same run, beside the shipped ones; the first shipped priors (Song's noise-prediction
-output, before EDM preconditioning) are in git:
+``--baseline v1`` measures the shipped ``head-ct-v1`` / ``brain-mri-v1`` (the first releases:
+Song's noise-prediction output, before EDM preconditioning) in the same run, beside the shipped
+priors; ``--baseline DIR`` measures DIR/head-ct.safetensors and DIR/brain-mri.safetensors instead.
 
-    mkdir -p /tmp/v1 && for n in head-ct brain-mri; do git show \
-        772290b:src/scorerecon/priors/weights/$n.safetensors > /tmp/v1/$n.safetensors; done
-    python benchmarks/prior_noise_levels.py --baseline /tmp/v1   # -> results/prior_noise_levels.md
+    python benchmarks/prior_noise_levels.py --baseline v1   # -> benchmarks/results/prior_noise_levels.md
 """
 
 from __future__ import annotations
@@ -86,7 +84,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, nargs="+", default=[50, 500], help="ODE steps for the sampling rows")
     p.add_argument("-n", type=int, default=4, help="unconditional samples per setting")
-    p.add_argument("--baseline", default=None, help="folder of earlier head-ct / brain-mri .safetensors to measure too")
+    p.add_argument("--baseline", default=None,
+                   help="also measure NAME-BASELINE (e.g. v1), or the .safetensors files of a folder")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", default=str(RESULTS / "prior_noise_levels.md"))
     args = p.parse_args(argv)
@@ -96,7 +95,9 @@ def main(argv=None) -> None:
     for name, sample_name in PRIORS.items():
         candidates = [(f"{name}, shipped", name)]
         if args.baseline:
-            candidates.append((f"{name}, baseline {args.baseline}", str(Path(args.baseline) / f"{name}.safetensors")))
+            folder = Path(args.baseline)
+            source = str(folder / f"{name}.safetensors") if folder.is_dir() else f"{name}-{args.baseline}"
+            candidates.append((f"{name}, baseline {source}", source))
         for label, source in candidates:
             lines += prior_section(label, load_prior(source).eval(), sample_name, args.steps, args.n)
             print("\n".join(lines[-16:]), flush=True)

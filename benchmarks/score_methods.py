@@ -43,6 +43,7 @@ TASKS = {
 CLASSICAL = {"ct": ("fbp", "sart", "tv"), "ct-metal": ("fbp", "li-mar", "sart", "tv"),
              "mri": ("zero-filled", "sense", "cs-wavelet", "cs-tv")}
 SCORE_METHODS = ("langevin", "song", "chung", "dps", "fast")
+PRESET_NOTE = "the task's preset where one was tuned (src/scorerecon/solvers/presets), else the default 0.1"
 
 
 # -------------------------------------------------------------------------------- data
@@ -157,7 +158,7 @@ def benchmark(args) -> str:
     notes = [f"Slices: {args.slices or 'all'} bundled evaluation samples per modality at {args.size}²; "
              f"priors: CT {args.prior_ct}, MRI {args.prior_mri}; steps: {args.steps or 'the prior N'} "
              f"(fast: {args.fast_steps or 'its default, 20'}, warm start σ = "
-             f"{'its default, 0.1' if args.start_sigma is None else args.start_sigma or 'none (cold)'}); "
+             f"{PRESET_NOTE if args.start_sigma is None else args.start_sigma or 'none (cold)'}); "
              f"{args.samples} posterior samples per slice; "
              f"{args.threads} threads; mean ± std over slices.  Noise-free simulations "
              "(metal: polychromatic, 10⁵ photons)."]

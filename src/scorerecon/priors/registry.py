@@ -17,6 +17,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = {
     "head-ct": "CT head prior, unit HU window [-1000, 2000], trained with configs/head-ct.toml",
     "brain-mri": "T1 brain MRI magnitude prior, peak 1, trained with configs/brain-mri.toml",
+    # The first release (noise prediction, 4,000 steps): more accurate at σ ≤ 1, so better for
+    # warm-started reconstruction; useless from pure noise (benchmarks/prior_noise_levels.py).
+    "head-ct-v1": "first head-ct release: noise-prediction output, 4,000 steps (configs/head-ct.toml at 772290b)",
+    "brain-mri-v1": "first brain-mri release: noise-prediction output, 4,000 steps (configs/brain-mri.toml at 772290b)",
 }
 
 
@@ -26,7 +30,7 @@ def shipped_path(name: str) -> Path:
 
 
 def load_prior(name_or_path: str | os.PathLike, device: str = "cpu") -> ScorePrior:
-    """Load a shipped prior by name (head-ct, brain-mri) or a prior / checkpoint file by path."""
+    """Load a shipped prior by name (:data:`SHIPPED`) or a prior / checkpoint file by path."""
     text = str(name_or_path)
     if text in SHIPPED:
         path = shipped_path(text)

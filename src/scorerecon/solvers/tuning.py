@@ -46,7 +46,8 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "guidance": {"snr": ("float", 0.02, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "langevin": {"step_size": ("log", 1e-3, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "dps": {"zeta": ("log", 0.01, 10.0)},
-    "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0)},
+    "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0),
+             "start_sigma": ("log", 0.02, 1.0)},
 }
 PRESETS_ENV = "SCORERECON_PRESETS"
 
@@ -221,7 +222,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed,
                        callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
     provenance = {"ssim": value, "ssim_before": baseline, "trials": trials, "cases": len(cases),
-                  "source": cases_dir or f"{TASKS[task]['dataset']} val.npy", "prior": str(prior),
+                  "source": cases_dir or f"{TASKS[task]['dataset']} val.npy", "prior": str(prior or loaded.metadata.get("name")),
                   "steps": steps, "seconds": round(time.perf_counter() - start, 1),
                   "date": time.strftime("%Y-%m-%d")}
     if value <= baseline:
