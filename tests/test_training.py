@@ -117,6 +117,12 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_old_folder(t
     cfg["network"]["nf"] = 12
     with pytest.raises(UserError, match=r"\[network\]"):
         train(cfg, resume=True, progress=False)
+    cfg["network"]["nf"] = 8
+    state = read_checkpoint(tmp_path / "run/checkpoint.pt")
+    del state["config"]["parameterization"]   # a run started before the table existed
+    torch.save(state, tmp_path / "run/checkpoint.pt")
+    with pytest.raises(UserError, match=r"\[parameterization\]"):
+        train(cfg, resume=True, progress=False)
 
 
 def test_exported_prior_round_trip_and_bad_files(tmp_path):

@@ -47,6 +47,8 @@ from .sde import _bcast, sde_from_dict
 LOG_FIELDS = ("step", "loss", "lr", "images_per_s", "seconds")
 # config tables that must not change when resuming
 FROZEN_TABLES = ("data", "sde", "network", "parameterization")
+# what checkpoints written before a table existed meant by its absence
+LEGACY_TABLES = {"parameterization": {"type": "noise", "sigma_data": 0.5}}
 FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last")
 
 
@@ -248,7 +250,7 @@ def _as_tuple(value):
 def check_resumable(cfg: dict, saved: dict) -> None:
     """UserError when the config differs from the checkpoint's in anything but the run length."""
     for table in FROZEN_TABLES:
-        if cfg[table] != saved[table]:
+        if cfg[table] != saved.get(table, LEGACY_TABLES.get(table)):
             raise UserError(f"the config's [{table}] differs from the checkpoint's: resume with the original "
                             "config or train into a new output folder")
     for key in FROZEN_TRAINING:
