@@ -56,9 +56,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "langevin": {"step_size": 0.05, "inner_steps": 3, "gamma": 0.0},
     "guidance": {"snr": 0.16, "corrector_steps": 1, "gamma": 0.0},
     "dps": {"zeta": 1.0},
-    # warm start at σ = 0.1 from the classical reconstruction (README): the CPU-trained shipped
-    # priors are accurate below σ ≈ 1 but fail from σ_max in few steps; 0.1 was picked by hand
-    # (0.05 / 0.1 / 0.3 on the demo slice), not tuned; start_sigma = 0 starts cold
+    # warm start at σ = 0.1 from the classical reconstruction (README): the CPU-trained priors
+    # are most accurate at low noise; 0.1 was picked by hand (0.05 / 0.1 / 0.3 on the demo slice).
+    # Tuned presets override it (ct-sparse-view, mri-single: 0.028); start_sigma = 0 starts cold
     "fast": {"steps": 20, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
 }
 WARM_START_INIT_ITERATIONS = 10  # MRI: CG iterations of the least-squares initial image
