@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="steps of the 1000-step samplers (default: prior N)")
     p.add_argument("--fast-steps", type=int, default=None, help="steps of the fast sampler (default: its own, 20)")
     p.add_argument("--start-sigma", type=float, default=None,
-                   help="warm-start noise level of the fast sampler (default: its own, 0.1; 0 = cold start)")
+                   help="warm-start noise level of the fast sampler (default: " + PRESET_NOTE + "; 0 = cold start)")
     p.add_argument("--samples", type=int, default=4, help="posterior samples per slice (uncertainty columns)")
     p.add_argument("--slices", type=int, default=None, help="slices per modality (default: all)")
     p.add_argument("--size", type=int, default=256)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .prior import per_sample_time, tweedie
-from .sde import SDE
+from .prior import per_sample_time
+from .sde import SDE, _bcast
 
 
 class GaussianPrior(nn.Module):
@@ -60,7 +60,9 @@ class GaussianPrior(nn.Module):
 
     def denoise(self, x: torch.Tensor, t) -> torch.Tensor:
         """Tweedie E[x0 | x_t] = (x + β² score) / α."""
-        return tweedie(self, x, t)
+        t = per_sample_time(t, x)
+        a, b = self.sde.alpha(t), self.sde.beta(t)
+        return (x + _bcast(b ** 2, x) * self.score(x, t)) / _bcast(a, x)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n exact samples of N(mean, cov) as images (n, C, H, W), float32."""

@@ -26,7 +26,7 @@ DEFAULTS = {
     "data": {"dataset": "", "path": "", "modality": "ct", "intensity": "", "crop": 64, "flip": True,
              "image_size": 256},
     "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 50.0, "N": 1000, "eps": 1e-5},
-    "parameterization": {"type": "edm", "sigma_data": 0.5},
+    "parameterization": Parameterization().to_dict(),
     "network": {"channels": 1, "nf": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attention_levels": [3],
                 "dropout": 0.0, "embedding": "fourier", "fourier_scale": 16.0},
     "training": {"steps": 3000, "batch_size": 16, "lr": 2e-4, "warmup": 500, "grad_clip": 1.0, "ema": 0.999,

@@ -34,6 +34,8 @@ from ..errors import UserError
 from .sde import SDE, _bcast
 
 KINDS = ("noise", "edm")
+#: what a prior file or training checkpoint written before the option existed used
+LEGACY = {"type": "noise", "sigma_data": 0.5}
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Parameterization:
         sigma = sde.beta(t) / alpha
         skip_minus_one, c_out, c_in = (_bcast(c, x) for c in self.coefficients(alpha, sigma))
         x_ve = x / _bcast(alpha, x)
-        out = network(c_in * x_ve, torch.log(sigma)).to(x.dtype)
+        out = network(c_in * x_ve, sde.noise_level(t)).to(x.dtype)
         return skip_minus_one * x_ve + c_out * out
 
     def loss_weight(self, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -74,10 +76,9 @@ class Parameterization:
 
     @classmethod
     def from_dict(cls, table: dict | None) -> "Parameterization":
-        """From a config table or stored description; priors saved before it existed are ``noise``."""
-        if not table:
-            return cls(kind="noise")
+        """From a config table or stored description; ``None`` (written before it existed) is :data:`LEGACY`."""
+        table = LEGACY if table is None else table
         unknown = set(table) - {"type", "sigma_data"}
         if unknown:
             raise UserError(f"unknown key {sorted(unknown)[0]!r} in [parameterization]: valid keys are type, sigma_data")
-        return cls(kind=table.get("type", "edm"), sigma_data=float(table.get("sigma_data", 0.5)))
+        return cls(kind=table.get("type", cls.kind), sigma_data=float(table.get("sigma_data", cls.sigma_data)))

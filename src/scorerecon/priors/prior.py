@@ -26,13 +26,6 @@ def per_sample_time(t, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1).expand(x.shape[0])
 
 
-def tweedie(prior, x: torch.Tensor, t) -> torch.Tensor:
-    """Tweedie denoiser (x + β² s(x, t)) / α for any object with ``sde`` and ``score``."""
-    t = per_sample_time(t, x)
-    a, b = prior.sde.alpha(t), prior.sde.beta(t)
-    return (x + _bcast(b ** 2, x) * prior.score(x, t)) / _bcast(a, x)
-
-
 class ScorePrior(nn.Module):
     """A trained network with its SDE and output scaling (:mod:`.parameterization`)."""
 
@@ -42,7 +35,7 @@ class ScorePrior(nn.Module):
         self.network = network
         self.sde = sde
         self.metadata = dict(metadata or {})
-        self.parameterization = parameterization or Parameterization(kind="noise")
+        self.parameterization = parameterization or Parameterization.from_dict(None)
 
     @property
     def channels(self) -> int:

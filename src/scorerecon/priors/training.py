@@ -40,7 +40,7 @@ from ..errors import UserError
 from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
 from .config import dataset_path
 from .network import ScoreUNet, count_parameters
-from .parameterization import Parameterization
+from .parameterization import LEGACY, Parameterization
 from .prior import ScorePrior
 from .sde import _bcast, sde_from_dict
 
@@ -48,7 +48,7 @@ LOG_FIELDS = ("step", "loss", "lr", "images_per_s", "seconds")
 # config tables that must not change when resuming
 FROZEN_TABLES = ("data", "sde", "network", "parameterization")
 # what checkpoints written before a table existed meant by its absence
-LEGACY_TABLES = {"parameterization": {"type": "noise", "sigma_data": 0.5}}
+LEGACY_TABLES = {"parameterization": LEGACY}
 FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last")
 
 

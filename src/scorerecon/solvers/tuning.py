@@ -222,7 +222,8 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed,
                        callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
     provenance = {"ssim": value, "ssim_before": baseline, "trials": trials, "cases": len(cases),
-                  "source": cases_dir or f"{TASKS[task]['dataset']} val.npy", "prior": str(prior or loaded.metadata.get("name")),
+                  "source": cases_dir or f"{TASKS[task]['dataset']} val.npy",
+                  "prior": str(prior or loaded.metadata.get("name")),
                   "steps": steps, "seconds": round(time.perf_counter() - start, 1),
                   "date": time.strftime("%Y-%m-%d")}
     if value <= baseline:
