@@ -15,7 +15,7 @@ from scorerecon.errors import UserError
 from scorerecon.priors.checkpoint import read_checkpoint
 from scorerecon.priors.config import load_config, resolve_config
 from scorerecon.priors.registry import load_prior, shipped_path
-from scorerecon.priors.training import Trainer, batch_indices, max_pairwise_distance, train
+from scorerecon.priors.training import Trainer, _prepare_output, batch_indices, max_pairwise_distance, train
 
 
 def _images(n=16, size=16, seed=0):
@@ -123,6 +123,24 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_old_folder(t
     torch.save(state, tmp_path / "run/checkpoint.pt")
     with pytest.raises(UserError, match=r"\[parameterization\]"):
         train(cfg, resume=True, progress=False)
+
+
+def test_init_starts_a_new_run_from_a_prior_on_larger_crops_and_refuses_a_mismatch(tmp_path):
+    first = load_prior(train(_config(tmp_path / "a", steps=2), progress=False))
+    cfg = _config(tmp_path / "b", steps=3, init=str(tmp_path / "a/run/tiny.safetensors"))
+    cfg["data"]["crop"] = 16   # stage 2 on whole images
+    trainer = Trainer(cfg, np.load(tmp_path / "b/train.npy")[:, None])
+    _prepare_output(trainer, tmp_path / "b/run", resume=False)
+    for key, value in first.network.state_dict().items():
+        assert torch.equal(trainer.network.state_dict()[key], value)
+        assert torch.equal(trainer.ema.state_dict()[key], value)
+    finetuned = load_prior(train(cfg, progress=False))
+    assert finetuned.metadata["init"] == cfg["training"]["init"] and finetuned.metadata["crop"] == 16
+    assert not torch.equal(finetuned.network.state_dict()["conv_out.weight"], first.network.state_dict()["conv_out.weight"])
+    cfg["network"]["nf"] = 12
+    cfg["output"]["dir"] = str(tmp_path / "c")
+    with pytest.raises(UserError, match=r"init .*\[network\]"):
+        train(cfg, progress=False)
 
 
 def test_exported_prior_round_trip_and_bad_files(tmp_path):

@@ -31,7 +31,7 @@ DEFAULTS = {
                 "dropout": 0.0, "embedding": "fourier", "fourier_scale": 16.0},
     "training": {"steps": 3000, "batch_size": 16, "lr": 2e-4, "warmup": 500, "grad_clip": 1.0, "ema": 0.999,
                  "seed": 0, "bf16": False, "channels_last": False, "checkpoint_every": 250, "log_every": 10,
-                 "device": "auto"},
+                 "device": "auto", "init": ""},
     "output": {"dir": "", "export": ""},
 }
 _POSITIVE = {"training": ("steps", "batch_size", "checkpoint_every", "log_every", "lr"), "data": ("crop",)}

@@ -9,7 +9,7 @@ for ``edm`` (Karras et al. 2022, eq. 8 with their Table 1 preconditioning) the n
 has unit variance at every σ; for ``noise`` it is Song's E ‖β s_θ(x_t, t) + z‖².
 
 minimised with Adam (linear warm-up), gradient-norm clipping and an exponential moving average
-of the weights (the EMA is what gets exported).  Batches are random crops (and optional left-right
+of the weights, its decay warmed up as min(ema, (1 + k) / (10 + k)) (the EMA is what gets exported).  Batches are random crops (and optional left-right
 flips) of the prepared dataset, an ``.npy`` array (N, H, W) of float32 images in [0, 1].
 
 Reproducibility and resuming.  Everything random in step k (which images, crop offsets, flips,
@@ -17,6 +17,11 @@ t and z of the whole *global* batch) comes from a generator seeded by (seed, k),
 takes its slice of that global batch.  Hence a run resumed from a checkpoint (model, EMA,
 optimizer, step, global RNG states, data position) gives exactly the losses of an uninterrupted
 run, and a DDP run on W processes takes the same step as one process on the whole batch.
+
+Fine-tuning: ``[training] init`` names a prior (shipped name, ``.safetensors`` or
+``checkpoint.pt``) whose weights a new run starts from, model and EMA alike, e.g. to continue
+a prior trained on small crops on whole slices (a larger ``[data] crop``).  Its network, SDE and
+parameterization must equal the config's; optimiser, step and warm-up start afresh.
 
 Distributed: launched with ``torchrun --nproc-per-node W -m scorerecon train --config ...``
 (gloo on CPU, nccl on GPU); only rank 0 writes logs, checkpoints and the exported prior.
@@ -193,7 +198,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.opt["ema"]
+        """θ_ema ← d θ_ema + (1 − d) θ with d = min(ema, (1 + k) / (10 + k)) at step k of this run:
+        the warm-up lets the average forget its start (random, or the ``init`` prior) early on."""
+        decay = min(self.opt["ema"], (1 + self.step) / (10 + self.step))
         for ema_p, p in zip(self.ema.parameters(), self.network.parameters()):
             ema_p.lerp_(p, 1.0 - decay)
 
@@ -206,7 +213,7 @@ class Trainer:
                     "dataset": data["dataset"] or str(dataset_path(self.cfg)), "steps": self.step,
                     "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
                     "training_seconds": round(self.elapsed, 1), "final_loss": final_loss,
-                    "bf16": self.opt["bf16"], "intensity": data["intensity"]}
+                    "bf16": self.opt["bf16"], "intensity": data["intensity"], "init": self.opt["init"]}
         return ScorePrior(self.ema, self.sde, metadata, self.parameterization).describe()
 
     def state_dict(self) -> dict:
@@ -320,8 +327,24 @@ def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
     elif (out / "checkpoint.pt").exists():
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, "
                         "or set [output] dir to a new folder")
-    elif trainer.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    else:
+        if trainer.opt["init"]:
+            start_from_prior(trainer, trainer.opt["init"])
+        if trainer.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+
+
+def start_from_prior(trainer: Trainer, source: str) -> None:
+    """Load the weights of the prior ``source`` into the trainer's network and EMA (fine-tuning)."""
+    from .registry import load_prior
+    prior, own = load_prior(source), trainer.describe()
+    for table in ("network", "sde", "parameterization"):
+        if prior.describe()[table] != own[table]:
+            raise UserError(f"[training] init {source!r} has another [{table}] than the config: "
+                            f"copy that prior's [{table}] into the config or start without init")
+    weights = prior.network.state_dict()
+    trainer.network.load_state_dict(weights)
+    trainer.ema.load_state_dict(weights)
 
 
 def _loop(trainer: Trainer, out: Path, log: CsvLog | None, progress: bool) -> float | None:
