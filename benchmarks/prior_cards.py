@@ -10,8 +10,10 @@ best of a grid of weights (an oracle choice, which favours the baseline).
         --log runs/head-ct/log.csv --config configs/head-ct.toml --out docs/model_cards/head-ct
 
 writes ``denoising.md``, ``loss.png``, ``samples.png`` (whole slices), ``samples_crop.png`` (at
-the training crop size) and the card ``README.md`` (data and its licence, crop, steps, wall time,
-hardware, the pieces above, and how much of each grid lies in the image range) into ``--out``.
+the training crop size, when it is smaller) and the card ``README.md`` (data and its licence,
+crop, steps, wall time, hardware, the pieces above, and how much of each grid lies in the image
+range) into ``--out``.  A prior fine-tuned from another (``[training] init``) is described with
+its stage 1: give both logs and configs, stage 1 first (``--log A B --config A B``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from scorerecon.priors.sampling import write_samples
 
 NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)
 TV_WEIGHTS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+BORDER, BACKGROUND = 16, 0.05   # the layout signal of whole-slice samples (border_background)
 
 
 @torch.no_grad()
@@ -72,15 +75,21 @@ def markdown(rows: list[dict], n_slices: int, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_loss(log: Path, out: Path) -> None:
+def plot_loss(logs: list[Path], out: Path) -> None:
+    """The loss curves of the training stages, one after the other on a common step axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    with open(log, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(steps, [float(r["loss"]) for r in rows])
+    offset = 0
+    for stage, log in enumerate(logs, 1):
+        with open(log, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        steps = [offset + int(r["step"]) for r in rows]
+        ax.plot(steps, [float(r["loss"]) for r in rows], label=f"stage {stage}: {log.parent.name}")
+        offset = steps[-1]
+    if len(logs) > 1:
+        ax.legend(fontsize=7)
     ax.set_xlabel("step")
     ax.set_ylabel("DSM loss, w(σ) = 1 / c_out²")
     ax.set_yscale("log")
@@ -104,24 +113,61 @@ def _files(source: dict) -> str:
     return ", ".join(f"`{f}`" for f in files) + name
 
 
-def sample_grid(prior, n: int, size: int, args, path: Path) -> str:
+def border_background(images: np.ndarray, width: int = BORDER, level: float = BACKGROUND) -> float:
+    """Fraction of the pixels within ``width`` of the image edge below ``level``: a whole-slice
+    layout signal (a head or brain in the middle, air or background around it)."""
+    images = np.asarray(images)
+    inner = np.zeros(images.shape[-2:], dtype=bool)
+    inner[width:-width, width:-width] = True
+    return float(np.mean(images[..., ~inner] < level))
+
+
+def sample_grid(prior, n: int, size: int, args, path: Path, held_out: np.ndarray | None = None) -> str:
     """Draw n samples at size², write the clipped grid, return a sentence on how they were made
-    and how much of them lies in the image range (real slices: all of it)."""
+    and how much of them lies in the image range (real slices: all of it); with the held-out
+    slices, also how much of their border is background beside theirs."""
     start = time.perf_counter()
     grid = sample(prior, n, (size, size), sampler=args.sampler, steps=args.steps, seed=0, progress=True)
     write_samples(grid, str(path))
     inside = float(((grid > -0.1) & (grid < 1.1)).float().mean())
-    return (f"{n} samples at {size}², {args.sampler} sampler, {args.steps} steps, seed 0 "
+    note = (f"{n} samples at {size}², {args.sampler} sampler, {args.steps} steps, seed 0 "
             f"({time.perf_counter() - start:.0f} s on {torch.get_num_threads()} threads): {inside:.1%} of "
             f"pixels inside [−0.1, 1.1], sample std {float(grid.std()):.3f} (the grid clips to [0, 1]).")
+    if held_out is not None:
+        note += (f"  Background (< {BACKGROUND}) in the outer {BORDER} pixels: {border_background(grid.numpy()):.1%} "
+                 f"of the samples' border, {border_background(held_out):.1%} of the held-out slices'.")
+    return note
 
 
-def card(prior, dataset: str, config: str | None, table: str, sample_notes: list[str], machine: str) -> str:
+def stages(prior) -> list[dict]:
+    """The metadata of the prior's training stages, first to last (following ``init``)."""
+    chain = [prior.metadata]
+    while chain[0].get("init"):
+        chain.insert(0, load_prior(chain[0]["init"]).metadata)
+    return chain
+
+
+def _stage_rows(chain: list[dict]) -> list[str]:
+    """Crop, steps and wall time per stage, and their totals."""
+    rows = [f"| stage {k}: {m.get('crop')}² crops of {m.get('image_size')}² slices | {m.get('steps')} steps, "
+            f"{m.get('images_seen')} images, {float(m.get('training_seconds', 0.0)) / 3600:.2f} h"
+            + (f", from `{m['init']}`" if m.get("init") else "") + " |" for k, m in enumerate(chain, 1)]
+    if len(chain) == 1:
+        m = chain[0]
+        return [f"| crop / image size | {m.get('crop')}² training crops of {m.get('image_size')}² slices |",
+                f"| steps / images seen | {m.get('steps')} / {m.get('images_seen')} |",
+                f"| wall time | {float(m.get('training_seconds', 0.0)) / 3600:.2f} h of training steps |"]
+    hours = sum(float(m.get("training_seconds", 0.0)) for m in chain) / 3600
+    return rows + [f"| wall time | {hours:.2f} h of training steps in all |"]
+
+
+def card(prior, dataset: str, configs: list[str], table: str, sample_notes: list[str], machine: str) -> str:
     """The model card's Markdown: provenance, training facts, the denoising table and figures."""
     meta = prior.metadata
     source = load_meta(dataset)["training_source"]
-    hours = float(meta.get("training_seconds", 0.0)) / 3600
     sde = prior.sde.to_dict()
+    commands = "; ".join(f"`scorerecon train --config {c}`" for c in configs) or "`scorerecon train --config CONFIG`"
+    whole = int(meta.get("crop", 0)) >= int(meta.get("image_size", 0))
     lines = [f"# Model card: `{meta.get('name', dataset)}` score prior", "",
              f"Load it with `load_prior(\"{meta.get('name', dataset)}\")` or `--prior {meta.get('name', dataset)}`.", "",
              "| | |", "|---|---|",
@@ -133,20 +179,21 @@ def card(prior, dataset: str, config: str | None, table: str, sample_notes: list
              f"| SDE | {', '.join(f'{k} {v}' for k, v in sde.items())} |",
              f"| output scaling | {', '.join(f'{k} {v}' for k, v in prior.parameterization.to_dict().items())} "
              "(`scorerecon.priors.parameterization`) |",
-             f"| crop / image size | {meta.get('crop')}² training crops of {meta.get('image_size')}² slices |",
-             f"| steps / images seen | {meta.get('steps')} / {meta.get('images_seen')} |",
+             *_stage_rows(stages(prior)),
              f"| final loss (weighted DSM, mean of the last log window) | {float(meta.get('final_loss') or 0):.4f} |",
              f"| bf16 autocast | {meta.get('bf16')} |",
-             f"| wall time | {hours:.2f} h of training steps |",
              f"| hardware | {machine} |",
-             f"| config | `{config or 'n/a'}` (`scorerecon train --config {config or 'CONFIG'}`) |", "",
+             f"| config | {', '.join(f'`{c}`' for c in configs) or 'n/a'} ({commands}) |", "",
              "## Denoising on held-out slices", "", table, "",
              "## Loss curve", "", "![loss](loss.png)", "",
              "## Unconditional samples", "",
-             "Whole slices, at the size the prior reconstructs (it saw only crops, so whole-slice layout is "
-             "not something it learned):", "", sample_notes[0], "", "![samples](samples.png)", "",
-             "At the training crop size:", "", sample_notes[1], "", "![samples at the crop size](samples_crop.png)", "",
-             "How accurate the prior is at each noise level: `benchmarks/results/prior_noise_levels.md`.", ""]
+             "Whole slices, at the size the prior reconstructs"
+             + (":" if whole else " (it saw only crops, so whole-slice layout is not something it learned):"),
+             "", sample_notes[0], "", "![samples](samples.png)", ""]
+    if not whole:
+        lines += ["At the training crop size:", "", sample_notes[1], "",
+                  "![samples at the crop size](samples_crop.png)", ""]
+    lines += ["How accurate the prior is at each noise level: `benchmarks/results/prior_noise_levels.md`.", ""]
     return "\n".join(lines)
 
 
@@ -154,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", required=True, help="prior name or file")
     parser.add_argument("--dataset", required=True, help="prepared dataset whose eval split is scored")
-    parser.add_argument("--log", default=None, help="training log.csv for the loss curve")
+    parser.add_argument("--log", nargs="+", default=[], help="training log.csv of each stage, for the loss curve")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--slices", type=int, default=None, help="use only the first N eval slices")
     parser.add_argument("--samples", type=int, default=4, help="whole-slice samples")
@@ -162,7 +209,7 @@ def main() -> None:
     parser.add_argument("--sampler", default="pc", choices=["pc", "em", "ode"])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--config", default=None, help="the training config, named in the card")
+    parser.add_argument("--config", nargs="+", default=[], help="the training config of each stage, named in the card")
     parser.add_argument("--hardware", default=None, help="where the prior was trained (default: this machine)")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -174,9 +221,12 @@ def main() -> None:
     (out / "denoising.md").write_text(table)
     print(table)
     if args.log:
-        plot_loss(Path(args.log), out / "loss.png")
-    notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png"),
-             sample_grid(prior, args.crop_samples, int(prior.metadata["crop"]), args, out / "samples_crop.png")]
+        plot_loss([Path(log) for log in args.log], out / "loss.png")
+    notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png", held_out=images)]
+    if int(prior.metadata["crop"]) < args.size:
+        notes.append(sample_grid(prior, args.crop_samples, int(prior.metadata["crop"]), args, out / "samples_crop.png"))
+    else:
+        (out / "samples_crop.png").unlink(missing_ok=True)
     print("\n".join(notes))
     (out / "README.md").write_text(card(prior, args.dataset, args.config, table, notes, args.hardware or hardware()))
 

@@ -8,13 +8,14 @@ A cold-started sampler begins at σ_max, so the prior must be right at high nois
    step x̂ = D(x + σ z) = x + σ z + σ² s_θ, as its std (in the unit domain, where the image spans
    [0, 1]) and its PSNR.  At σ = 80 nothing of the slice survives, and the best estimate is
    about the mean image: its error std is about the slice's own std.
-2. Unconditional sampling at the 64² training crop size with the probability-flow ODE (Heun) in
-   few and in many steps: the std of the samples beside the std of the held-out slice, and the
+2. Unconditional sampling (``--size``: 64², the first priors' training crop, or the 256² of a
+   whole slice) with the probability-flow ODE (Heun) in few and in many steps: the std of the samples beside the std of the held-out slice, and the
    fraction of pixels inside [−0.1, 1.1] (1 for real images).
 
 ``--baseline v1`` measures the shipped ``head-ct-v1`` / ``brain-mri-v1`` (the first releases:
 Song's noise-prediction output, before EDM preconditioning) in the same run, beside the shipped
-priors; ``--baseline DIR`` measures DIR/head-ct.safetensors and DIR/brain-mri.safetensors instead.
+priors; ``--baseline DIR`` measures DIR/head-ct.safetensors and DIR/brain-mri.safetensors; several
+baselines may follow one ``--baseline``.
 
     python benchmarks/prior_noise_levels.py --baseline v1   # -> benchmarks/results/prior_noise_levels.md
 """
@@ -22,6 +23,8 @@ priors; ``--baseline DIR`` measures DIR/head-ct.safetensors and DIR/brain-mri.sa
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,48 +63,49 @@ def score_rows(prior, clean: np.ndarray, seed: int = 0) -> list[str]:
     return rows
 
 
-def sampling_rows(prior, clean: np.ndarray, steps_list, n: int) -> list[str]:
+def sampling_rows(prior, clean: np.ndarray, steps_list, n: int, size: int) -> list[str]:
     rows = []
     for steps in steps_list:
-        out = sample(prior, n, (64, 64), sampler="ode", steps=steps, seed=0).numpy()
+        out = sample(prior, n, (size, size), sampler="ode", steps=steps, seed=0).numpy()
         inside = float(np.mean((out > -0.1) & (out < 1.1)))
         rows.append(f"| {steps} | {float(out.std()):.3f} | {float(clean.std()):.3f} | {inside:.2f} |")
     return rows
 
 
-def prior_section(label: str, prior, sample_name: str, steps_list, n: int) -> list[str]:
+def prior_section(label: str, prior, sample_name: str, steps_list, n: int, size: int) -> list[str]:
     clean = held_out_unit(sample_name)
     kind = prior.parameterization.kind
     return [f"## {label} ({kind} parameterization, {prior.metadata.get('steps', '?')} training steps; "
             f"held-out slice {sample_name}, 256², std {float(clean.std()):.3f})", "",
             "| σ | ‖s_θ‖ / ‖z/σ‖ | std of Tweedie error | Tweedie PSNR (dB) |", "|---|---|---|---|",
             *score_rows(prior, clean), "",
-            f"Probability-flow ODE (Heun), {n} unconditional samples at 64², from σ_max = "
+            f"Probability-flow ODE (Heun), {n} unconditional samples at {size}², from σ_max = "
             f"{prior.sde.to_dict().get('sigma_max', '—')}:", "",
             "| steps | sample std | held-out slice std | pixels in [−0.1, 1.1] |", "|---|---|---|---|",
-            *sampling_rows(prior, clean, steps_list, n), ""]
+            *sampling_rows(prior, clean, steps_list, n, size), ""]
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, nargs="+", default=[50, 500], help="ODE steps for the sampling rows")
     p.add_argument("-n", type=int, default=4, help="unconditional samples per setting")
-    p.add_argument("--baseline", default=None,
-                   help="also measure NAME-BASELINE (e.g. v1), or the .safetensors files of a folder")
+    p.add_argument("--size", type=int, default=64, help="side of the unconditional samples")
+    p.add_argument("--baseline", nargs="*", default=[],
+                   help="also measure NAME-BASELINE (e.g. v1), or the .safetensors files of a folder (several allowed)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", default=str(RESULTS / "prior_noise_levels.md"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     lines = ["# Priors across noise levels", "",
-             f"`python benchmarks/prior_noise_levels.py{' --baseline ' + args.baseline if args.baseline else ''}`", ""]
+             f"`{shlex.join(['python', 'benchmarks/prior_noise_levels.py', *(sys.argv[1:] if argv is None else argv)])}`", ""]
     for name, sample_name in PRIORS.items():
         candidates = [(f"{name}, shipped", name)]
-        if args.baseline:
-            folder = Path(args.baseline)
-            source = str(folder / f"{name}.safetensors") if folder.is_dir() else f"{name}-{args.baseline}"
+        for baseline in args.baseline:
+            folder = Path(baseline)
+            source = str(folder / f"{name}.safetensors") if folder.is_dir() else f"{name}-{baseline}"
             candidates.append((f"{name}, baseline {source}", source))
         for label, source in candidates:
-            lines += prior_section(label, load_prior(source).eval(), sample_name, args.steps, args.n)
+            lines += prior_section(label, load_prior(source).eval(), sample_name, args.steps, args.n, args.size)
             print("\n".join(lines[-16:]), flush=True)
     with atomic_path(args.output, suffix=".md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")

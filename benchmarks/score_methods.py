@@ -3,7 +3,9 @@
 Tasks (REFERENCE.md's table and the issue's targets): sparse-view CT (23 of 180 views), limited
 angle (120°), metal-artefact reduction (180 views, ``metal="auto"``), single-coil MRI 8×
 equispaced and 8× Poisson disc, 8-coil MRI 4× equispaced.  Slices: the bundled evaluation
-samples (``scorerecon.data.samples``: other patients / the MNI152 template, never training data).
+samples (``scorerecon.data.samples``: other patients / the MNI152 template, never training data)
+of what the priors learned: head CT (``ct-head-*``; the abdomen slice is left to the classical
+benchmark) and brain MRI.
 
 Per task and method: PSNR / SSIM on the unit window (data range 1; CT metal pixels excluded,
 every method puts the same metal back), network evaluations (NFE), seconds per slice on 2 threads,
@@ -51,7 +53,7 @@ def evaluation_images(modality: str, size: int, limit: int | None) -> list[tuple
     """(name, image, pixel size mm) of the bundled samples: CT in HU, MRI magnitude in [0, 1]."""
     from scorerecon.data.samples import list_samples, load_sample
     from skimage.transform import resize
-    prefix = "ct-" if modality == "ct" else "mri-"
+    prefix = "ct-head" if modality == "ct" else "mri-brain"
     out = []
     for name in [n for n in list_samples() if n.startswith(prefix)][:limit]:
         image = load_sample(name)
