@@ -22,6 +22,8 @@ import argparse
 import csv
 import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ import torch
 from skimage.restoration import denoise_tv_chambolle
 
 from scorerecon.data.datasets import load_meta, load_split
+from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
 from scorerecon.priors import load_prior, sample
 from scorerecon.priors.sampling import write_samples
@@ -140,16 +143,25 @@ def sample_grid(prior, n: int, size: int, args, path: Path, held_out: np.ndarray
 
 
 def stages(prior) -> list[dict]:
-    """The metadata of the prior's training stages, first to last (following ``init``)."""
+    """The metadata of the prior's training stages, first to last (following ``init`` while its
+    file is here: the card of a stage-2 prior needs stage 1's export)."""
     chain = [prior.metadata]
     while chain[0].get("init"):
-        chain.insert(0, load_prior(chain[0]["init"]).metadata)
+        try:
+            chain.insert(0, load_prior(chain[0]["init"]).metadata)
+        except UserError as err:
+            raise UserError(f"the card needs every training stage: {err}") from None
     return chain
+
+
+def _crops(meta: dict) -> str:
+    crop, size = meta.get("crop"), meta.get("image_size")
+    return f"whole {size}² slices" if crop == size else f"{crop}² crops of {size}² slices"
 
 
 def _stage_rows(chain: list[dict]) -> list[str]:
     """Crop, steps and wall time per stage, and their totals."""
-    rows = [f"| stage {k}: {m.get('crop')}² crops of {m.get('image_size')}² slices | {m.get('steps')} steps, "
+    rows = [f"| stage {k}: {_crops(m)} | {m.get('steps')} steps, "
             f"{m.get('images_seen')} images, {float(m.get('training_seconds', 0.0)) / 3600:.2f} h"
             + (f", from `{m['init']}`" if m.get("init") else "") + " |" for k, m in enumerate(chain, 1)]
     if len(chain) == 1:
@@ -193,7 +205,8 @@ def card(prior, dataset: str, configs: list[str], table: str, sample_notes: list
     if not whole:
         lines += ["At the training crop size:", "", sample_notes[1], "",
                   "![samples at the crop size](samples_crop.png)", ""]
-    lines += ["How accurate the prior is at each noise level: `benchmarks/results/prior_noise_levels.md`.", ""]
+    lines += ["How accurate the prior is at each noise level: `benchmarks/results/prior_noise_levels.md`.", "",
+              f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
     return "\n".join(lines)
 
 

@@ -15,8 +15,10 @@ from .prior import ScorePrior
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = {
-    "head-ct": "CT head prior, unit HU window [-1000, 2000], trained with configs/head-ct.toml",
-    "brain-mri": "T1 brain MRI magnitude prior, peak 1, trained with configs/brain-mri.toml",
+    "head-ct": "CT head prior, unit HU window [-1000, 2000], trained with configs/head-ct.toml "
+               "(64² crops) then configs/head-ct-slices.toml (whole slices)",
+    "brain-mri": "T1 brain MRI magnitude prior, peak 1, trained with configs/brain-mri.toml "
+                 "(64² crops) then configs/brain-mri-slices.toml (whole slices)",
     # The first release (noise prediction, 4,000 steps): more accurate at σ ≤ 1, so better for
     # warm-started reconstruction; useless from pure noise (benchmarks/prior_noise_levels.py).
     "head-ct-v1": "first head-ct release: noise-prediction output, 4,000 steps (configs/head-ct.toml at 772290b)",
