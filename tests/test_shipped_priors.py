@@ -42,12 +42,13 @@ def test_shipped_prior_denoises_a_held_out_slice(name, modality, sample):
 
 @pytest.mark.parametrize("name, modality, sample", CASES[:2])
 def test_shipped_prior_is_right_at_high_noise(name, modality, sample):
-    """At σ = 80 nothing of the slice survives, so the best estimate is about the mean image and its
-    error std about the slice's own std: measured 0.188 vs 0.185 (head-ct) and 0.385 vs 0.385
-    (brain-mri, benchmarks/results/prior_noise_levels.md).  The v1 priors left 2.3."""
+    """At σ = 80 nothing of the slice survives: a flat mean would leave the slice's own std, a prior
+    that knows where a head lies less.  Measured 0.110 vs 0.185 (head-ct) and 0.277 vs 0.385
+    (brain-mri, benchmarks/results/prior_noise_levels.md); the crop-only stage 1 left 0.188 and
+    0.385, the v1 priors 2.3."""
     prior = load_prior(name).eval()
     clean = torch.from_numpy(_unit(sample, modality))[None, None]
     noisy = clean + 80.0 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         error = prior.denoise(noisy, prior.sde.time_of_noise(80.0)) - clean
-    assert float(error.std()) < 1.3 * float(clean.std())
+    assert float(error.std()) < 0.85 * float(clean.std())
