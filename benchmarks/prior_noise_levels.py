@@ -6,11 +6,12 @@ A cold-started sampler begins at σ_max, so the prior must be right at high nois
    data) gets noise x + σ z; the network's score s_θ is compared with the score of the noise
    given the clean slice, −z / σ: norm ratio ‖s_θ‖ / ‖z / σ‖, and the error left by one Tweedie
    step x̂ = D(x + σ z) = x + σ z + σ² s_θ, as its std (in the unit domain, where the image spans
-   [0, 1]) and its PSNR.  At σ = 80 nothing of the slice survives, and the best estimate is
-   about the mean image: its error std is about the slice's own std.
+   [0, 1]) and its PSNR.  At σ = 80 nothing of the slice survives: a flat mean leaves an error
+   std of about the slice's own std, a prior that knows the layout of a slice less.
 2. Unconditional sampling (``--size``: 64², the first priors' training crop, or the 256² of a
-   whole slice) with the probability-flow ODE (Heun) in few and in many steps: the std of the samples beside the std of the held-out slice, and the
-   fraction of pixels inside [−0.1, 1.1] (1 for real images).
+   whole slice) with the probability-flow ODE (Heun) in few and in many steps: the std of the
+   samples beside the std of the held-out slice, and the fraction of pixels inside [−0.1, 1.1]
+   (1 for real images).
 
 ``--baseline v1`` measures the shipped ``head-ct-v1`` / ``brain-mri-v1`` (the first releases:
 Song's noise-prediction output, before EDM preconditioning) in the same run, beside the shipped
