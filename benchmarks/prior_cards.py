@@ -154,23 +154,30 @@ def stages(prior) -> list[dict]:
     return chain
 
 
+def _whole(meta: dict) -> bool:
+    """Whether the prior was trained on whole slices (crop = the size it is applied to)."""
+    return int(meta.get("crop", 0)) >= int(meta.get("image_size", 0))
+
+
 def _crops(meta: dict) -> str:
-    crop, size = meta.get("crop"), meta.get("image_size")
-    return f"whole {size}² slices" if crop == size else f"{crop}² crops of {size}² slices"
+    size = meta.get("image_size")
+    return f"whole {size}² slices" if _whole(meta) else f"{meta.get('crop')}² crops of {size}² slices"
+
+
+def _hours(meta: dict) -> float:
+    return float(meta.get("training_seconds", 0.0)) / 3600
 
 
 def _stage_rows(chain: list[dict]) -> list[str]:
-    """Crop, steps and wall time per stage, and their totals."""
-    rows = [f"| stage {k}: {_crops(m)} | {m.get('steps')} steps, "
-            f"{m.get('images_seen')} images, {float(m.get('training_seconds', 0.0)) / 3600:.2f} h"
-            + (f", from `{m['init']}`" if m.get("init") else "") + " |" for k, m in enumerate(chain, 1)]
+    """Crop, steps and wall time per stage (one stage: its own rows), and their totals."""
     if len(chain) == 1:
         m = chain[0]
-        return [f"| crop / image size | {m.get('crop')}² training crops of {m.get('image_size')}² slices |",
+        return [f"| crop / image size | {_crops(m)} |",
                 f"| steps / images seen | {m.get('steps')} / {m.get('images_seen')} |",
-                f"| wall time | {float(m.get('training_seconds', 0.0)) / 3600:.2f} h of training steps |"]
-    hours = sum(float(m.get("training_seconds", 0.0)) for m in chain) / 3600
-    return rows + [f"| wall time | {hours:.2f} h of training steps in all |"]
+                f"| wall time | {_hours(m):.2f} h of training steps |"]
+    rows = [f"| stage {k}: {_crops(m)} | {m.get('steps')} steps, {m.get('images_seen')} images, {_hours(m):.2f} h"
+            + (f", from `{m['init']}`" if m.get("init") else "") + " |" for k, m in enumerate(chain, 1)]
+    return rows + [f"| wall time | {sum(map(_hours, chain)):.2f} h of training steps in all |"]
 
 
 def card(prior, dataset: str, configs: list[str], table: str, sample_notes: list[str], machine: str) -> str:
@@ -179,7 +186,7 @@ def card(prior, dataset: str, configs: list[str], table: str, sample_notes: list
     source = load_meta(dataset)["training_source"]
     sde = prior.sde.to_dict()
     commands = "; ".join(f"`scorerecon train --config {c}`" for c in configs) or "`scorerecon train --config CONFIG`"
-    whole = int(meta.get("crop", 0)) >= int(meta.get("image_size", 0))
+    whole = _whole(meta)
     lines = [f"# Model card: `{meta.get('name', dataset)}` score prior", "",
              f"Load it with `load_prior(\"{meta.get('name', dataset)}\")` or `--prior {meta.get('name', dataset)}`.", "",
              "| | |", "|---|---|",
@@ -236,7 +243,7 @@ def main() -> None:
     if args.log:
         plot_loss([Path(log) for log in args.log], out / "loss.png")
     notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png", held_out=images)]
-    if int(prior.metadata["crop"]) < args.size:
+    if not _whole(prior.metadata):
         notes.append(sample_grid(prior, args.crop_samples, int(prior.metadata["crop"]), args, out / "samples_crop.png"))
     else:
         (out / "samples_crop.png").unlink(missing_ok=True)

@@ -9,8 +9,8 @@ for ``edm`` (Karras et al. 2022, eq. 8 with their Table 1 preconditioning) the n
 has unit variance at every σ; for ``noise`` it is Song's E ‖β s_θ(x_t, t) + z‖².
 
 minimised with Adam (linear warm-up), gradient-norm clipping and an exponential moving average
-of the weights, its decay warmed up as min(ema, (1 + k) / (10 + k)) (the EMA is what gets exported).  Batches are random crops (and optional left-right
-flips) of the prepared dataset, an ``.npy`` array (N, H, W) of float32 images in [0, 1].
+of the weights, its decay warmed up as min(ema, (1 + k) / (10 + k)) (the EMA is what gets
+exported).  Batches are random crops (and optional left-right flips) of the prepared dataset, an ``.npy`` array (N, H, W) of float32 images in [0, 1].
 
 Reproducibility and resuming.  Everything random in step k (which images, crop offsets, flips,
 t and z of the whole *global* batch) comes from a generator seeded by (seed, k), and every rank
@@ -337,9 +337,10 @@ def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
 def start_from_prior(trainer: Trainer, source: str) -> None:
     """Load the weights of the prior ``source`` into the trainer's network and EMA (fine-tuning)."""
     from .registry import load_prior
-    prior, own = load_prior(source), trainer.describe()
+    prior = load_prior(source)
+    theirs, own = prior.describe(), trainer.describe()
     for table in ("network", "sde", "parameterization"):
-        if prior.describe()[table] != own[table]:
+        if theirs[table] != own[table]:
             raise UserError(f"[training] init {source!r} has another [{table}] than the config: "
                             f"copy that prior's [{table}] into the config or start without init")
     weights = prior.network.state_dict()
