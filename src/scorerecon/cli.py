@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .allocator import retain_freed_memory
 from .cli_types import positive_int
 from .errors import UserError
 
@@ -200,6 +201,7 @@ _EXTRA_COMMANDS.append(add_tune_command)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    retain_freed_memory()
     try:
         args.handler(args)
     except UserError as err:

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..allocator import retain_freed_memory
 from ..errors import UserError
 from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
 from .config import dataset_path
@@ -302,6 +303,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None:
     """Run (or resume) the training described by ``cfg``; return the exported prior's path."""
+    retain_freed_memory()
     rank, world, device = init_distributed()
     if cfg["training"]["device"] != "auto":
         device = torch.device(cfg["training"]["device"])

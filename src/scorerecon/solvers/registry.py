@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..allocator import retain_freed_memory
 from ..errors import UserError
 
 _METHODS: dict[tuple[str, str], Callable] = {}
@@ -89,6 +90,7 @@ def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     if fn is None:
         raise UserError(f"method {method!r} does not apply to {meas.modality.upper()} data: "
                         f"choose one of {', '.join(available_methods(meas.modality))}")
+    retain_freed_memory()
     start = time.perf_counter()
     out: MethodOutput = fn(meas, **options)
     seconds = time.perf_counter() - start

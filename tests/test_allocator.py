@@ -1,0 +1,54 @@
+"""retain_freed_memory: repeated sampler-sized allocations stop faulting pages in (glibc only)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scorerecon.allocator import glibc_mallopt, retain_freed_memory
+
+# A U-Net-like step (conv activations of 2 MiB, kept and released) and an FFT, as in a sampler.
+CHILD = """
+import json, resource, torch
+from scorerecon.allocator import retain_freed_memory
+applied = retain_freed_memory()
+conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+x = torch.randn(2, 16, 128, 128)
+def step():
+    h = x
+    for _ in range(6):
+        h = torch.nn.functional.silu(conv(h)) + h
+    return torch.fft.fft2(h.to(torch.complex64))
+with torch.no_grad():
+    for _ in range(5):
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        step()
+print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+glibc = pytest.mark.skipif(glibc_mallopt() is None, reason="the settings apply to glibc's malloc only")
+
+
+def _child(**env) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k != "SCORERECON_MALLOC"}
+    environ.update(env, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", CHILD], env=environ, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@glibc
+def test_retained_memory_serves_repeated_steps_without_page_faults():
+    retained, default = _child(), _child(SCORERECON_MALLOC="default")
+    assert retained["applied"] and not default["applied"]
+    assert retained["faults"] < 200, retained
+    assert default["faults"] > 10 * (retained["faults"] + 100), (retained, default)
+
+
+@glibc
+def test_settings_apply_once_and_report_it():
+    assert retain_freed_memory() is True
+    assert retain_freed_memory() is True
