@@ -28,6 +28,7 @@ from scorerecon.operators.mri import (
     fft2c,
     ifft2c,
     magnitude_normalize,
+    phase_rotated,
 )
 
 
@@ -76,6 +77,20 @@ def test_transform_inverse_is_a_left_inverse(coils):
     op = SingleCoilMRI(mask) if coils == 1 else SenseMRI(_random_maps(coils, h, w), mask)
     x = _crandn(2, 1, h, w, seed=6)
     assert torch.allclose(op.transform_inverse(op.transform(x)), x, atol=1e-10)
+
+
+@pytest.mark.parametrize("coils", [1, 4])
+def test_phase_rotated_operator_rotates_the_image_first(coils):
+    h, w = 12, 10
+    mask = torch.from_numpy(make_mask("random", (h, w), 2, 0.1, seed=1))
+    op = SingleCoilMRI(mask) if coils == 1 else SenseMRI(_random_maps(coils, h, w), mask)
+    rotation = torch.exp(1j * torch.from_numpy(synthetic_phase((h, w), seed=2)).double())
+    rotated = phase_rotated(op, rotation)
+    x, y = _crandn(2, 1, h, w, seed=3), _crandn(2, coils, h, w, seed=4)
+    torch.testing.assert_close(rotated(x), op(rotation * x))
+    lhs, rhs = _inner(rotated(x), y), _inner(x, rotated.adjoint(y))
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+    torch.testing.assert_close(rotated.transform_inverse(rotated.transform(x)), x)
 
 
 def test_sense_matches_sigpy_and_batches_over_images():

@@ -120,6 +120,16 @@ class SenseMRI(MaskedOperator):
         return sense_combine(ifft2c(as_complex(m)), self.maps)
 
 
+def phase_rotated(op: SingleCoilMRI | SenseMRI, rotation: Tensor) -> SenseMRI:
+    """The operator of images rotated by a phase map first: A' x = A (e^{iφ} x), ``rotation`` = e^{iφ} (H, W).
+
+    The rotation is folded into the sensitivities (one map e^{iφ} for a single coil), so A' is a
+    :class:`SenseMRI`; |x| is unchanged, so a magnitude reconstruction does not see it.
+    """
+    maps = op.maps[0] if isinstance(op, SenseMRI) else torch.ones_like(rotation)[None]
+    return SenseMRI(maps * rotation, op.mask)
+
+
 def _check_grid(shape_a, shape_b, what: str) -> None:
     """Refuse grids that do not broadcast against each other (one line, UserError)."""
     try:
