@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scorerecon.allocator import retain_freed_memory
 from scorerecon.operators.coils import birdcage_maps
 from scorerecon.operators.masks import make_mask
 from scorerecon.operators.mri import SenseMRI, SingleCoilMRI
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="device for scorerecon (cpu or cuda)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as reconstruct() does; benchmarks/allocator.py compares glibc's defaults
     size = args.size or (128 if args.quick else 320)
     repeats = args.repeats or (3 if args.quick else 10)
     rows = []

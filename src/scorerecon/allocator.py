@@ -12,9 +12,10 @@ a network activation several MiB, so a sampler that runs the operator and the ne
 of times spends much of its time in the kernel (system time and minor page faults, measured side
 by side by ``benchmarks/allocator.py``).
 
-:func:`retain_freed_memory` keeps freed memory in the process instead: blocks up to 32 MiB (mallopt(3)'s
-ceiling for the threshold on 64-bit) come from the heap, and the heap is trimmed only beyond
-512 MiB of free memory, which the process keeps for its next tensors.  Other C
+:func:`retain_freed_memory` keeps freed memory in the process instead: blocks up to 1 GiB come
+from the heap (a 15-coil batch of 8 images at 320² is a 98 MB tensor; where glibc refuses a
+threshold that large, 32 MiB, mallopt(3)'s documented ceiling on 64-bit), and the heap is trimmed
+only beyond 1 GiB of free memory, which the process keeps for its next tensors.  Other C
 libraries are left alone, and ``SCORERECON_MALLOC=default`` leaves glibc's defaults in place.
 """
 
@@ -27,17 +28,20 @@ import sys
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
-SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 512 << 20), (M_TOP_PAD, 64 << 20))
+MMAP_THRESHOLDS = (1 << 30, 32 << 20)  # the first one glibc accepts
+SETTINGS = ((M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 64 << 20))
 
 _applied: bool | None = None
 
 
 def retain_freed_memory() -> bool:
-    """Apply :data:`SETTINGS` with glibc's ``mallopt`` once per process; True when in effect."""
+    """Apply :data:`MMAP_THRESHOLDS` and :data:`SETTINGS` with glibc's ``mallopt`` once per
+    process; True when in effect."""
     global _applied
     if _applied is None:
         mallopt = glibc_mallopt()
         _applied = mallopt is not None and os.environ.get("SCORERECON_MALLOC") != "default" \
+            and any(mallopt(M_MMAP_THRESHOLD, value) == 1 for value in MMAP_THRESHOLDS) \
             and all(mallopt(param, value) == 1 for param, value in SETTINGS)
     return _applied
 
