@@ -38,6 +38,7 @@ standard deviation as the uncertainty map.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -154,12 +155,16 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
         problem = InverseProblem(per_coil, kspace.transpose(0, 1), sample_shape, complex_image=not real,
                                  sense=sense, grid_shape=shape)
         return problem, finish, lambda: least_squares_image(problem)
-    reference = classical_mri_image(meas, device)
-    if not real and phase == "cs-tv":
-        rotation = smooth_phase(reference)
-        op, reference = phase_rotated(op, rotation), reference * rotation.conj()
+    classical = functools.cache(functools.partial(classical_mri_image, meas, device))
+    rotation = smooth_phase(classical()) if not real and phase == "cs-tv" else None
+    if rotation is not None:
+        op = phase_rotated(op, rotation)
     problem = InverseProblem(op, kspace, sample_shape, complex_image=not real, grid_shape=shape)
-    return problem, finish, lambda: problem.pad(reference if not real else reference.abs())[None, None]
+
+    def warm_start() -> torch.Tensor:
+        image = classical() if rotation is None else classical() * rotation.conj()
+        return problem.pad(image.abs() if real else image)[None, None]
+    return problem, finish, warm_start
 
 
 def classical_mri_image(meas, device) -> torch.Tensor:
