@@ -91,7 +91,7 @@ def format_table(rows: list[tuple[str, str, dict]], args) -> str:
     lines += ["", f"Song steps: {args.steps}; {args.threads} threads; one run each, in this order; "
               "each child's own getrusage, wall time from its workload's start (imports and model "
               "loading included, interpreter start-up not).",
-              "", "    python benchmarks/allocator.py " + " ".join(sys.argv[1:]), ""]
+              "", "    " + " ".join(["python benchmarks/allocator.py", *sys.argv[1:]]), ""]
     return "\n".join(lines)
 
 
