@@ -25,9 +25,9 @@ Settings come, in increasing priority, from :data:`DEFAULTS`, the task's tuned p
 
 Data.  CT: the unit-window sinogram in pixel units; with metal, Λ removes the metal trace and the
 metal is put back after reconstruction.  MRI: k-space divided by ``intensity_scale``; the image is
-complex unless ``real=True``: real and imaginary parts sampled together in the batch by the
-magnitude prior, in the frame of a smooth phase estimate unless ``phase="none"``
-(:func:`mri_problem`).  Multi-coil data use ``coils="sense"`` (one combined image, SENSE
+a real image times a smooth phase estimate (phase-constrained), or with ``phase="none"`` a
+complex image whose real and imaginary parts the magnitude prior samples together in the batch
+(:func:`mri_problem`); ``real=True`` assumes no phase at all.  Multi-coil data use ``coils="sense"`` (one combined image, SENSE
 operator; the default except for ``chung``), ``"ssos"`` (every coil image sampled,
 root-sum-of-squares) or ``"hybrid"`` (SSOS plus a SENSE step every ``sense_every`` steps; the
 default for ``chung``).
@@ -129,12 +129,14 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
                 phase: str = "cs-tv") -> tuple[InverseProblem, Any, Any]:
     """MRI: single-coil F, multi-coil SENSE or coil-by-coil (SSOS, hybrid) problems.
 
-    ``phase="cs-tv"`` (single coil and SENSE, complex images): the image is sampled in the frame
-    of a smooth phase estimate e^{iφ̂} (:func:`smooth_phase` of the CS-TV image), A' x = A(e^{iφ̂} x),
-    so that its real part is close to the magnitude and its imaginary part close to zero.  A prior
-    trained on magnitudes has never seen the negative values the real or imaginary part of an
-    image with a phase takes, and leaves noise there; ``phase="none"`` samples the image as
-    measured (Chung & Ye 2022).  The classical image also serves as the fast sampler's warm start.
+    ``phase="cs-tv"`` (single coil and SENSE): phase-constrained sampling.  The image is modelled
+    as x = e^{iφ̂} r with r real and e^{iφ̂} a smooth phase estimate (:func:`smooth_phase` of the
+    CS-TV image), and the sampler draws r through the operator A(e^{iφ̂} ·).  A prior trained on
+    magnitudes has never seen the negative values the real and imaginary parts of an image with
+    a phase take, and leaves noise there; r is close to the magnitude instead.  ``phase="none"``
+    samples the complex image as measured, real and imaginary parts in the batch (Chung & Ye
+    2022); ``real=True`` a real image without any phase.  The CS-TV image also serves as the
+    fast sampler's warm start.
     """
     from ..operators.mri import SingleCoilMRI, center_crop, mri_operator_from_measurement, phase_rotated
     if coils not in ("sense", "ssos", "hybrid"):
@@ -159,11 +161,15 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
     rotation = smooth_phase(classical()) if not real and phase == "cs-tv" else None
     if rotation is not None:
         op = phase_rotated(op, rotation)
-    problem = InverseProblem(op, kspace, sample_shape, complex_image=not real, grid_shape=shape)
+    problem = InverseProblem(op, kspace, sample_shape, complex_image=not real and rotation is None,
+                             grid_shape=shape)
 
     def warm_start() -> torch.Tensor:
-        image = classical() if rotation is None else classical() * rotation.conj()
-        return problem.pad(image.abs() if real else image)[None, None]
+        if rotation is not None:
+            image = (classical() * rotation.conj()).real
+        else:
+            image = classical().abs() if real else classical()
+        return problem.pad(image)[None, None]
     return problem, finish, warm_start
 
 
