@@ -13,9 +13,9 @@ of times spends much of its time in the kernel (system time and minor page fault
 by side by ``benchmarks/allocator.py``).
 
 :func:`retain_freed_memory` keeps freed memory in the process instead: blocks up to 1 GiB come
-from the heap (a 15-coil batch of 8 images at 320² is a 98 MB tensor; where glibc refuses a
-threshold that large, 32 MiB, mallopt(3)'s documented ceiling on 64-bit), and the heap is trimmed
-only beyond 1 GiB of free memory, which the process keeps for its next tensors.  Other C
+from the heap (a 15-coil batch of 8 images at 320² is a 98 MB tensor; glibc versions that refuse
+so large a threshold get 32 MiB, mallopt(3)'s documented ceiling on 64-bit), and the heap is
+trimmed only beyond 1 GiB of free memory, which the process keeps for its next tensors.  Other C
 libraries are left alone, and ``SCORERECON_MALLOC=default`` leaves glibc's defaults in place.
 """
 

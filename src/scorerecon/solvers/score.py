@@ -27,10 +27,10 @@ Data.  CT: the unit-window sinogram in pixel units; with metal, Λ removes the m
 metal is put back after reconstruction.  MRI: k-space divided by ``intensity_scale``; the image is
 a real image times a smooth phase estimate (phase-constrained), or with ``phase="none"`` a
 complex image whose real and imaginary parts the magnitude prior samples together in the batch
-(:func:`mri_problem`); ``real=True`` assumes no phase at all.  Multi-coil data use ``coils="sense"`` (one combined image, SENSE
-operator; the default except for ``chung``), ``"ssos"`` (every coil image sampled,
-root-sum-of-squares) or ``"hybrid"`` (SSOS plus a SENSE step every ``sense_every`` steps; the
-default for ``chung``).
+(:func:`mri_problem`); ``real=True`` assumes no phase at all.  Multi-coil data use
+``coils="sense"`` (one combined image, SENSE operator; the default except for ``chung``),
+``"ssos"`` (every coil image sampled, root-sum-of-squares) or ``"hybrid"`` (SSOS plus a SENSE
+step every ``sense_every`` steps; the default for ``chung``).
 
 K posterior samples (``samples``) run in one batch; the output is their mean with their
 standard deviation as the uncertainty map.
@@ -65,7 +65,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fast": {"steps": 20, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
 }
 WARM_START_INIT_ITERATIONS = 10  # MRI: CG iterations of the least-squares initial image
-PHASE_SMOOTHING = 2.0  # pixels: σ of the phase estimate's blur (2, 4, 8 within 0.04 dB on one 8× slice)
+PHASE_SMOOTHING = 2.0  # pixels: σ of the phase estimate's blur (2 / 4 / 8 within 0.04 dB, one 8× slice, ad hoc)
 _SAMPLER = {"song": samplers.pc_sampler, "chung": samplers.pc_sampler, "guidance": samplers.pc_sampler,
             "langevin": samplers.annealed_langevin, "dps": samplers.dps_sampler, "fast": samplers.fast_sampler}
 _PROBLEM_OPTIONS = ("coils", "real", "phase")
