@@ -41,9 +41,9 @@ def run_workload(name: str, steps: int) -> None:
 
 
 def _workload(name: str, steps: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if name == "sense-15x8":
         return _sense_normals(size=320, coils=15, batch=8, repeats=50)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import score_methods as sm
     from scorerecon.solvers.registry import reconstruct
     task, modality, prior = {"song-mri": ("mri-8x-equispaced", "mri", "brain-mri"),
@@ -59,13 +59,10 @@ def _workload(name: str, steps: int) -> None:
 
 def _sense_normals(size: int, coils: int, batch: int, repeats: int) -> None:
     import torch
+    from mri_operators import benchmark_operator
     from scorerecon.allocator import retain_freed_memory
-    from scorerecon.operators.coils import birdcage_maps
-    from scorerecon.operators.masks import make_mask
-    from scorerecon.operators.mri import SenseMRI
     retain_freed_memory()  # as reconstruct() does
-    mask = torch.from_numpy(make_mask("equispaced", (size, size), 4, 0.08))
-    op = SenseMRI(torch.from_numpy(birdcage_maps(coils, (size, size))), mask)
+    op = benchmark_operator(size, coils)
     x = torch.randn(batch, 1, size, size, dtype=torch.complex64)
     with torch.no_grad():
         for _ in range(repeats):

@@ -40,10 +40,14 @@ def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
     return float(np.median(times))
 
 
-def time_ours(size: int, coils: int, batch: int, repeats: int, device: str) -> float:
+def benchmark_operator(size: int, coils: int):
+    """The benchmarked operator: 4× equispaced mask, birdcage maps for several coils."""
     mask = torch.from_numpy(make_mask("equispaced", (size, size), 4, 0.08))
-    op = SingleCoilMRI(mask) if coils == 1 else SenseMRI(torch.from_numpy(birdcage_maps(coils, (size, size))), mask)
-    op = op.to(device)
+    return SingleCoilMRI(mask) if coils == 1 else SenseMRI(torch.from_numpy(birdcage_maps(coils, (size, size))), mask)
+
+
+def time_ours(size: int, coils: int, batch: int, repeats: int, device: str) -> float:
+    op = benchmark_operator(size, coils).to(device)
     x = torch.randn(batch, 1, size, size, dtype=torch.complex64, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.no_grad():
