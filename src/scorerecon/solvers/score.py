@@ -65,7 +65,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fast": {"steps": 20, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
 }
 WARM_START_INIT_ITERATIONS = 10  # MRI: CG iterations of the least-squares initial image
-PHASE_SMOOTHING = 2.0  # pixels: σ of the phase estimate's blur (2 / 4 / 8 within 0.04 dB, one 8× slice, ad hoc)
+PHASE_SMOOTHING = 2.0  # pixels: σ of the Gaussian blur that makes the phase estimate smooth
 _SAMPLER = {"song": samplers.pc_sampler, "chung": samplers.pc_sampler, "guidance": samplers.pc_sampler,
             "langevin": samplers.annealed_langevin, "dps": samplers.dps_sampler, "fast": samplers.fast_sampler}
 _PROBLEM_OPTIONS = ("coils", "real", "phase")
