@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from skimage.transform import iradon, radon
 
+from scorerecon.allocator import retain_freed_memory
 from scorerecon.atomic import atomic_path
 from scorerecon.operators import ct
 from scorerecon.operators.ct import CTGeometry, CTOperator
@@ -161,6 +162,7 @@ def astra_available() -> str | None:
 
 def run(size: int, views: list[int], batches: list[int], repeats: int) -> str:
     torch.set_num_threads(THREADS)
+    retain_freed_memory()  # as reconstruct() does; benchmarks/allocator.py compares glibc's defaults
     missing_astra = astra_available()
     rows, notes = [], []
     for n_views in views:

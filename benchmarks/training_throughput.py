@@ -3,11 +3,14 @@ with one process using all threads or two DDP processes (gloo) sharing them.
 
     python benchmarks/training_throughput.py --config configs/head-ct.toml            # full
         # -> benchmarks/results/training_throughput.md (and --json FILE)
+    python benchmarks/training_throughput.py --config configs/head-ct-slices.toml --steps 10 \
+        -o benchmarks/results/training_throughput_slices.md    # the whole-slice stage (256²)
     python benchmarks/training_throughput.py --config configs/head-ct.toml --quick    # < 1 min
 
 Synthetic images of the config's image size stand in for the dataset (throughput does not depend
 on the content).  Each variant runs ``--warmup`` untimed steps then ``--steps`` timed ones; the
-table goes to stdout and, with ``--json``, to a file (written atomically).
+table goes to stdout and, with ``--json``, to a file (written atomically).  Each process applies
+:func:`scorerecon.allocator.retain_freed_memory`, as ``scorerecon train`` does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from scorerecon.allocator import retain_freed_memory
 from scorerecon.atomic import atomic_path
 from scorerecon.priors.config import load_config
 from scorerecon.priors.network import ScoreUNet, count_parameters
@@ -49,6 +53,7 @@ def _timed_steps(trainer: Trainer, warmup: int, steps: int) -> float:
 
 def _worker(rank, world, cfg, images, threads, warmup, steps, port, result_file):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    retain_freed_memory()  # as train() does
     torch.set_num_threads(threads)
     if world > 1:
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -84,6 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timed steps, crop 32, batch 4")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("-o", "--output", default=str(RESULTS / "training_throughput.md"), help="Markdown table")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     if args.quick:
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
         with atomic_path(args.json, suffix=".json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     if not args.quick:
-        with atomic_path(RESULTS / "training_throughput.md", suffix=".md") as tmp:
+        with atomic_path(args.output, suffix=".md") as tmp:
             tmp.write_text(markdown(summary))
     return 0
 
