@@ -9,6 +9,9 @@ best of a grid of weights (an oracle choice, which favours the baseline).
     python benchmarks/prior_cards.py --prior runs/head-ct/head-ct.safetensors --dataset head-ct \
         --log runs/head-ct/log.csv --config configs/head-ct.toml --out docs/model_cards/head-ct
 
+An experts prior (``scorerecon experts``, e.g. the shipped ``head-ct``) gets a card naming its two
+members, the switch and the measurements that chose it, with the same denoising table and samples.
+
 writes ``denoising.md``, ``loss.png``, ``samples.png`` (whole slices), ``samples_crop.png`` (at
 the training crop size, when it is smaller) and the card ``README.md`` (data and its licence,
 crop, steps, wall time, hardware, the pieces above, and how much of each grid lies in the image
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shlex
@@ -35,6 +39,8 @@ from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
 from scorerecon.priors import load_prior, sample
+from scorerecon.priors.experts import NoiseLevelExperts, selection_table
+from scorerecon.priors.registry import SHIPPED, shipped_path
 from scorerecon.priors.sampling import write_samples
 
 NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)
@@ -180,15 +186,16 @@ def _stage_rows(chain: list[dict]) -> list[str]:
     return rows + [f"| wall time | {sum(map(_hours, chain)):.2f} h of training steps in all |"]
 
 
-def card(prior, dataset: str, configs: list[str], table: str, sample_notes: list[str], machine: str) -> str:
+def card(prior, name: str, dataset: str, configs: list[str], table: str, sample_notes: list[str],
+         machine: str) -> str:
     """The model card's Markdown: provenance, training facts, the denoising table and figures."""
     meta = prior.metadata
     source = load_meta(dataset)["training_source"]
     sde = prior.sde.to_dict()
     commands = "; ".join(f"`scorerecon train --config {c}`" for c in configs) or "`scorerecon train --config CONFIG`"
     whole = _whole(meta)
-    lines = [f"# Model card: `{meta.get('name', dataset)}` score prior", "",
-             f"Load it with `load_prior(\"{meta.get('name', dataset)}\")` or `--prior {meta.get('name', dataset)}`.", "",
+    lines = [f"# Model card: `{name}` score prior", "",
+             f"Load it with `load_prior(\"{name}\")` or `--prior {name}`.", "",
              "| | |", "|---|---|",
              f"| training data | Debian `{source.get('package')}`: {_files(source)} |",
              f"| data licence | {source.get('licence')} |",
@@ -214,6 +221,36 @@ def card(prior, dataset: str, configs: list[str], table: str, sample_notes: list
                   "![samples at the crop size](samples_crop.png)", ""]
     lines += ["How accurate the prior is at each noise level: `benchmarks/results/prior_noise_levels.md`.", "",
               f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
+    return "\n".join(lines)
+
+
+def experts_card(prior: NoiseLevelExperts, source: str, dataset: str, table: str, sample_note: str) -> str:
+    """The card of an experts prior: its members (each with its own card), the switch and the
+    measurements that chose it, then the same denoising table and samples as a single network's."""
+    path = shipped_path(source) if source in SHIPPED else Path(source)
+    body = json.loads(path.read_text())
+    chosen = body["selection"]
+    name = prior.metadata.get("name", path.stem)
+    members = [body["low"], body["high"]]
+    lines = [f"# Model card: `{name}` score prior (two experts by noise level)", "",
+             f"Load it with `load_prior(\"{name}\")` or `--prior {name}`: `scorerecon.priors.experts` evaluates",
+             f"`{members[0]}` at σ ≤ {prior.switch_sigma:.3g} and `{members[1]}` above (eDiff-I's expert "
+             "denoisers, Balaji et al. 2022), both trained by `scorerecon train` on the same data.", "",
+             "| | |", "|---|---|",
+             f"| low-noise expert | `{members[0]}` ([card](../{members[0]}/README.md)) |",
+             f"| high-noise expert | `{members[1]}` ([card](../{members[1]}/README.md)) |",
+             f"| switch σ | {prior.switch_sigma:.3g}: {chosen['rule']} |",
+             f"| chosen on | {chosen['slices']} evenly spaced slices of {chosen['dataset']} (never the evaluation "
+             f"slices), {len(chosen['sigmas'])} noise levels, seed {chosen['seed']} |",
+             f"| file | `{path.name}` (JSON; the members' weights are their own files) |",
+             f"| written by | `scorerecon experts --low {members[0]} --high {members[1]} --dataset {dataset} "
+             f"-o {path.name}` |", "",
+             "## The switch: one Tweedie step of each expert on the validation slices", "",
+             selection_table(chosen["sigmas"], chosen["low_mse"], chosen["high_mse"], prior.switch_sigma, members),
+             "", "## Denoising on held-out slices", "", table, "",
+             "## Unconditional samples", "", "Whole slices, at the size the prior reconstructs:", "",
+             sample_note, "", "![samples](samples.png)", "",
+             f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
     return "\n".join(lines)
 
 
@@ -243,12 +280,17 @@ def main() -> None:
     if args.log:
         plot_loss([Path(log) for log in args.log], out / "loss.png")
     notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png", held_out=images)]
+    if isinstance(prior, NoiseLevelExperts):
+        (out / "README.md").write_text(experts_card(prior, args.prior, args.dataset, table, notes[0]))
+        return
     if not _whole(prior.metadata):
         notes.append(sample_grid(prior, args.crop_samples, int(prior.metadata["crop"]), args, out / "samples_crop.png"))
     else:
         (out / "samples_crop.png").unlink(missing_ok=True)
     print("\n".join(notes))
-    (out / "README.md").write_text(card(prior, args.dataset, args.config, table, notes, args.hardware or hardware()))
+    name = args.prior if args.prior in SHIPPED else prior.metadata.get("name", args.dataset)
+    (out / "README.md").write_text(card(prior, name, args.dataset, args.config, table, notes,
+                                        args.hardware or hardware()))
 
 
 if __name__ == "__main__":

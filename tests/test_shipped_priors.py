@@ -7,10 +7,12 @@ import torch
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.data.samples import load_sample
 from scorerecon.evaluation.metrics import psnr
+from scorerecon.priors.experts import NoiseLevelExperts
 from scorerecon.priors.registry import load_prior, shipped_path
 
-CASES = [("head-ct", "ct", "ct-head-1"), ("brain-mri", "mri", "mri-brain-0"),
-         ("head-ct-v1", "ct", "ct-head-1"), ("brain-mri-v1", "mri", "mri-brain-0")]
+DEFAULTS = [("head-ct", "ct", "ct-head-1"), ("brain-mri", "mri", "mri-brain-0")]
+NETWORKS = [(name + suffix, modality, sample) for name, modality, sample in DEFAULTS for suffix in ("-edm", "-v1")]
+CASES = DEFAULTS + NETWORKS
 
 
 def _unit(sample: str, modality: str) -> np.ndarray:
@@ -18,13 +20,24 @@ def _unit(sample: str, modality: str) -> np.ndarray:
     return np.clip(hu_to_unit(array), 0, 1) if modality == "ct" else array
 
 
-@pytest.mark.parametrize("name, modality, sample", CASES)
-def test_shipped_prior_loads_by_name_and_records_its_training(name, modality, sample):
+@pytest.mark.parametrize("name, modality, sample", NETWORKS)
+def test_shipped_network_loads_by_name_and_records_its_training(name, modality, sample):
     prior = load_prior(name)
     assert shipped_path(name).stat().st_size < 25e6
     meta = prior.metadata
-    assert meta["name"] == name.removesuffix("-v1") and meta["modality"] == modality and meta["image_size"] == 256
+    assert meta["name"] == name.rsplit("-", 1)[0] and meta["modality"] == modality and meta["image_size"] == 256
     assert meta["steps"] >= 1000 and 1e6 <= meta["parameters"] <= 10e6
+
+
+@pytest.mark.parametrize("name, modality, sample", DEFAULTS)
+def test_default_prior_is_its_low_noise_and_high_noise_networks(name, modality, sample):
+    """The low-noise expert is the first release, the high-noise one the EDM prior; the switch
+    lies where the measured Tweedie errors cross (0.35 for CT, 1.57 for MRI when written)."""
+    prior = load_prior(name)
+    assert isinstance(prior, NoiseLevelExperts) and shipped_path(name).suffix == ".json"
+    assert prior.metadata["name"] == name and prior.metadata["modality"] == modality
+    assert prior.metadata["experts"] == {"low": f"{name}-v1", "high": f"{name}-edm"}
+    assert 0.1 < prior.switch_sigma < 5
 
 
 @pytest.mark.parametrize("name, modality, sample", CASES)
@@ -40,7 +53,7 @@ def test_shipped_prior_denoises_a_held_out_slice(name, modality, sample):
     assert after > before + 4, (before, after)
 
 
-@pytest.mark.parametrize("name, modality, sample", CASES[:2])
+@pytest.mark.parametrize("name, modality, sample", DEFAULTS + NETWORKS[::2])
 def test_shipped_prior_is_right_at_high_noise(name, modality, sample):
     """At σ = 80 nothing of the slice survives: a flat mean would leave the slice's own std, a prior
     that knows where a head lies less.  Measured 0.110 vs 0.185 (head-ct) and 0.277 vs 0.385

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Later layers (train, sample, tune, benchmark) register their parsers here.
 _EXTRA_COMMANDS: list = []
 
-from .priors.cli_commands import PRIOR_COMMANDS  # noqa: E402  (train, sample)
+from .priors.cli_commands import PRIOR_COMMANDS  # noqa: E402  (train, sample, experts)
 
 _EXTRA_COMMANDS.extend(PRIOR_COMMANDS)
 

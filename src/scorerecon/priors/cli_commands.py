@@ -1,4 +1,4 @@
-"""Command-line verbs of the priors layer: ``train`` and ``sample`` (registered in cli.py).
+"""Command-line verbs of the priors layer: ``train``, ``sample`` and ``experts`` (registered in cli.py).
 
 Only argparse is imported here; torch is imported when a command runs.
 """
@@ -52,4 +52,25 @@ def _run_sample(args) -> None:
     print(f"wrote {args.output}")
 
 
-PRIOR_COMMANDS = [add_train, add_sample]
+def add_experts(sub) -> None:
+    p = sub.add_parser("experts", help="combine two priors by noise level (one below a switch σ, one above), "
+                                       "the switch chosen on validation slices")
+    p.add_argument("--low", required=True, help="prior for σ ≤ the switch (name or file)")
+    p.add_argument("--high", required=True, help="prior for σ above the switch (name or file)")
+    p.add_argument("--dataset", required=True, help="prepared dataset whose val split chooses the switch")
+    p.add_argument("--slices", type=positive_int, default=8, help="validation slices (default 8)")
+    p.add_argument("--sigmas", type=positive_int, default=25,
+                   help="noise levels tried, log-spaced over the SDE's range (default 25)")
+    p.add_argument("-o", "--output", required=True, help="experts file to write (.json)")
+    p.set_defaults(handler=_run_experts)
+
+
+def _run_experts(args) -> None:
+    from .experts import build_experts_file
+    path, table = build_experts_file(args.low, args.high, args.dataset, args.output,
+                                     slices=args.slices, sigmas=args.sigmas)
+    print(table)
+    print(f"wrote {path}")
+
+
+PRIOR_COMMANDS = [add_train, add_sample, add_experts]

@@ -7,6 +7,7 @@ offers
 * ``score(x, t)``              x in the unit domain, shape (B, C, H, W); t a float or (B,);
 * ``denoise(x, t)``            Tweedie's formula E[x0 | x_t] = (x_t + β(t)² ∇ log p_t(x_t)) / α(t);
 * ``check_image_size(H, W)``   UserError when the prior cannot be applied to that size;
+* ``size_multiple``            (learned priors) image sides must be multiples of it;
 * ``metadata``                 modality, crop size, channels, training information.
 """
 
@@ -40,6 +41,11 @@ class ScorePrior(nn.Module):
     @property
     def channels(self) -> int:
         return self.network.config["channels"]
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: 2^(levels − 1) of the U-Net."""
+        return 2 ** (self.network.levels - 1)
 
     def check_image_size(self, height: int, width: int) -> None:
         """UserError unless the U-Net accepts H×W (divisible by 2^(levels−1))."""

@@ -1,7 +1,9 @@
 """Shipped priors by name, and ``load_prior(name_or_path)``.
 
-Names resolve to ``scorerecon/priors/weights/<name>.safetensors`` inside the installed package;
-anything else is taken as a path to a ``.safetensors`` prior file or a training ``checkpoint.pt``.
+Names resolve to ``scorerecon/priors/weights/<name>.json`` (an experts file,
+:mod:`scorerecon.priors.experts`) or ``<name>.safetensors`` inside the installed package; anything
+else is taken as a path to a ``.safetensors`` prior file, an experts ``.json`` file or a training
+``checkpoint.pt``.
 """
 
 from __future__ import annotations
@@ -11,37 +13,46 @@ from pathlib import Path
 
 from ..errors import UserError
 from .checkpoint import read_prior_file
+from .experts import NoiseLevelExperts, read_experts_file
 from .prior import ScorePrior
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = {
-    "head-ct": "CT head prior, unit HU window [-1000, 2000], trained with configs/head-ct.toml "
-               "(64² crops) then configs/head-ct-slices.toml (whole slices)",
-    "brain-mri": "T1 brain MRI magnitude prior, peak 1, trained with configs/brain-mri.toml "
-                 "(64² crops) then configs/brain-mri-slices.toml (whole slices)",
-    # The first release (noise prediction, 4,000 steps): more accurate at σ ≤ 1, so better for
-    # warm-started reconstruction; useless from pure noise (benchmarks/prior_noise_levels.py).
+    # The defaults: two trained networks split by noise level (priors.experts), the switch chosen on
+    # validation slices by `scorerecon experts` (docs/model_cards/NAME/).
+    "head-ct": "CT head prior, unit HU window [-1000, 2000]: head-ct-v1 at low noise, head-ct-edm at high noise",
+    "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-v1 at low noise, brain-mri-edm at high noise",
+    # EDM output scaling, trained with configs/NAME.toml (64² crops) then configs/NAME-slices.toml
+    # (whole slices): right at every noise level, knows the layout of a slice.
+    "head-ct-edm": "CT head prior (EDM), trained with configs/head-ct.toml then configs/head-ct-slices.toml",
+    "brain-mri-edm": "T1 brain MRI prior (EDM), trained with configs/brain-mri.toml then configs/brain-mri-slices.toml",
+    # The first release (noise prediction, 4,000 steps): more accurate at σ ≤ 0.3 (CT) / 1.3 (MRI),
+    # useless from pure noise (benchmarks/prior_noise_levels.py).
     "head-ct-v1": "first head-ct release: noise-prediction output, 4,000 steps (configs/head-ct.toml at 772290b)",
     "brain-mri-v1": "first brain-mri release: noise-prediction output, 4,000 steps (configs/brain-mri.toml at 772290b)",
 }
 
 
 def shipped_path(name: str) -> Path:
-    """Where the shipped prior ``name`` lives in the package."""
-    return WEIGHTS_DIR / f"{name}.safetensors"
+    """Where the shipped prior ``name`` lives in the package: its experts file where there is
+    one, else its weight file."""
+    experts = WEIGHTS_DIR / f"{name}.json"
+    return experts if experts.is_file() else WEIGHTS_DIR / f"{name}.safetensors"
 
 
-def load_prior(name_or_path: str | os.PathLike, device: str = "cpu") -> ScorePrior:
-    """Load a shipped prior by name (:data:`SHIPPED`) or a prior / checkpoint file by path."""
+def load_prior(name_or_path: str | os.PathLike, device: str = "cpu") -> ScorePrior | NoiseLevelExperts:
+    """Load a shipped prior by name (:data:`SHIPPED`) or a prior, experts or checkpoint file by path."""
     text = str(name_or_path)
     if text in SHIPPED:
         path = shipped_path(text)
         if not path.is_file():
-            raise UserError(f"prior {text!r} is not installed: train it with 'scorerecon train --config "
-                            f"configs/{text}.toml' and copy the exported file to {path}, or pass a file path")
+            raise UserError(f"prior {text!r} is not installed in {WEIGHTS_DIR}: reinstall scorerecon, "
+                            "or pass the path of a prior file")
     else:
         path = Path(text).expanduser()
         if not path.is_file():
             raise UserError(f"prior {text!r} is neither a shipped prior ({', '.join(SHIPPED)}) nor an "
                             "existing file: give a name or the path of a .safetensors prior")
+    if path.suffix == ".json":
+        return read_experts_file(path, device=device)
     return read_prior_file(path).to(device)

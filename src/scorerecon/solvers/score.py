@@ -95,10 +95,9 @@ def sampling_shape(prior, shape: tuple[int, int]) -> tuple[int, int]:
         prior.check_image_size(*shape)
         return tuple(shape)
     except UserError:
-        network = getattr(prior, "network", None)
-        if network is None:
+        factor = getattr(prior, "size_multiple", None)
+        if factor is None:
             raise
-        factor = 2 ** (network.levels - 1)
         padded = tuple(-(-int(s) // factor) * factor for s in shape)
         prior.check_image_size(*padded)
         return padded

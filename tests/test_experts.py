@@ -1,0 +1,113 @@
+"""Expert priors by noise level: routing, the switch rule, the Tweedie error, files and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scorerecon.cli import main
+from scorerecon.errors import UserError
+from scorerecon.priors.analytic import GaussianPrior
+from scorerecon.priors.config import resolve_config
+from scorerecon.priors.experts import NoiseLevelExperts, choose_switch, read_experts_file, tweedie_errors
+from scorerecon.priors.registry import load_prior
+from scorerecon.priors.sde import VESDE, VPSDE
+from scorerecon.priors.training import train
+
+SDE = VESDE(sigma_min=0.01, sigma_max=10.0)
+
+
+def _gaussian(mean: float, scale: float, sde=SDE) -> GaussianPrior:
+    return GaussianPrior(torch.full((4,), mean), scale * torch.eye(4), sde, image_shape=(1, 2, 2))
+
+
+def test_each_sample_gets_the_score_of_its_noise_levels_expert():
+    low, high = _gaussian(0.2, 0.1), _gaussian(0.7, 0.3)
+    experts = NoiseLevelExperts(low, high, switch_sigma=0.5)
+    x = torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    t = torch.tensor([SDE.time_of_noise(s) for s in (0.05, 0.4, 0.6, 5.0)])
+    expected = torch.cat([low.score(x[:2], t[:2]), high.score(x[2:], t[2:])])
+    assert torch.allclose(experts.score(x, t), expected)
+    assert torch.allclose(experts.denoise(x, t[1]), low.denoise(x, t[1]))
+    assert torch.allclose(experts.denoise(x, t[3]), high.denoise(x, t[3]))
+
+
+def test_experts_must_share_sde_and_channels():
+    with pytest.raises(UserError, match="share one SDE"):
+        NoiseLevelExperts(_gaussian(0.2, 0.1), _gaussian(0.2, 0.1, VPSDE()), 0.5)
+    with pytest.raises(UserError, match="positive"):
+        NoiseLevelExperts(_gaussian(0.2, 0.1), _gaussian(0.2, 0.1), 0.0)
+
+
+def test_tweedie_error_of_an_exact_gaussian_prior_is_its_posterior_variance():
+    """For x0 ~ N(m, λ I) and y = x0 + σ z, E|E[x0|y] − x0|² per pixel = λσ² / (λ + σ²)."""
+    prior, lam = _gaussian(0.5, 0.04), 0.04
+    images = prior.sample(4000, torch.Generator().manual_seed(0))[:, 0].numpy()
+    sigmas = [0.02, 0.2, 2.0]
+    measured = tweedie_errors(prior, images, sigmas, batch=1000)
+    exact = [lam * s ** 2 / (lam + s ** 2) for s in sigmas]
+    assert np.allclose(measured, exact, rtol=0.05)
+
+
+def test_switch_minimises_the_summed_log_error():
+    sigmas = [0.01, 0.1, 1.0, 10.0]
+    assert choose_switch(sigmas, [1, 2, 9, 9], [3, 3, 3, 3]) == pytest.approx(np.sqrt(0.1))
+    assert choose_switch(sigmas, [1, 1, 1, 1], [3, 3, 3, 3]) == 20.0  # low everywhere
+    assert choose_switch(sigmas, [5, 5, 5, 5], [3, 3, 3, 3]) == 0.005  # high everywhere
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A prepared 'brain-mri' dataset of 8² noise and two tiny priors trained on it."""
+    root = tmp_path_factory.mktemp("experts")
+    rng = np.random.default_rng(0)
+    data = root / "data" / "brain-mri"
+    data.mkdir(parents=True)
+    for split in ("train", "val"):
+        np.save(data / f"{split}.npy", rng.uniform(0, 1, (6, 8, 8)).astype(np.float32))
+    files = []
+    for seed in (0, 1):
+        cfg = resolve_config({"name": f"mini{seed}", "data": {"path": str(data / "train.npy"), "crop": 8,
+                                                               "image_size": 8},
+                              "network": {"nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attention_levels": []},
+                              "training": {"steps": 1, "batch_size": 2, "seed": seed},
+                              "output": {"dir": str(root / f"run{seed}")}})
+        files.append(str(train(cfg, progress=False)))
+    return root, files
+
+
+def test_experts_command_writes_a_file_that_loads_anywhere(tiny_data, monkeypatch, capsys):
+    root, (low, high) = tiny_data
+    monkeypatch.setenv("SCORERECON_DATA", str(root / "data"))
+    out = root / "out" / "mini.json"
+    out.parent.mkdir()
+    assert main(["experts", "--low", low, "--high", high, "--dataset", "brain-mri", "--sigmas", "5",
+                 "-o", str(out)]) == 0
+    assert "switch σ" in capsys.readouterr().out
+    body = json.loads(out.read_text())
+    assert body["low"] == "../run0/mini0.safetensors" and len(body["selection"]["low_mse"]) == 5
+    experts = load_prior(out)
+    assert isinstance(experts, NoiseLevelExperts) and experts.switch_sigma == body["switch_sigma"]
+    x = torch.rand(2, 1, 8, 8)
+    member = load_prior(low) if body["switch_sigma"] >= 0.01 else load_prior(high)
+    with torch.no_grad():
+        assert torch.allclose(experts.denoise(x, 1e-5), member.denoise(x, 1e-5))
+    assert experts.size_multiple == 2
+    assert main(["sample", "--prior", str(out), "-n", "2", "-o", str(root / "s.npy"), "--steps", "2"]) == 0
+
+
+def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):
+    _, (low, _) = tiny_data
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(UserError, match="not a readable scorerecon experts file"):
+        read_experts_file(broken)
+    nested = tmp_path / "nested.json"
+    nested.write_text(json.dumps({"format": "scorerecon-experts", "low": str(broken), "high": low,
+                                  "switch_sigma": 1.0}))
+    with pytest.raises(UserError, match="itself an experts file"):
+        load_prior(nested)
+    assert main(["experts", "--low", low, "--high", str(tmp_path / "none.safetensors"), "--dataset",
+                 "brain-mri", "-o", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
