@@ -113,12 +113,12 @@ def tweedie_errors(prior, images: np.ndarray, sigmas, seed: int = 0, batch: int 
 
 
 def choose_switch(sigmas, low_errors, high_errors) -> float:
-    """σ_switch minimising the summed error over the σ grid (log-spaced, so each decade counts
-    alike) when ``low`` serves σ ≤ σ_switch and ``high`` the rest; the switch lies halfway (in
-    log σ) between two grid points, or at the grid's ends."""
+    """σ_switch minimising the summed log MSE over the σ grid (log-spaced, so each decade counts
+    alike; the log makes the errors relative, so the large ones at high σ do not decide alone)
+    when ``low`` serves σ ≤ σ_switch and ``high`` the rest; the switch lies halfway (in log σ)
+    between two grid points, or beyond the grid's ends."""
     sigmas = np.asarray(sigmas, float)
     low, high = np.log(np.asarray(low_errors)), np.log(np.asarray(high_errors))
-    # relative errors (log MSE), so the large errors at high σ do not decide alone
     costs = [low[:k].sum() + high[k:].sum() for k in range(len(sigmas) + 1)]
     k = int(np.argmin(costs))
     if k == 0:
