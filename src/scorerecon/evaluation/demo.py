@@ -23,7 +23,7 @@ from .figures import save_panels
 
 DEMO_SAMPLE = "ct-head-0"
 DEMO_VIEWS, DEMO_FULL_VIEWS = 23, 180
-DEMO_PRIOR, DEMO_STEPS, DEMO_SAMPLES = "head-ct", 20, 2  # 32 s on 2 cores (README)
+DEMO_PRIOR, DEMO_STEPS, DEMO_SAMPLES = "head-ct", 20, 2  # 16 s on 2 cores (README)
 
 
 def demo_methods(steps: int = DEMO_STEPS, samples: int = DEMO_SAMPLES) -> list[tuple[str, dict]]:
