@@ -292,6 +292,21 @@ def test_tune_finds_settings_in_the_search_space_and_saves_a_preset(ct_files, ti
     assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == best and path.is_file()
 
 
+def test_tune_at_a_step_count_saves_it_with_the_settings(ct_files, tiny_prior, tmp_path, monkeypatch):
+    """A preset tuned at N steps makes reconstruct use N steps by default (the tuned setting)."""
+    best = {"eta": 0.5, "cg_iterations": 3, "gamma": 0.01, "start_sigma": 0.2}
+    monkeypatch.setattr(tuning, "score_settings", lambda *args: 0.5)  # the current settings' SSIM
+    monkeypatch.setattr(tuning, "tune", lambda *args, **kwargs: (dict(best), 0.9))
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
+    path = tuning.run_tune("ct-sparse-view", "fast", prior=tiny_prior, steps=3, cases_dir=str(cases),
+                           output=str(tmp_path / "presets"), log=lambda *_: None)
+    assert json.loads(path.read_text())["methods"]["fast"] == {**best, "steps": 3}
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    assert score.settings_for("fast", "ct-sparse-view", {"steps": None})["steps"] == 3
+
+
 def test_cli_tune_refuses_cases_of_another_task(ct_files, tiny_prior, tmp_path):
     code = main(["tune", "mri-single", "--cases", str(ct_files), "--prior", tiny_prior, "--trials", "1"])
     assert code == 2

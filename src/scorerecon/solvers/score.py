@@ -61,7 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dps": {"zeta": 1.0},
     # warm start at σ = 0.1 from the classical reconstruction (README): the CPU-trained priors
     # are most accurate at low noise; 0.1 was picked by hand (0.05 / 0.1 / 0.3 on the demo slice).
-    # Tuned presets override it (ct-sparse-view 0.028, mri-single 0.16); start_sigma = 0 starts cold
+    # Tuned presets (solvers/presets/) override it; start_sigma = 0 starts cold
     "fast": {"steps": 20, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
 }
 WARM_START_INIT_ITERATIONS = 10  # MRI: CG iterations of the least-squares initial image

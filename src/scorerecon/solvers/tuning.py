@@ -229,7 +229,8 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if value <= baseline:
         log(f"no trial beat the current settings ({value:.4f} <= {baseline:.4f}): preset unchanged")
         return None
-    path = save_preset(task, method, best, provenance, output)
+    settings = {**best, "steps": steps} if steps else best  # the preset reproduces the tuned run
+    path = save_preset(task, method, settings, provenance, output)
     log(f"best SSIM {value:.4f} with {best}: wrote {path}")
     return path
 
