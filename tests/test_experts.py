@@ -57,6 +57,13 @@ def test_switch_minimises_the_summed_log_error():
     assert choose_switch(sigmas, [5, 5, 5, 5], [3, 3, 3, 3]) == 0.005  # high everywhere
 
 
+def _tiny_config(name: str, data, out, **training) -> dict:
+    """One training step of a tiny U-Net on 8² images."""
+    return resolve_config({"name": name, "data": {"path": str(data), "crop": 8, "image_size": 8},
+                           "network": {"nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attention_levels": []},
+                           "training": {"steps": 1, "batch_size": 2, **training}, "output": {"dir": str(out)}})
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """A prepared 'brain-mri' dataset of 8² noise and two tiny priors trained on it."""
@@ -68,12 +75,8 @@ def tiny_data(tmp_path_factory):
         np.save(data / f"{split}.npy", rng.uniform(0, 1, (6, 8, 8)).astype(np.float32))
     files = []
     for seed in (0, 1):
-        cfg = resolve_config({"name": f"mini{seed}", "data": {"path": str(data / "train.npy"), "crop": 8,
-                                                               "image_size": 8},
-                              "network": {"nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attention_levels": []},
-                              "training": {"steps": 1, "batch_size": 2, "seed": seed},
-                              "output": {"dir": str(root / f"run{seed}")}})
-        files.append(str(train(cfg, progress=False)))
+        files.append(str(train(_tiny_config(f"mini{seed}", data / "train.npy", root / f"run{seed}", seed=seed),
+                               progress=False)))
     return root, files
 
 
@@ -111,3 +114,12 @@ def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):
     assert main(["experts", "--low", low, "--high", str(tmp_path / "none.safetensors"), "--dataset",
                  "brain-mri", "-o", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_training_cannot_start_from_an_experts_prior(tiny_data, tmp_path):
+    root, (low, high) = tiny_data
+    experts = tmp_path / "pair.json"
+    experts.write_text(json.dumps({"format": "scorerecon-experts", "low": low, "high": high, "switch_sigma": 1.0}))
+    cfg = _tiny_config("mini", root / "data" / "brain-mri" / "train.npy", tmp_path / "run", init=str(experts))
+    with pytest.raises(UserError, match="experts prior"):
+        train(cfg, progress=False)

@@ -26,7 +26,7 @@ SHIPPED = {
     # (whole slices): right at every noise level, knows the layout of a slice.
     "head-ct-edm": "CT head prior (EDM), trained with configs/head-ct.toml then configs/head-ct-slices.toml",
     "brain-mri-edm": "T1 brain MRI prior (EDM), trained with configs/brain-mri.toml then configs/brain-mri-slices.toml",
-    # The first release (noise prediction, 4,000 steps): more accurate at σ ≤ 0.3 (CT) / 1.3 (MRI),
+    # The first release (noise prediction, 4,000 steps): more accurate below the experts' switch,
     # useless from pure noise (benchmarks/prior_noise_levels.py).
     "head-ct-v1": "first head-ct release: noise-prediction output, 4,000 steps (configs/head-ct.toml at 772290b)",
     "brain-mri-v1": "first brain-mri release: noise-prediction output, 4,000 steps (configs/brain-mri.toml at 772290b)",

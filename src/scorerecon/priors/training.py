@@ -341,6 +341,9 @@ def start_from_prior(trainer: Trainer, source: str) -> None:
     """Load the weights of the prior ``source`` into the trainer's network and EMA (fine-tuning)."""
     from .registry import load_prior
     prior = load_prior(source)
+    if not isinstance(prior, ScorePrior):
+        raise UserError(f"[training] init {source!r} is an experts prior (two networks): name one of its "
+                        "networks instead, e.g. head-ct-edm or head-ct-v1")
     theirs, own = prior.describe(), trainer.describe()
     for table in ("network", "sde", "parameterization"):
         if theirs[table] != own[table]:
