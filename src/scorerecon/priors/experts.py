@@ -161,7 +161,7 @@ def read_experts_file(path: str | os.PathLike, device: str = "cpu") -> NoiseLeve
         if member_path.suffix == ".json":
             raise UserError(f"{path}: expert {member!r} is itself an experts file; "
                             "name single-network priors (.safetensors) as experts")
-        priors.append(load_prior(member if member in SHIPPED else member_path, device=device))
+        priors.append(load_prior(member_path, device=device))
     return NoiseLevelExperts(*priors, switch, body.get("metadata")).to(device)
 
 
