@@ -98,3 +98,12 @@ def test_time_of_noise_inverts_the_noise_level(sde, sigma):
     t = sde.time_of_noise(sigma)
     assert sde.eps <= t <= sde.T
     assert float(sde.beta(t) / sde.alpha(t)) == pytest.approx(sigma, rel=1e-4)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=["ve", "vp", "subvp"])
+def test_time_of_noise_is_elementwise_on_tensors(sde):
+    """A tensor of noise levels gives the times a float each would (coarse-scale priors use it)."""
+    sigmas = torch.tensor([0.05, 0.3, 2.0])
+    times = sde.time_of_noise(sigmas)
+    assert times.shape == sigmas.shape
+    assert times.tolist() == pytest.approx([sde.time_of_noise(float(s)) for s in sigmas], abs=1e-9)

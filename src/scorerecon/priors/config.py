@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 DEFAULTS = {
     "name": "prior",
     "data": {"dataset": "", "path": "", "modality": "ct", "intensity": "", "crop": 64, "flip": True,
-             "image_size": 256},
+             "image_size": 256, "downsample": 1},
     "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 50.0, "N": 1000, "eps": 1e-5},
     "parameterization": Parameterization().to_dict(),
     "network": {"channels": 1, "nf": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attention_levels": [3],
@@ -110,5 +110,8 @@ def _check_values(cfg: dict) -> None:
     if not 0.0 <= cfg["training"]["ema"] < 1.0:
         raise UserError(f"[training] ema must lie in [0, 1), got {cfg['training']['ema']}")
     Parameterization.from_dict(cfg["parameterization"])  # UserError for an unknown type or σ_d ≤ 0
+    downsample = cfg["data"]["downsample"]
+    if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
+        raise UserError(f"[data] downsample must be a whole number ≥ 1 (1 = full resolution), got {downsample!r}")
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")

@@ -84,14 +84,17 @@ class SDE:
         t = _as_tensor(t)
         return torch.log(self.beta(t) / self.alpha(t))
 
-    def time_of_noise(self, sigma: float) -> float:
-        """t with β(t)/α(t) = σ, by bisection on the increasing noise level (clamped to [eps, T])."""
-        lo, hi = self.eps, self.T
-        target = math.log(sigma)
+    def time_of_noise(self, sigma):
+        """t with β(t)/α(t) = σ, by bisection on the increasing noise level (clamped to [eps, T]);
+        a float for a float σ, elementwise (float64) for a tensor."""
+        target = torch.log(torch.as_tensor(sigma, dtype=torch.float64))
+        lo, hi = torch.full_like(target, self.eps), torch.full_like(target, self.T)
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if float(self.noise_level(mid)) < target else (lo, mid)
-        return 0.5 * (lo + hi)
+            below = self.noise_level(mid) < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        t = 0.5 * (lo + hi)
+        return t if isinstance(sigma, torch.Tensor) else float(t)
 
     def default_dt(self) -> float:
         """Step of the default grid of N steps from T down to eps."""

@@ -56,6 +56,8 @@ LOG_FIELDS = ("step", "loss", "lr", "images_per_s", "seconds")
 FROZEN_TABLES = ("data", "sde", "network", "parameterization")
 # what checkpoints written before a table existed meant by its absence
 LEGACY_TABLES = {"parameterization": LEGACY}
+# keys added to a frozen table later, with the value their absence meant
+LATER_DEFAULTS = {"data": {"downsample": 1}}
 FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last")
 
 
@@ -76,9 +78,22 @@ def load_training_images(cfg: dict) -> np.ndarray:
     if images.ndim != 4 or images.shape[1] != channels:
         raise UserError(f"training data {path} has shape {images.shape}: expected (N, H, W) images "
                         f"with {channels} channel(s)")
+    images = average_pool(np.asarray(images, dtype=np.float32), cfg["data"]["downsample"], str(path))
     if min(images.shape[-2:]) < crop:
         raise UserError(f"crop {crop} is larger than the training images {images.shape[-2:]}: lower [data] crop")
     return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def average_pool(images: np.ndarray, factor: int, source: str = "the images") -> np.ndarray:
+    """Means over factor × factor pixel blocks of (N, C, H, W) images (the ``[data] downsample``
+    of a coarse-scale prior, :class:`scorerecon.priors.prior.ScorePrior`)."""
+    if factor == 1:
+        return images
+    n, c, height, width = images.shape
+    if height % factor or width % factor:
+        raise UserError(f"{source}: images of {height}×{width} cannot be downsampled by {factor}: "
+                        "choose a [data] downsample that divides both sides")
+    return images.reshape(n, c, height // factor, factor, width // factor, factor).mean(axis=(3, 5))
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -215,7 +230,8 @@ class Trainer:
                     "dataset": data["dataset"] or str(dataset_path(self.cfg)), "steps": self.step,
                     "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
                     "training_seconds": round(self.elapsed, 1), "final_loss": final_loss,
-                    "bf16": self.opt["bf16"], "intensity": data["intensity"], "init": self.opt["init"]}
+                    "bf16": self.opt["bf16"], "intensity": data["intensity"], "init": self.opt["init"],
+                    "downsample": data["downsample"]}
         return ScorePrior(self.ema, self.sde, metadata, self.parameterization).describe()
 
     def state_dict(self) -> dict:
@@ -256,10 +272,18 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def _with_later_defaults(table: str, saved):
+    """A checkpoint's config table with keys added to the defaults since it was written filled in
+    (``[data] downsample``): a key absent then meant what its default means now."""
+    if table not in LATER_DEFAULTS or not isinstance(saved, dict):
+        return saved
+    return {**LATER_DEFAULTS[table], **saved}
+
+
 def check_resumable(cfg: dict, saved: dict) -> None:
     """UserError when the config differs from the checkpoint's in anything but the run length."""
     for table in FROZEN_TABLES:
-        if cfg[table] != saved.get(table, LEGACY_TABLES.get(table)):
+        if cfg[table] != _with_later_defaults(table, saved.get(table, LEGACY_TABLES.get(table))):
             raise UserError(f"the config's [{table}] differs from the checkpoint's: resume with the original "
                             "config or train into a new output folder")
     for key in FROZEN_TRAINING:
