@@ -9,8 +9,9 @@ best of a grid of weights (an oracle choice, which favours the baseline).
     python benchmarks/prior_cards.py --prior runs/head-ct/head-ct.safetensors --dataset head-ct \
         --log runs/head-ct/log.csv --config configs/head-ct.toml --out docs/model_cards/head-ct
 
-An experts prior (``scorerecon experts``, e.g. the shipped ``head-ct``) gets a card naming its two
-members, the switch and the measurements that chose it, with the same denoising table and samples.
+An experts prior (``scorerecon experts``, e.g. the shipped ``head-ct``) gets a card naming its
+members, their noise ranges and the measurements that chose each switch, with the same denoising
+table and samples.
 
 writes ``denoising.md``, ``loss.png``, ``samples.png`` (whole slices), ``samples_crop.png`` (at
 the training crop size, when it is smaller) and the card ``README.md`` (data and its licence,
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import shlex
@@ -39,7 +39,7 @@ from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
 from scorerecon.priors import load_prior, sample
-from scorerecon.priors.experts import NoiseLevelExperts, selection_table
+from scorerecon.priors.experts import NoiseLevelExperts, read_experts_body, selection_table
 from scorerecon.priors.registry import SHIPPED, shipped_path
 from scorerecon.priors.sampling import write_samples
 
@@ -225,32 +225,35 @@ def card(prior, name: str, dataset: str, configs: list[str], table: str, sample_
 
 
 def experts_card(prior: NoiseLevelExperts, source: str, dataset: str, table: str, sample_note: str) -> str:
-    """The card of an experts prior: its members (each with its own card), the switch and the
-    measurements that chose it, then the same denoising table and samples as a single network's."""
+    """The card of an experts prior: its members (each with its own card) and their noise ranges,
+    the measurements that chose each switch, then the same denoising table and samples as a
+    single network's."""
     path = shipped_path(source) if source in SHIPPED else Path(source)
-    body = json.loads(path.read_text())
-    chosen = body["selection"]
+    body = read_experts_body(path)
     name = prior.metadata.get("name", path.stem)
-    members = [body["low"], body["high"]]
-    lines = [f"# Model card: `{name}` score prior (two experts by noise level)", "",
-             f"Load it with `load_prior(\"{name}\")` or `--prior {name}`: `scorerecon.priors.experts` evaluates",
-             f"`{members[0]}` at σ ≤ {prior.switch_sigma:.3g} and `{members[1]}` above (eDiff-I's expert "
-             "denoisers, Balaji et al. 2022), both trained by `scorerecon train` on the same data.", "",
-             "| | |", "|---|---|",
-             f"| low-noise expert | `{members[0]}` ([card](../{members[0]}/README.md)) |",
-             f"| high-noise expert | `{members[1]}` ([card](../{members[1]}/README.md)) |",
-             f"| switch σ | {prior.switch_sigma:.3g}: {chosen['rule']} |",
-             f"| chosen on | {chosen['slices']} evenly spaced slices of {chosen['dataset']} (never the evaluation "
-             f"slices), {len(chosen['sigmas'])} noise levels, seed {chosen['seed']} |",
-             f"| file | `{path.name}` (JSON; the members' weights are their own files) |",
-             f"| written by | `scorerecon experts --low {members[0]} --high {members[1]} --dataset {dataset} "
-             f"-o {path.name}` |", "",
-             "## The switch: one Tweedie step of each expert on the validation slices", "",
-             selection_table(chosen["sigmas"], chosen["low_mse"], chosen["high_mse"], prior.switch_sigma, members),
-             "", "## Denoising on held-out slices", "", table, "",
-             "## Unconditional samples", "", "Whole slices, at the size the prior reconstructs:", "",
-             sample_note, "", "![samples](samples.png)", "",
-             f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
+    members, switches = body["members"], body["switch_sigmas"]
+    bounds = ["0", *(f"{s:.3g}" for s in switches), "∞"]
+    lines = [f"# Model card: `{name}` score prior ({len(members)} experts by noise level)", "",
+             f"Load it with `load_prior(\"{name}\")` or `--prior {name}`: `scorerecon.priors.experts` evaluates "
+             "each member on its own range of σ (eDiff-I's expert denoisers, Balaji et al. 2022), all trained "
+             "by `scorerecon train` on the same data.", "",
+             "| expert | σ range | card |", "|---|---|---|"]
+    lines += [f"| `{m}` | {bounds[i]} < σ ≤ {bounds[i + 1]} | [card](../{m}/README.md) |" for i, m in enumerate(members)]
+    lines += ["", f"File `{path.name}` (JSON; the members' weights are their own files).", ""]
+    for switch, chosen in zip(switches, body["selections"]):
+        if not chosen:
+            continue
+        lines += [f"## The switch at σ = {switch:.3g}: one Tweedie step of each side on the validation slices", "",
+                  f"{chosen['rule']}; {chosen['slices']} evenly spaced slices of {chosen['dataset']} (never the "
+                  f"evaluation slices), {len(chosen['sigmas'])} noise levels, seed {chosen['seed']}.  Written by "
+                  f"`scorerecon experts --low {chosen['low']} --high {chosen['high']} --dataset {dataset} "
+                  f"-o {path.name}`.", "",
+                  selection_table(chosen["sigmas"], chosen["low_mse"], chosen["high_mse"], switch,
+                                  [chosen["low"], chosen["high"]]), ""]
+    lines += ["## Denoising on held-out slices", "", table, "",
+              "## Unconditional samples", "", "Whole slices, at the size the prior reconstructs:", "",
+              sample_note, "", "![samples](samples.png)", "",
+              f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
     return "\n".join(lines)
 
 

@@ -74,14 +74,14 @@ def tiny_data(tmp_path_factory):
     for split in ("train", "val"):
         np.save(data / f"{split}.npy", rng.uniform(0, 1, (6, 8, 8)).astype(np.float32))
     files = []
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         files.append(str(train(_tiny_config(f"mini{seed}", data / "train.npy", root / f"run{seed}", seed=seed),
                                progress=False)))
     return root, files
 
 
 def test_experts_command_writes_a_file_that_loads_anywhere(tiny_data, monkeypatch, capsys):
-    root, (low, high) = tiny_data
+    root, (low, high, _) = tiny_data
     monkeypatch.setenv("SCORERECON_DATA", str(root / "data"))
     out = root / "out" / "mini.json"
     out.parent.mkdir()
@@ -89,19 +89,51 @@ def test_experts_command_writes_a_file_that_loads_anywhere(tiny_data, monkeypatc
                  "-o", str(out)]) == 0
     assert "switch σ" in capsys.readouterr().out
     body = json.loads(out.read_text())
-    assert body["low"] == "../run0/mini0.safetensors" and len(body["selection"]["low_mse"]) == 5
+    assert body["members"] == ["../run0/mini0.safetensors", "../run1/mini1.safetensors"]
+    assert len(body["selections"][0]["low_mse"]) == 5
     experts = load_prior(out)
-    assert isinstance(experts, NoiseLevelExperts) and experts.switch_sigma == body["switch_sigma"]
+    assert isinstance(experts, NoiseLevelExperts) and experts.switch_sigmas == body["switch_sigmas"]
     x = torch.rand(2, 1, 8, 8)
-    member = load_prior(low) if body["switch_sigma"] >= 0.01 else load_prior(high)
+    member = load_prior(low) if body["switch_sigmas"][0] >= 0.01 else load_prior(high)
     with torch.no_grad():
         assert torch.allclose(experts.denoise(x, 1e-5), member.denoise(x, 1e-5))
     assert experts.size_multiple == 2
     assert main(["sample", "--prior", str(out), "-n", "2", "-o", str(root / "s.npy"), "--steps", "2"]) == 0
 
 
+def test_an_experts_prior_as_low_is_extended_by_a_third_network(tiny_data, monkeypatch):
+    """`scorerecon experts --low PAIR.json --high THIRD` writes a chain of three whose new switch
+    lies above the pair's; a version-1 file (one switch) still loads."""
+    root, (low, high, third) = tiny_data
+    monkeypatch.setenv("SCORERECON_DATA", str(root / "data"))
+    pair, chain = root / "chain" / "pair.json", root / "chain" / "deeper" / "three.json"
+    chain.parent.mkdir(parents=True)
+    pair.write_text(json.dumps({"format": "scorerecon-experts", "version": "1", "low": low, "high": high,
+                                "switch_sigma": 0.05}))
+    assert main(["experts", "--low", str(pair), "--high", third, "--dataset", "brain-mri", "--sigmas", "4",
+                 "-o", str(chain)]) == 0
+    body = json.loads(chain.read_text())
+    assert body["members"] == ["../../run0/mini0.safetensors", "../../run1/mini1.safetensors",
+                               "../../run2/mini2.safetensors"]
+    assert body["switch_sigmas"][0] == 0.05 < body["switch_sigmas"][1]
+    assert body["selections"][0] == {}   # the pair's file recorded no measurement
+    assert min(body["selections"][1]["sigmas"]) > 0.05 and body["selections"][1]["low"] == "../pair.json"
+    experts = load_prior(chain)
+    assert [m.metadata["name"] for m in experts.members] == ["mini0", "mini1", "mini2"]
+    x = torch.rand(3, 1, 8, 8)
+    sigmas = [0.02, np.sqrt(0.05 * body["switch_sigmas"][1]), 2 * body["switch_sigmas"][1]]
+    t = torch.tensor([experts.sde.time_of_noise(s) for s in sigmas])
+    with torch.no_grad():
+        expected = torch.cat([m.denoise(x[i:i + 1], t[i:i + 1]) for i, m in enumerate(experts.members)])
+        assert torch.allclose(experts.denoise(x, t), expected)
+    with pytest.raises(UserError, match="must lie above"):
+        NoiseLevelExperts(experts, experts.members[0], 0.01)
+    with pytest.raises(UserError, match="single-network"):
+        NoiseLevelExperts(experts.members[0], experts, 100.0)
+
+
 def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):
-    _, (low, _) = tiny_data
+    _, (low, *_) = tiny_data
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(UserError, match="not a readable scorerecon experts file"):
@@ -117,7 +149,7 @@ def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):
 
 
 def test_training_cannot_start_from_an_experts_prior(tiny_data, tmp_path):
-    root, (low, high) = tiny_data
+    root, (low, high, _) = tiny_data
     experts = tmp_path / "pair.json"
     experts.write_text(json.dumps({"format": "scorerecon-experts", "low": low, "high": high, "switch_sigma": 1.0}))
     cfg = _tiny_config("mini", root / "data" / "brain-mri" / "train.npy", tmp_path / "run", init=str(experts))

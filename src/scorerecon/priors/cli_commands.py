@@ -55,7 +55,8 @@ def _run_sample(args) -> None:
 def add_experts(sub) -> None:
     p = sub.add_parser("experts", help="combine two priors by noise level (one below a switch σ, one above), "
                                        "the switch chosen on validation slices")
-    p.add_argument("--low", required=True, help="prior for σ ≤ the switch (name or file)")
+    p.add_argument("--low", required=True, help="prior for σ ≤ the switch (name or file); an experts prior "
+                                                "here is extended by --high above its top switch")
     p.add_argument("--high", required=True, help="prior for σ above the switch (name or file)")
     p.add_argument("--dataset", required=True, help="prepared dataset whose val split chooses the switch")
     p.add_argument("--slices", type=positive_int, default=8, help="validation slices (default 8)")

@@ -1,21 +1,25 @@
-"""Expert denoisers by noise level: one prior made of two trained networks.
+"""Expert denoisers by noise level: one prior made of several trained networks.
 
 A small network cannot be the most accurate at every noise level at once (measured by
 ``benchmarks/prior_noise_levels.py``): the shipped ``-v1`` networks denoise best at σ ≤ 0.1 and
 fail from pure noise, the EDM networks know the global layout at high σ but are less precise at
-low σ.  Balaji et al. 2022 (eDiff-I, section 4) split the noise range between expert denoisers;
+low σ, and a coarse-scale network (:mod:`.prior`, ``downsample``) sees a whole slice at high σ.
+Balaji et al. 2022 (eDiff-I, section 4) split the noise range between expert denoisers;
 :class:`NoiseLevelExperts` does the same with two experts and one switch:
 
     s(x, t) = s_low(x, t)  if σ(t) ≤ σ_switch,   s_high(x, t) otherwise,
 
-with σ(t) = β(t) / α(t) of the shared SDE.  :func:`choose_switch` picks σ_switch from measured
-Tweedie errors of both experts on held-out images, and an experts file (JSON, written by
-``scorerecon experts``) stores the choice with the members' names and the measurements::
+with σ(t) = β(t) / α(t) of the shared SDE.  ``low`` may itself be an experts prior whose switches
+lie below σ_switch, so a chain of N networks covers the noise range in N pieces.
+:func:`choose_switch` picks each σ_switch from measured Tweedie errors on held-out images, and an
+experts file (JSON, written by ``scorerecon experts``) stores the chain, lowest noise first, with
+the measurements that chose each switch::
 
-    {"format": "scorerecon-experts", "version": "1", "low": NAME_OR_PATH, "high": NAME_OR_PATH,
-     "switch_sigma": σ_switch, "metadata": {...}, "selection": {...}}
+    {"format": "scorerecon-experts", "version": "2", "members": [NAME_OR_PATH, ...],
+     "switch_sigmas": [σ_1, ...], "metadata": {...}, "selections": [{...}, ...]}
 
-Member paths are relative to the experts file; names are shipped priors.
+Member paths are relative to the experts file; names are shipped priors.  Version 1 files (one
+switch: "low", "high", "switch_sigma", "selection") are read as chains of two.
 """
 
 from __future__ import annotations
@@ -34,17 +38,22 @@ from ..errors import UserError
 from .prior import per_sample_time
 
 FORMAT = "scorerecon-experts"
-VERSION = "1"
+VERSION = "2"
 SHARED_METADATA = ("modality", "image_size", "channels", "dataset", "intensity")  # training details stay with the members
 
 
 class NoiseLevelExperts(nn.Module):
-    """The score of ``low`` at σ(t) ≤ ``switch_sigma`` and of ``high`` above it (same SDE)."""
+    """The score of ``low`` at σ(t) ≤ ``switch_sigma`` and of ``high`` above it (same SDE);
+    ``low`` may be an experts prior whose switches lie below ``switch_sigma``."""
 
     def __init__(self, low, high, switch_sigma: float, metadata: dict | None = None):
         super().__init__()
-        if isinstance(low, NoiseLevelExperts) or isinstance(high, NoiseLevelExperts):
-            raise UserError("an expert must be a single-network prior, not another experts prior")
+        if isinstance(high, NoiseLevelExperts):
+            raise UserError("the high-noise expert must be a single-network prior: to chain experts, "
+                            "give the experts prior as the low one")
+        if isinstance(low, NoiseLevelExperts) and not low.switch_sigmas[-1] < switch_sigma:
+            raise UserError(f"the switch σ {switch_sigma:.3g} must lie above the low experts' switches "
+                            f"({', '.join(f'{s:.3g}' for s in low.switch_sigmas)})")
         if low.sde.to_dict() != high.sde.to_dict():
             raise UserError("expert priors must share one SDE (found "
                             f"{low.sde.to_dict()} and {high.sde.to_dict()}): combine priors trained alike")
@@ -58,6 +67,16 @@ class NoiseLevelExperts(nn.Module):
         self.switch_sigma = float(switch_sigma)
         self.metadata = dict(metadata) if metadata else \
             {key: high.metadata[key] for key in SHARED_METADATA if key in high.metadata}
+
+    @property
+    def members(self) -> list:
+        """The single-network experts, lowest noise first."""
+        return (self.low.members if isinstance(self.low, NoiseLevelExperts) else [self.low]) + [self.high]
+
+    @property
+    def switch_sigmas(self) -> list[float]:
+        """The switches between consecutive members, increasing."""
+        return (self.low.switch_sigmas if isinstance(self.low, NoiseLevelExperts) else []) + [self.switch_sigma]
 
     @property
     def size_multiple(self) -> int:
@@ -112,29 +131,33 @@ def tweedie_errors(prior, images: np.ndarray, sigmas, seed: int = 0, batch: int 
     return errors
 
 
-def choose_switch(sigmas, low_errors, high_errors) -> float:
+def choose_switch(sigmas, low_errors, high_errors, floor: float = 0.0) -> float:
     """σ_switch minimising the summed log MSE over the σ grid (log-spaced, so each decade counts
     alike; the log makes the errors relative, so the large ones at high σ do not decide alone)
     when ``low`` serves σ ≤ σ_switch and ``high`` the rest; the switch lies halfway (in log σ)
-    between two grid points, or beyond the grid's ends."""
+    between two grid points, or beyond the grid's ends (above ``floor``, the top switch of a
+    ``low`` experts prior, where the grid starts)."""
     sigmas = np.asarray(sigmas, float)
     low, high = np.log(np.asarray(low_errors)), np.log(np.asarray(high_errors))
     costs = [low[:k].sum() + high[k:].sum() for k in range(len(sigmas) + 1)]
     k = int(np.argmin(costs))
     if k == 0:
-        return float(sigmas[0] / 2)
+        return float(np.sqrt(floor * sigmas[0]) if floor else sigmas[0] / 2)
     if k == len(sigmas):
         return float(sigmas[-1] * 2)
     return float(np.sqrt(sigmas[k - 1] * sigmas[k]))
 
 
 # ----------------------------------------------------------------------- files
-def write_experts_file(path: str | os.PathLike, low: str, high: str, switch_sigma: float,
-                       metadata: dict | None = None, selection: dict | None = None) -> Path:
-    """Write an experts file (atomically)."""
-    body = {"format": FORMAT, "version": VERSION, "low": str(low), "high": str(high),
-            "switch_sigma": float(switch_sigma), "metadata": dict(metadata or {}),
-            "selection": dict(selection or {})}
+def write_experts_file(path: str | os.PathLike, members: list[str], switch_sigmas: list[float],
+                       metadata: dict | None = None, selections: list[dict] | None = None) -> Path:
+    """Write an experts file (atomically): ``members`` lowest noise first, one switch between each
+    pair, and the measurement that chose each switch."""
+    if len(switch_sigmas) != len(members) - 1 or list(switch_sigmas) != sorted(switch_sigmas):
+        raise UserError(f"{len(members)} experts need {len(members) - 1} increasing switches, got {switch_sigmas}")
+    body = {"format": FORMAT, "version": VERSION, "members": [str(m) for m in members],
+            "switch_sigmas": [float(s) for s in switch_sigmas], "metadata": dict(metadata or {}),
+            "selections": list(selections or [])}
     path = Path(path)
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(body, indent=2) + "\n")
@@ -142,56 +165,101 @@ def write_experts_file(path: str | os.PathLike, low: str, high: str, switch_sigm
     return path
 
 
-def read_experts_file(path: str | os.PathLike, device: str = "cpu") -> NoiseLevelExperts:
-    """Load an experts file and its two member priors (names, or paths relative to the file)."""
-    from .registry import SHIPPED, load_prior, shipped_path
+def read_experts_body(path: str | os.PathLike) -> dict:
+    """The JSON of an experts file as version 2 (members, switch_sigmas, metadata, selections)."""
     path = Path(path)
     try:
         body = json.loads(path.read_text())
         if body.get("format") != FORMAT:
             raise ValueError("missing scorerecon-experts header")
-        members = [body["low"], body["high"]]
-        switch = float(body["switch_sigma"])
+        if "members" not in body:   # version 1: one switch
+            body = {**body, "members": [body["low"], body["high"]], "switch_sigmas": [body["switch_sigma"]],
+                    "selections": [body.get("selection") or {}]}
+        members, switches = [str(m) for m in body["members"]], [float(s) for s in body["switch_sigmas"]]
+        if len(members) < 2 or len(switches) != len(members) - 1:
+            raise ValueError(f"{len(members)} members need {len(members) - 1} switches, found {len(switches)}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a readable scorerecon experts file ({err}): "
                         "rewrite it with 'scorerecon experts'") from None
+    selections = list(body.get("selections") or [])
+    selections += [{}] * (len(switches) - len(selections))   # one per switch, {} where none was recorded
+    return {"members": members, "switch_sigmas": switches, "metadata": body.get("metadata") or {},
+            "selections": selections}
+
+
+def member_path(member: str, experts_file: Path) -> Path:
+    """Where a member named in ``experts_file`` lives: a shipped name's file, else a path relative
+    to the experts file."""
+    from .registry import SHIPPED, shipped_path
+    return shipped_path(member) if member in SHIPPED else Path(experts_file).parent / member
+
+
+def read_experts_file(path: str | os.PathLike, device: str = "cpu") -> NoiseLevelExperts:
+    """Load an experts file and its member priors (names, or paths relative to the file)."""
+    from .registry import load_prior
+    path = Path(path)
+    body = read_experts_body(path)
     priors = []
-    for member in members:
-        member_path = shipped_path(member) if member in SHIPPED else path.parent / member
-        if member_path.suffix == ".json":
-            raise UserError(f"{path}: expert {member!r} is itself an experts file; "
-                            "name single-network priors (.safetensors) as experts")
-        priors.append(load_prior(member_path, device=device))
-    return NoiseLevelExperts(*priors, switch, body.get("metadata")).to(device)
+    for member in body["members"]:
+        location = member_path(member, path)
+        if location.suffix == ".json":
+            raise UserError(f"{path}: expert {member!r} is itself an experts file; list its members "
+                            "instead (scorerecon experts --low THAT_FILE extends a chain)")
+        priors.append(load_prior(location, device=device))
+    experts = priors[0]
+    for prior, switch in zip(priors[1:], body["switch_sigmas"]):
+        experts = NoiseLevelExperts(experts, prior, switch)
+    experts.metadata = dict(body["metadata"]) or experts.metadata
+    return experts.to(device)
+
+
+def _chain_of(name: str) -> tuple[list[Path | str], list[float], list[dict]]:
+    """Members (shipped names or absolute paths), switches and selections of the prior ``name``:
+    a chain of one for a single network."""
+    from .registry import SHIPPED, shipped_path
+    path = shipped_path(name) if name in SHIPPED else Path(name).expanduser()
+    if path.suffix != ".json":
+        return [name if name in SHIPPED else path.resolve()], [], []
+    body = read_experts_body(path)
+    members = [m if m in SHIPPED else member_path(m, path).resolve() for m in body["members"]]
+    return members, body["switch_sigmas"], body["selections"]
 
 
 def build_experts_file(low: str, high: str, dataset: str, output: str | os.PathLike, *, slices: int = 8,
                        sigmas: int = 25, seed: int = 0) -> tuple[Path, str]:
     """The ``scorerecon experts`` command: measure both priors' Tweedie errors on ``slices``
     evenly spaced validation slices of ``dataset`` at ``sigmas`` log-spaced noise levels over the
-    SDE's range, choose the switch (:func:`choose_switch`) and write the experts file; returns its
-    path and a Markdown table of the measurements."""
+    SDE's range (above the top switch when ``low`` is an experts prior, whose chain it extends),
+    choose the switch (:func:`choose_switch`) and write the experts file; returns its path and a
+    Markdown table of the measurements."""
     from ..data.datasets import load_split
     from .registry import SHIPPED, load_prior
     low_prior, high_prior = load_prior(low), load_prior(high)
-    NoiseLevelExperts(low_prior, high_prior, 1.0)  # same SDE and channels, or one clear error
+    members, switches, selections = _chain_of(low)
+    floor = switches[-1] if switches else 0.0
+    any_switch_above = 2 * floor if floor else 1.0
+    NoiseLevelExperts(low_prior, high_prior, any_switch_above)  # same SDE, channels, kinds, or one clear error
     val = load_split(dataset, "val")
     images = val[np.linspace(0, len(val) - 1, min(slices, len(val))).round().astype(int)]
     sde = high_prior.sde
-    grid = np.geomspace(float(sde.noise_level(sde.eps).exp()), float(sde.noise_level(sde.T).exp()), sigmas)
+    grid = np.geomspace(max(float(sde.noise_level(sde.eps).exp()), floor * 1.05),
+                        float(sde.noise_level(sde.T).exp()), sigmas)
     low_mse = tweedie_errors(low_prior, images, grid, seed)
     high_mse = tweedie_errors(high_prior, images, grid, seed)
-    switch = choose_switch(grid, low_mse, high_mse)
+    switch = choose_switch(grid, low_mse, high_mse, floor)
     output = Path(output)
-    members = [m if m in SHIPPED else os.path.relpath(Path(m).resolve(), output.resolve().parent)
-               for m in (low, high)]
+
+    def reference(member) -> str:
+        return member if member in SHIPPED else os.path.relpath(Path(member).resolve(), output.resolve().parent)
+
+    members = [reference(m) for m in members] + [reference(high)]
     selection = {"dataset": f"{dataset} val", "slices": len(images), "seed": seed, "sigmas": grid.tolist(),
-                 "low_mse": low_mse, "high_mse": high_mse,
+                 "low": reference(low), "high": members[-1], "low_mse": low_mse, "high_mse": high_mse,
                  "rule": "switch minimising the summed log MSE over the σ grid (choose_switch)"}
     shared = {key: high_prior.metadata[key] for key in SHARED_METADATA if key in high_prior.metadata}
-    metadata = {"name": output.stem, **shared, "experts": {"low": members[0], "high": members[1]}}
-    path = write_experts_file(output, *members, switch, metadata, selection)
-    return path, selection_table(grid, low_mse, high_mse, switch, members)
+    metadata = {"name": output.stem, **shared, "experts": members}
+    path = write_experts_file(output, members, [*switches, switch], metadata, [*selections, selection])
+    return path, selection_table(grid, low_mse, high_mse, switch, [selection["low"], selection["high"]])
 
 
 def selection_table(grid, low_mse, high_mse, switch: float, members) -> str:
