@@ -161,12 +161,14 @@ def stages(prior) -> list[dict]:
 
 
 def _whole(meta: dict) -> bool:
-    """Whether the prior was trained on whole slices (crop = the size it is applied to)."""
-    return int(meta.get("crop", 0)) >= int(meta.get("image_size", 0))
+    """Whether the prior was trained on whole slices (crop × block size = the size it is applied to)."""
+    return int(meta.get("crop", 0)) * int(meta.get("downsample", 1)) >= int(meta.get("image_size", 0))
 
 
 def _crops(meta: dict) -> str:
-    size = meta.get("image_size")
+    size, f = meta.get("image_size"), int(meta.get("downsample", 1))
+    if f > 1:
+        return f"{meta.get('crop')}² means of {f} × {f} pixel blocks of {size}² slices"
     return f"whole {size}² slices" if _whole(meta) else f"{meta.get('crop')}² crops of {size}² slices"
 
 

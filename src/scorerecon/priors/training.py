@@ -11,7 +11,9 @@ has unit variance at every σ; for ``noise`` it is Song's E ‖β s_θ(x_t, t) +
 minimised with Adam (linear warm-up), gradient-norm clipping and an exponential moving average
 of the weights, its decay warmed up as min(ema, (1 + k) / (10 + k)) (the EMA is what gets
 exported).  Batches are random crops (and optional left-right flips) of the prepared dataset,
-an ``.npy`` array (N, H, W) of float32 images in [0, 1].
+an ``.npy`` array (N, H, W) of float32 images in [0, 1]; with ``[data] downsample = f`` the
+images are first averaged over f × f pixel blocks, which trains a coarse-scale prior (applied
+to full-size images through the same block means, :mod:`.prior`).
 
 Reproducibility and resuming.  Everything random in step k (which images, crop offsets, flips,
 t and z of the whole *global* batch) comes from a generator seeded by (seed, k), and every rank
