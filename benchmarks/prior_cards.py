@@ -150,9 +150,10 @@ def sample_grid(prior, n: int, size: int, args, path: Path, held_out: np.ndarray
 
 def stages(prior) -> list[dict]:
     """The metadata of the prior's training stages, first to last (following ``init`` while its
-    file is here: the card of a stage-2 prior needs stage 1's export)."""
+    file is here: the card of a stage-2 prior needs stage 1's export; a shipped prior as ``init``
+    ends the chain, its own card lists its stages)."""
     chain = [prior.metadata]
-    while chain[0].get("init"):
+    while chain[0].get("init") and chain[0]["init"] not in SHIPPED:
         try:
             chain.insert(0, load_prior(chain[0]["init"]).metadata)
         except UserError as err:
@@ -180,9 +181,10 @@ def _stage_rows(chain: list[dict]) -> list[str]:
     """Crop, steps and wall time per stage (one stage: its own rows), and their totals."""
     if len(chain) == 1:
         m = chain[0]
+        start = f", starting from `{m['init']}` ([card](../{m['init']}/README.md))" if m.get("init") else ""
         return [f"| crop / image size | {_crops(m)} |",
                 f"| steps / images seen | {m.get('steps')} / {m.get('images_seen')} |",
-                f"| wall time | {_hours(m):.2f} h of training steps |"]
+                f"| wall time | {_hours(m):.2f} h of training steps{start} |"]
     rows = [f"| stage {k}: {_crops(m)} | {m.get('steps')} steps, {m.get('images_seen')} images, {_hours(m):.2f} h"
             + (f", from `{m['init']}`" if m.get("init") else "") + " |" for k, m in enumerate(chain, 1)]
     return rows + [f"| wall time | {sum(map(_hours, chain)):.2f} h of training steps in all |"]

@@ -12,7 +12,9 @@ from scorerecon.priors.registry import load_prior, shipped_path
 
 DEFAULTS = [("head-ct", "ct", "ct-head-1"), ("brain-mri", "mri", "mri-brain-0")]
 NETWORKS = [(name + suffix, modality, sample) for name, modality, sample in DEFAULTS for suffix in ("-edm", "-v1")]
+COARSE = [("brain-mri-coarse", "mri", "mri-brain-0")]   # 4 × 4 block means: blurs detail, so not in CASES
 CASES = DEFAULTS + NETWORKS
+HIGH_NOISE_EXPERT = {"head-ct": "head-ct-edm", "brain-mri": "brain-mri-coarse"}
 
 
 def _unit(sample: str, modality: str) -> np.ndarray:
@@ -20,23 +22,25 @@ def _unit(sample: str, modality: str) -> np.ndarray:
     return np.clip(hu_to_unit(array), 0, 1) if modality == "ct" else array
 
 
-@pytest.mark.parametrize("name, modality, sample", NETWORKS)
+@pytest.mark.parametrize("name, modality, sample", NETWORKS + COARSE)
 def test_shipped_network_loads_by_name_and_records_its_training(name, modality, sample):
     prior = load_prior(name)
     assert shipped_path(name).stat().st_size < 25e6
     meta = prior.metadata
-    assert meta["name"] == name.rsplit("-", 1)[0] and meta["modality"] == modality and meta["image_size"] == 256
+    assert meta["name"] in (name, name.rsplit("-", 1)[0]) and meta["modality"] == modality and meta["image_size"] == 256
+    assert prior.downsample == (4 if name.endswith("-coarse") else 1)
     assert meta["steps"] >= 1000 and 1e6 <= meta["parameters"] <= 10e6
 
 
 @pytest.mark.parametrize("name, modality, sample", DEFAULTS)
 def test_default_prior_is_its_low_noise_and_high_noise_networks(name, modality, sample):
-    """The low-noise expert is the first release, the high-noise one the EDM prior; the switch
-    lies where the measured Tweedie errors cross (0.35 for CT, 1.57 for MRI when written)."""
+    """The low-noise expert is the first release, the high-noise one the EDM prior (head-ct) or
+    the coarse-scale one (brain-mri); the switch lies where the measured Tweedie errors cross
+    (0.35 for CT, 0.74 for MRI when written)."""
     prior = load_prior(name)
     assert isinstance(prior, NoiseLevelExperts) and shipped_path(name).suffix == ".json"
     assert prior.metadata["name"] == name and prior.metadata["modality"] == modality
-    assert prior.metadata["experts"] == {"low": f"{name}-v1", "high": f"{name}-edm"}
+    assert prior.metadata["experts"] == [f"{name}-v1", HIGH_NOISE_EXPERT[name]]
     assert 0.1 < prior.switch_sigma < 5
 
 
@@ -53,7 +57,7 @@ def test_shipped_prior_denoises_a_held_out_slice(name, modality, sample):
     assert after > before + 4, (before, after)
 
 
-@pytest.mark.parametrize("name, modality, sample", DEFAULTS + NETWORKS[::2])
+@pytest.mark.parametrize("name, modality, sample", DEFAULTS + NETWORKS[::2] + COARSE)
 def test_shipped_prior_is_right_at_high_noise(name, modality, sample):
     """At σ = 80 nothing of the slice survives: a flat mean would leave the slice's own std, a prior
     that knows where a head lies less.  Measured 0.110 vs 0.185 (head-ct) and 0.277 vs 0.385

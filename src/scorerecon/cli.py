@@ -81,7 +81,7 @@ def _add_reconstruct(sub) -> None:
                    help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI), "
                         "score|song|chung|langevin|guidance|dps|fast (score-based, both); "
                         "default: the best classical method for the modality")
-    p.add_argument("--prior", default=None, help="prior name (default head-ct / brain-mri; also NAME-edm, NAME-v1) "
+    p.add_argument("--prior", default=None, help="prior name (default head-ct / brain-mri; also NAME-edm, NAME-v1, brain-mri-coarse) "
                                                 "or file: .safetensors, experts .json, checkpoint.pt (score-based methods)")
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--samples", type=positive_int, default=1)

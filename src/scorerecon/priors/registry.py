@@ -21,11 +21,15 @@ SHIPPED = {
     # The defaults: two trained networks split by noise level (priors.experts), the switch chosen on
     # validation slices by `scorerecon experts` (docs/model_cards/NAME/).
     "head-ct": "CT head prior, unit HU window [-1000, 2000]: head-ct-v1 at low noise, head-ct-edm at high noise",
-    "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-v1 at low noise, brain-mri-edm at high noise",
+    "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-v1 at low noise, brain-mri-coarse at high noise",
     # EDM output scaling, trained with configs/NAME.toml (64² crops) then configs/NAME-slices.toml
     # (whole slices): right at every noise level, knows the layout of a slice.
     "head-ct-edm": "CT head prior (EDM), trained with configs/head-ct.toml then configs/head-ct-slices.toml",
     "brain-mri-edm": "T1 brain MRI prior (EDM), trained with configs/brain-mri.toml then configs/brain-mri-slices.toml",
+    # brain-mri-edm continued on whole slices averaged over 4 × 4 blocks (a coarse-scale prior,
+    # priors.prior): sees a whole 64² slice, more accurate than brain-mri-edm at every σ ≥ 0.9.
+    "brain-mri-coarse": "T1 brain MRI coarse-scale prior (EDM, 4 × 4 block means), trained with "
+                        "configs/brain-mri-coarse.toml",
     # The first release (noise prediction, 4,000 steps): more accurate below the experts' switch,
     # useless from pure noise (benchmarks/prior_noise_levels.py).
     "head-ct-v1": "first head-ct release: noise-prediction output, 4,000 steps (configs/head-ct.toml at 772290b)",
