@@ -88,14 +88,15 @@ def load_training_images(cfg: dict) -> np.ndarray:
 
 def average_pool(images: np.ndarray, factor: int, source: str = "the images") -> np.ndarray:
     """Means over factor × factor pixel blocks of (N, C, H, W) images (the ``[data] downsample``
-    of a coarse-scale prior, :class:`scorerecon.priors.prior.ScorePrior`)."""
+    of a coarse-scale prior): the same ``avg_pool2d`` the prior applies to x_t
+    (:func:`scorerecon.priors.prior.denoise_through_block_means`)."""
     if factor == 1:
         return images
-    n, c, height, width = images.shape
+    height, width = images.shape[-2:]
     if height % factor or width % factor:
         raise UserError(f"{source}: images of {height}×{width} cannot be downsampled by {factor}: "
                         "choose a [data] downsample that divides both sides")
-    return images.reshape(n, c, height // factor, factor, width // factor, factor).mean(axis=(3, 5))
+    return torch.nn.functional.avg_pool2d(torch.tensor(images), factor).numpy()  # a copy: images may be a read-only memory map
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
