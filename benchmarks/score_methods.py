@@ -8,9 +8,11 @@ of what the priors learned: head CT (``ct-head-*``; the abdomen slice is left to
 benchmark) and brain MRI.
 
 Per task and method: PSNR / SSIM on the unit window (data range 1; CT metal pixels excluded,
-every method puts the same metal back), network evaluations (NFE), seconds per slice on 2 threads,
-and with ``--samples K`` ≥ 2 how well the posterior std predicts the error: Pearson r between
-std and |mean − truth| and the fraction of pixels with |error| ≤ 2 std.  "best classical" is the
+every method puts the same metal back), network evaluations (NFE: sequential calls of the network
+on the batch of K posterior samples, so K · NFE images pass through it), K (``--samples``,
+default: each method's preset), seconds per slice on 2 threads, and with K ≥ 2 how well the
+posterior std predicts the error: Pearson r between std and |mean − truth| and the fraction of
+pixels with |error| ≤ 2 std.  "best classical" is the
 method with the highest PSNR among fbp / sart / tv (/ li-mar) for CT and zero-filled / sense /
 cs-wavelet / cs-tv for MRI, chosen per task.
 
@@ -102,7 +104,7 @@ def run(meas, method: str, **options) -> dict[str, float]:
     start = time.perf_counter()
     result = reconstruct(meas, method, **options)
     row = {**quality(result, meas), "seconds": time.perf_counter() - start,
-           "nfe": float(result.info.get("nfe", 0))}
+           "nfe": float(result.info.get("nfe", 0)), "samples": float(result.info.get("samples", 0))}
     row.update(uncertainty_calibration(result, meas))
     return row
 
@@ -121,10 +123,14 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     return {k: (float(np.nanmean([r[k] for r in rows])), float(np.nanstd([r[k] for r in rows]))) for k in keys}
 
 
+def _count(value: float) -> str:
+    return f"{value:.0f}" if value else "—"
+
+
 def format_table(results: dict, notes: list[str]) -> str:
     lines = ["# Score-based methods vs the best classical method", "", *notes, "",
-             "| task | method | PSNR (dB) | SSIM | NFE | s / slice | r(std, abs err) | abs err ≤ 2 std |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| task | method | PSNR (dB) | SSIM | NFE | K | s / slice | r(std, abs err) | abs err ≤ 2 std |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task, methods in results.items():
         for method, stats in methods.items():
             r = stats.get("r_std_err")
@@ -132,6 +138,7 @@ def format_table(results: dict, notes: list[str]) -> str:
             lines.append(
                 f"| {task} | {method} | {stats['psnr'][0]:.2f} ± {stats['psnr'][1]:.2f} | "
                 f"{stats['ssim'][0]:.3f} ± {stats['ssim'][1]:.3f} | {stats['nfe'][0]:.0f} | "
+                f"{_count(stats['samples'][0])} | "
                 f"{stats['seconds'][0]:.1f} | {'—' if r is None else f'{r[0]:.2f}'} | "
                 f"{'—' if cover is None else f'{cover[0]:.2f}'} |")
     return "\n".join(lines) + "\n"
@@ -159,9 +166,9 @@ def benchmark(args) -> str:
         results[task] = {m: mean_rows(rows) for m, rows in per_method.items()}
     notes = [f"Slices: {args.slices or 'all'} bundled evaluation samples per modality at {args.size}²; "
              f"priors: CT {args.prior_ct}, MRI {args.prior_mri}; steps: {args.steps or 'the prior N'} "
-             f"(fast: {args.fast_steps or 'its default, 20'}, warm start σ = "
+             f"(fast: {args.fast_steps or 'the preset of the task, else 20'}, warm start σ = "
              f"{PRESET_NOTE if args.start_sigma is None else args.start_sigma or 'none (cold)'}); "
-             f"{args.samples} posterior samples per slice; "
+             f"K = {args.samples or 'the preset'} posterior samples per slice; "
              f"{args.threads} threads; mean ± std over slices.  Noise-free simulations "
              "(metal: polychromatic, 10⁵ photons)."]
     return format_table(results, notes)
@@ -175,10 +182,12 @@ def main(argv=None) -> None:
     p.add_argument("--prior-ct", default="head-ct")
     p.add_argument("--prior-mri", default="brain-mri")
     p.add_argument("--steps", type=int, default=None, help="steps of the 1000-step samplers (default: prior N)")
-    p.add_argument("--fast-steps", type=int, default=None, help="steps of the fast sampler (default: its own, 20)")
+    p.add_argument("--fast-steps", type=int, default=None,
+                   help="steps of the fast sampler (default: the preset of the task, else 20)")
     p.add_argument("--start-sigma", type=float, default=None,
                    help="warm-start noise level of the fast sampler (default: " + PRESET_NOTE + "; 0 = cold start)")
-    p.add_argument("--samples", type=int, default=4, help="posterior samples per slice (uncertainty columns)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="posterior samples K per slice (default: each method's preset; K > 1 fills the uncertainty columns)")
     p.add_argument("--slices", type=int, default=None, help="slices per modality (default: all)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)

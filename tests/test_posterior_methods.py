@@ -286,25 +286,48 @@ def test_tune_finds_settings_in_the_search_space_and_saves_a_preset(ct_files, ti
     from scorerecon.data.measurement import read_measurement
     cases = [read_measurement(ct_files / "sparse.h5")]
     best, value = tuning.tune(cases, "fast", score.resolve_prior(tiny_prior, "ct"), trials=3, steps=2)
-    assert set(best) == set(tuning.SEARCH_SPACES["fast"]) and 1 <= best["cg_iterations"] <= 10
-    assert -1.0 <= value <= 1.0
+    assert set(best) == set(tuning.SEARCH_SPACES["fast"]) | {"steps"} and best["steps"] == 2
+    assert 1 <= best["cg_iterations"] <= 10 and -1.0 <= value <= 1.0
     path = tuning.save_preset("ct-sparse-view", "fast", best, {"ssim": value}, tmp_path / "presets")
     assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == best and path.is_file()
 
 
-def test_tune_at_a_step_count_saves_it_with_the_settings(ct_files, tiny_prior, tmp_path, monkeypatch):
-    """A preset tuned at N steps makes reconstruct use N steps by default (the tuned setting)."""
-    best = {"eta": 0.5, "cg_iterations": 3, "gamma": 0.01, "start_sigma": 0.2}
-    monkeypatch.setattr(tuning, "score_settings", lambda *args: 0.5)  # the current settings' SSIM
-    monkeypatch.setattr(tuning, "tune", lambda *args, **kwargs: (dict(best), 0.9))
+def _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps):
+    """run_tune on one case where the current settings score 0.5 and every trial 0.9."""
+    pytest.importorskip("optuna")
+    runs = []
+
+    def score_settings(cases, method, settings, prior, seed):
+        runs.append(dict(settings))
+        return 0.9 if "eta" in settings else 0.5
+    monkeypatch.setattr(tuning, "score_settings", score_settings)
     cases = tmp_path / "cases"
     cases.mkdir()
     (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
-    path = tuning.run_tune("ct-sparse-view", "fast", prior=tiny_prior, steps=3, cases_dir=str(cases),
-                           output=str(tmp_path / "presets"), log=lambda *_: None)
-    assert json.loads(path.read_text())["methods"]["fast"] == {**best, "steps": 3}
+    path = tuning.run_tune("ct-sparse-view", "fast", prior=tiny_prior, steps=steps, trials=2,
+                           cases_dir=str(cases), output=str(tmp_path / "presets"), log=lambda *_: None)
+    return json.loads(path.read_text())["methods"]["fast"], runs[1:]
+
+
+def test_tune_at_a_step_count_saves_it_with_the_settings(ct_files, tiny_prior, tmp_path, monkeypatch):
+    """A preset tuned at N steps makes reconstruct use N steps by default (the tuned setting)."""
+    saved, trials = _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps=3)
+    assert saved["steps"] == 3 and all(t["steps"] == 3 for t in trials)
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
     assert score.settings_for("fast", "ct-sparse-view", {"steps": None})["steps"] == 3
+
+
+def test_tune_of_the_fast_sampler_spends_its_evaluation_budget_on_steps_or_samples(
+        ct_files, tiny_prior, tmp_path, monkeypatch):
+    """Without --steps every fast trial runs ⌊50 / K⌋ steps for its K samples; the preset
+    stores both, and reconstruct then draws K samples by default."""
+    saved, trials = _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps=None)
+    assert trials and all(t["steps"] == tuning.FAST_EVALUATIONS // t["samples"] for t in trials)
+    assert saved["steps"] * saved["samples"] <= tuning.FAST_EVALUATIONS
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    chosen = score.settings_for("fast", "ct-sparse-view", {"samples": None})
+    assert (chosen["samples"], chosen["steps"]) == (saved["samples"], saved["steps"])
+    assert score.settings_for("fast", "ct-sparse-view", {"samples": 1})["samples"] == 1
 
 
 def test_cli_tune_refuses_cases_of_another_task(ct_files, tiny_prior, tmp_path):

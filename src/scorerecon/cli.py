@@ -84,7 +84,9 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--prior", default=None, help="prior name (default head-ct / brain-mri; also NAME-edm, NAME-v1, brain-mri-coarse) "
                                                 "or file: .safetensors, experts .json, checkpoint.pt (score-based methods)")
     p.add_argument("--steps", type=positive_int, default=None)
-    p.add_argument("--samples", type=positive_int, default=1)
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="posterior samples K: mean image and, for K > 1, a std map beside it "
+                        "(default: the method's preset; fast 2 or its tuned K, others 1)")
     p.add_argument("--iterations", type=positive_int, default=None, help="iterations of iterative methods")
     p.add_argument("--weight", type=float, default=None, help="regularisation weight (tv, cs-*)")
     p.add_argument("--filter", default="ramp", choices=["ramp", "shepp-logan", "cosine", "hann"],
@@ -156,15 +158,15 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="reconstruct a bundled held-out slice and write a figure and metrics")
     p.add_argument("-o", "--output", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="network evaluations of the fast sampler (default 20)")
-    p.add_argument("--samples", type=positive_int, default=None, help="posterior samples (default 2)")
+                   help="steps of the fast sampler (default: the ct-sparse-view preset's)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="posterior samples (default: the ct-sparse-view preset's)")
     p.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args) -> None:
     from .evaluation import demo
-    outputs = demo.run_demo(Path(args.output), steps=args.steps or demo.DEMO_STEPS,
-                            samples=args.samples or demo.DEMO_SAMPLES)
+    outputs = demo.run_demo(Path(args.output), steps=args.steps, samples=args.samples)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 

@@ -23,18 +23,19 @@ from .figures import save_panels
 
 DEMO_SAMPLE = "ct-head-0"
 DEMO_VIEWS, DEMO_FULL_VIEWS = 23, 180
-DEMO_PRIOR, DEMO_STEPS, DEMO_SAMPLES = "head-ct", 20, 2  # 16 s on 2 cores (README)
+DEMO_PRIOR = "head-ct"
 
 
-def demo_methods(steps: int = DEMO_STEPS, samples: int = DEMO_SAMPLES) -> list[tuple[str, dict]]:
-    """(method, options) in the order shown; the last one is the headline reconstruction."""
+def demo_methods(steps: int | None = None, samples: int | None = None) -> list[tuple[str, dict]]:
+    """(method, options) in the order shown; the last one is the headline reconstruction
+    (``steps`` and ``samples`` None: the ct-sparse-view preset's)."""
     return [("fbp", {}), ("tv", {}),
             ("fast", {"prior": DEMO_PRIOR, "steps": steps, "samples": samples, "progress": False})]
 
 
-def run_demo(out_dir: Path, steps: int = DEMO_STEPS, samples: int = DEMO_SAMPLES) -> dict[str, Path]:
-    """Run the demo into ``out_dir`` (``steps`` network evaluations, ``samples`` posterior
-    samples); return the paths written."""
+def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None) -> dict[str, Path]:
+    """Run the demo into ``out_dir`` (the fast sampler's ``steps`` and ``samples``, by default
+    its preset's); return the paths written."""
     methods = demo_methods(steps, samples)
     from ..simulate.ct import simulate_ct
 

@@ -61,8 +61,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dps": {"zeta": 1.0},
     # warm start at σ = 0.1 from the classical reconstruction (README): the CPU-trained priors
     # are most accurate at low noise; 0.1 was picked by hand (0.05 / 0.1 / 0.3 on the demo slice).
-    # Tuned presets (solvers/presets/) override it; start_sigma = 0 starts cold
-    "fast": {"steps": 20, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
+    # Tuned presets (solvers/presets/) override it; start_sigma = 0 starts cold.  ``samples``:
+    # K posterior samples by default (their mean is the image, their std the uncertainty map);
+    # tuned presets trade steps for samples within FAST_EVALUATIONS (solvers/tuning.py)
+    "fast": {"steps": 20, "samples": 2, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
 }
 WARM_START_INIT_ITERATIONS = 10  # MRI: CG iterations of the least-squares initial image
 PHASE_SMOOTHING = 2.0  # pixels: σ of the Gaussian blur that makes the phase estimate smooth
@@ -208,7 +210,7 @@ def build_problem(meas, prior, device, **problem_options) -> tuple[InverseProble
 # ------------------------------------------------------------------------ the methods
 def settings_for(method: str, task: str, options: dict) -> dict:
     """DEFAULTS < the task's preset < explicit options; unknown options raise UserError."""
-    allowed = set(DEFAULTS[method]) | {"steps"} | set(_PROBLEM_OPTIONS)
+    allowed = set(DEFAULTS[method]) | {"steps", "samples"} | set(_PROBLEM_OPTIONS)
     unknown = sorted(set(options) - allowed - set(_CLI_GENERIC))
     if unknown:
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to method {method!r}: "
@@ -221,16 +223,18 @@ def settings_for(method: str, task: str, options: dict) -> dict:
     return chosen
 
 
-def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int = 1, seed: int = 0,
-               progress: bool = True, **options) -> MethodOutput:
+def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int | None = None,
+               seed: int = 0, progress: bool = True, **options) -> MethodOutput:
     """Reconstruct ``meas`` with a score-based ``method``: K = ``samples`` posterior samples in
-    one batch, their mean as the image and their standard deviation as the uncertainty map."""
+    one batch, their mean as the image and their standard deviation as the uncertainty map
+    (default K: the method's setting, see :data:`DEFAULTS`, else 1)."""
     if method not in METHODS:
         raise UserError(f"unknown score-based method {method!r}: use one of {', '.join(METHODS)}")
-    if int(samples) < 1:
+    if samples is not None and int(samples) < 1:
         raise UserError(f"the number of samples must be positive, got {samples}")
     task = task_of(meas)
-    settings = settings_for(method, task, {**options, "steps": steps})
+    settings = settings_for(method, task, {**options, "steps": steps, "samples": samples})
+    samples = int(settings.pop("samples", 1))
     prior = resolve_prior(prior, meas.modality)
     problem_options = {k: settings.pop(k) for k in _PROBLEM_OPTIONS if k in settings}
     problem, finish, warm_start = build_problem(meas, prior, _device(prior), **problem_options)
@@ -240,10 +244,10 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     warm = {"init": warm_start()} if settings.get("start_sigma") else {}
     generator = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        out = _SAMPLER[method](problem, prior, samples=int(samples), generator=generator, progress=progress,
+        out = _SAMPLER[method](problem, prior, samples=samples, generator=generator, progress=progress,
                                **settings, **warm)
     images = finish(out.images.cpu().numpy().astype(np.float32))
-    info = {"method": method, "task": task, "nfe": out.nfe, "samples": int(samples), "seed": int(seed),
+    info = {"method": method, "task": task, "nfe": out.nfe, "samples": samples, "seed": int(seed),
             **out.info, **problem_options}
     std = images.std(axis=0).astype(np.float32) if samples > 1 else None
     return MethodOutput(unit_image=images.mean(axis=0).astype(np.float32), std=std, info=info)

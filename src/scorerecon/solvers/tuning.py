@@ -47,8 +47,11 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "langevin": {"step_size": ("log", 1e-3, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "dps": {"zeta": ("log", 0.01, 10.0)},
     "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0),
-             "start_sigma": ("log", 0.02, 1.0)},
+             "start_sigma": ("log", 0.02, 1.0), "samples": ("int", 1, 8)},
 }
+#: the fast sampler's budget of network evaluations per image: tuning it without --steps runs
+#: ⌊FAST_EVALUATIONS / K⌋ steps for K samples (the issue's bound of 50, K samples in one batch)
+FAST_EVALUATIONS = 50
 PRESETS_ENV = "SCORERECON_PRESETS"
 
 
@@ -167,17 +170,26 @@ def _suggest(trial, space: dict[str, tuple]) -> dict:
     return params
 
 
-def score_settings(cases: list, method: str, params: dict, prior, steps: int | None, seed: int) -> float:
-    """Mean SSIM of ``method`` with ``params`` over ``cases`` (one posterior sample each)."""
+def trial_settings(method: str, params: dict, steps: int | None) -> dict:
+    """The settings a trial runs: ``params`` with the steps (fixed, or for the fast sampler
+    without fixed steps, ⌊FAST_EVALUATIONS / K⌋ for its K samples; else the method's default)."""
+    if steps is None and method == "fast" and "samples" in params:
+        steps = max(FAST_EVALUATIONS // int(params["samples"]), 1)
+    return {**params, "steps": steps} if steps else dict(params)
+
+
+def score_settings(cases: list, method: str, settings: dict, prior, seed: int) -> float:
+    """Mean SSIM of ``method`` with ``settings`` (as :func:`trial_settings` returns) over ``cases``."""
     from .registry import reconstruct
-    values = [reconstruct(meas, method, prior=prior, steps=steps, seed=seed, progress=False, **params)
+    values = [reconstruct(meas, method, prior=prior, seed=seed, progress=False, **settings)
               .metrics(meas)["ssim"] for meas in cases]
     return float(np.mean(values))
 
 
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
          callback=None) -> tuple[dict, float]:
-    """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (best, SSIM).
+    """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
+    trial's settings, steps included when fixed or derived, and its SSIM).
 
     Settings that make the sampler diverge score 0 instead of stopping the search.
     """
@@ -191,9 +203,9 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
 
     def objective(trial) -> float:
-        params = _suggest(trial, SEARCH_SPACES[method])
+        params = trial_settings(method, _suggest(trial, SEARCH_SPACES[method]), steps)
         try:
-            return score_settings(cases, method, params, prior, steps, seed)
+            return score_settings(cases, method, params, prior, seed)
         except UserError as err:
             if "NaN/Inf" not in str(err):
                 raise
@@ -201,7 +213,7 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
 
     callbacks = [lambda study, trial: callback(trial.number, trial.params, trial.value)] if callback else []
     study.optimize(objective, n_trials=trials, callbacks=callbacks)
-    return dict(study.best_params), float(study.best_value)
+    return trial_settings(method, dict(study.best_params), steps), float(study.best_value)
 
 
 def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int | None = None,
@@ -216,7 +228,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if wrong:
         raise UserError(f"the cases are {wrong[0]} measurements, not {task}: pass --task {wrong[0]}")
     loaded = resolve_prior(prior, cases[0].modality)
-    baseline = score_settings(cases, method, {}, loaded, steps, seed)
+    baseline = score_settings(cases, method, trial_settings(method, {}, steps), loaded, seed)
     log(f"{task} {method}: {len(cases)} validation cases, current settings SSIM {baseline:.4f}")
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed,
@@ -229,8 +241,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if value <= baseline:
         log(f"no trial beat the current settings ({value:.4f} <= {baseline:.4f}): preset unchanged")
         return None
-    settings = {**best, "steps": steps} if steps else best  # the preset reproduces the tuned run
-    path = save_preset(task, method, settings, provenance, output)
+    path = save_preset(task, method, best, provenance, output)  # steps stored: it reproduces the run
     log(f"best SSIM {value:.4f} with {best}: wrote {path}")
     return path
 
