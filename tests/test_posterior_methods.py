@@ -330,6 +330,24 @@ def test_tune_of_the_fast_sampler_spends_its_evaluation_budget_on_steps_or_sampl
     assert score.settings_for("fast", "ct-sparse-view", {"samples": 1})["samples"] == 1
 
 
+def test_tune_starts_from_the_given_settings(ct_files, tiny_prior, monkeypatch):
+    """The first trial runs ``start`` (the current preset in run_tune); settings outside the
+    search space are drawn by TPE instead."""
+    pytest.importorskip("optuna")
+    runs = []
+
+    def score_settings(cases, method, settings, prior, seed):
+        runs.append(settings)
+        return 0.5
+    monkeypatch.setattr(tuning, "score_settings", score_settings)
+    start = {"eta": 0.3, "cg_iterations": 4, "gamma": 0.01, "start_sigma": 5.0, "samples": 2, "steps": 7}
+    tuning.tune([], "fast", tiny_prior, trials=2, start=start)
+    first = runs[0]
+    assert {k: first[k] for k in ("eta", "cg_iterations", "gamma", "samples")} == {
+        "eta": 0.3, "cg_iterations": 4, "gamma": 0.01, "samples": 2}
+    assert first["start_sigma"] <= 1.0 and first["steps"] == tuning.FAST_EVALUATIONS // 2
+
+
 def test_cli_tune_refuses_cases_of_another_task(ct_files, tiny_prior, tmp_path):
     code = main(["tune", "mri-single", "--cases", str(ct_files), "--prior", tiny_prior, "--trials", "1"])
     assert code == 2

@@ -186,12 +186,21 @@ def score_settings(cases: list, method: str, settings: dict, prior, seed: int) -
     return float(np.mean(values))
 
 
+def _inside(settings: dict, space: dict[str, tuple]) -> dict:
+    """The numeric ``settings`` that lie in ``space`` (name -> (kind, low, high))."""
+    return {k: v for k, v in settings.items()
+            if k in space and isinstance(v, (int, float)) and space[k][1] <= v <= space[k][2]}
+
+
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
-         callback=None) -> tuple[dict, float]:
+         start: dict | None = None, callback=None) -> tuple[dict, float]:
     """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
     trial's settings, steps included when fixed or derived, and its SSIM).
 
-    Settings that make the sampler diverge score 0 instead of stopping the search.
+    ``start`` (e.g. the current preset) is the first trial (Optuna's ``enqueue_trial``), so the
+    search knows a good setting before its random start-up trials; settings of it outside the
+    search space are drawn instead.  Settings that make the sampler diverge score 0 instead of
+    stopping the search.
     """
     try:
         import optuna
@@ -201,6 +210,8 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
         raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    if _inside(start or {}, SEARCH_SPACES[method]):
+        study.enqueue_trial(_inside(start, SEARCH_SPACES[method]))
 
     def objective(trial) -> float:
         params = trial_settings(method, _suggest(trial, SEARCH_SPACES[method]), steps)
@@ -221,7 +232,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
              size: int | None = None, output: str | None = None, seed: int = 0, log=print) -> Path | None:
     """The ``scorerecon tune`` command: build cases, tune, save the preset; returns its path
     (None when no trial beat the current settings)."""
-    from .score import resolve_prior
+    from .score import resolve_prior, settings_for
     _check_task(task)
     cases = read_cases(cases_dir) if cases_dir else validation_cases(task, slices, dataset_dir, seed, size)
     wrong = [task_of(c) for c in cases if task_of(c) != task]
@@ -232,7 +243,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     log(f"{task} {method}: {len(cases)} validation cases, current settings SSIM {baseline:.4f}")
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed,
-                       callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
+                       start=settings_for(method, task, {}), callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
     provenance = {"ssim": value, "ssim_before": baseline, "trials": trials, "cases": len(cases),
                   "source": cases_dir or f"{TASKS[task]['dataset']} val.npy",
                   "prior": str(prior or loaded.metadata.get("name")),
