@@ -348,6 +348,15 @@ def test_tune_starts_from_the_given_settings(ct_files, tiny_prior, monkeypatch):
     assert first["start_sigma"] <= 1.0 and first["steps"] == tuning.FAST_EVALUATIONS // 2
 
 
+def test_tune_does_not_rerun_the_current_preset(ct_files, tiny_prior, tmp_path, monkeypatch):
+    """A preset inside the search space, scored as the baseline, enters the search as a finished
+    trial: every one of the requested trials runs a new setting."""
+    preset = {"eta": 0.5, "cg_iterations": 3, "gamma": 0.01, "start_sigma": 0.2, "samples": 2, "steps": 25}
+    tuning.save_preset("ct-sparse-view", "fast", preset, {}, tmp_path / "presets")  # the tests' preset folder
+    _, trials = _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps=None)
+    assert len(trials) == 2 and preset not in trials
+
+
 def test_cli_tune_refuses_cases_of_another_task(ct_files, tiny_prior, tmp_path):
     code = main(["tune", "mri-single", "--cases", str(ct_files), "--prior", tiny_prior, "--trials", "1"])
     assert code == 2

@@ -160,6 +160,13 @@ def read_cases(folder: str | os.PathLike) -> list:
 
 
 # ------------------------------------------------------------------------------ tuning
+def _distributions(space: dict[str, tuple]) -> dict:
+    """Optuna distributions of a search space (name -> (kind, low, high))."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+    return {name: IntDistribution(low, high) if kind == "int" else FloatDistribution(low, high, log=kind == "log")
+            for name, (kind, low, high) in space.items()}
+
+
 def _suggest(trial, space: dict[str, tuple]) -> dict:
     params = {}
     for name, (kind, low, high) in space.items():
@@ -193,14 +200,15 @@ def _inside(settings: dict, space: dict[str, tuple]) -> dict:
 
 
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
-         start: dict | None = None, callback=None) -> tuple[dict, float]:
+         start: dict | None = None, start_value: float | None = None, callback=None) -> tuple[dict, float]:
     """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
     trial's settings, steps included when fixed or derived, and its SSIM).
 
     ``start`` (e.g. the current preset) is the first trial (Optuna's ``enqueue_trial``), so the
     search knows a good setting before its random start-up trials; settings of it outside the
-    search space are drawn instead.  Settings that make the sampler diverge score 0 instead of
-    stopping the search.
+    search space are drawn instead.  With ``start_value`` (its SSIM, already measured) it is
+    recorded as a finished trial instead of being run again.  Settings that make the sampler
+    diverge score 0 instead of stopping the search.
     """
     try:
         import optuna
@@ -210,8 +218,12 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
         raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    if _inside(start or {}, SEARCH_SPACES[method]):
-        study.enqueue_trial(_inside(start, SEARCH_SPACES[method]))
+    known = _inside(start or {}, SEARCH_SPACES[method])
+    if known and start_value is not None:
+        study.add_trial(optuna.trial.create_trial(params=known, value=start_value,
+                                                  distributions=_distributions(SEARCH_SPACES[method])))
+    elif known:
+        study.enqueue_trial(known)
 
     def objective(trial) -> float:
         params = trial_settings(method, _suggest(trial, SEARCH_SPACES[method]), steps)
@@ -239,11 +251,19 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if wrong:
         raise UserError(f"the cases are {wrong[0]} measurements, not {task}: pass --task {wrong[0]}")
     loaded = resolve_prior(prior, cases[0].modality)
-    baseline = score_settings(cases, method, trial_settings(method, {}, steps), loaded, seed)
+    current_run = trial_settings(method, {}, steps)
+    baseline = score_settings(cases, method, current_run, loaded, seed)
     log(f"{task} {method}: {len(cases)} validation cases, current settings SSIM {baseline:.4f}")
+    # the current settings start the search; when a trial of them is the run just scored, it is not run again
+    current = settings_for(method, task, {})
+    known = _inside(current, SEARCH_SPACES[method])
+    rerun = trial_settings(method, known, steps)
+    same = set(known) == set(SEARCH_SPACES[method]) and (
+        settings_for(method, task, rerun) == settings_for(method, task, current_run))
     start = time.perf_counter()
-    best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed,
-                       start=settings_for(method, task, {}), callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
+    best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
+                       start_value=baseline if same else None,
+                       callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
     provenance = {"ssim": value, "ssim_before": baseline, "trials": trials, "cases": len(cases),
                   "source": cases_dir or f"{TASKS[task]['dataset']} val.npy",
                   "prior": str(prior or loaded.metadata.get("name")),
