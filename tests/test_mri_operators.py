@@ -14,6 +14,7 @@ from scorerecon.operators.masks import (
     calibration_region,
     calibration_width,
     effective_acceleration,
+    keeps_whole_lines,
     make_mask,
     measured_center_fraction,
 )
@@ -267,6 +268,15 @@ def test_calibration_region_of_1d_and_2d_masks():
     assert calibration_region(make_mask("random", (40, 64), 4, 0.125, seed=0))[1] >= 8
     assert calibration_region(make_mask("uniform2d", (40, 64), 4, 0.25, seed=0)) >= (10, 16)
     assert calibration_region(np.zeros((8, 8))) == (0, 0)
+
+
+@pytest.mark.parametrize("pattern,whole_lines", [
+    ("equispaced", True), ("random", True), ("gaussian1d", True),
+    ("poisson", False), ("gaussian2d", False), ("uniform2d", False), ("radial", False)])
+def test_one_and_two_dimensional_masks_are_told_apart(pattern, whole_lines):
+    mask = make_mask(pattern, (48, 40), 4, 0.1, seed=0)
+    assert keeps_whole_lines(mask) is whole_lines
+    assert keeps_whole_lines(np.broadcast_to(mask, (3, 48, 40))) is whole_lines  # one mask per coil
 
 
 def test_espirit_needs_a_calibration_region():

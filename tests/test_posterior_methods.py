@@ -204,6 +204,16 @@ def test_presets_are_used_by_task_and_explicit_options_win(tmp_path):
     assert out.info["lam"] == 0.5
 
 
+def test_task_of_tells_line_masks_from_2d_masks_and_coils():
+    from scorerecon.simulate.mri import simulate_mri
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 10:22] = 1.0
+    task = {name: tuning.task_of(simulate_mri(image, mask=mask, acceleration=4.0, coils=coils, seed=0))
+            for name, mask, coils in [("lines", "equispaced", 1), ("disc", "poisson", 1),
+                                      ("coils", "poisson", 4)]}
+    assert task == {"lines": "mri-single", "disc": "mri-single-2d", "coils": "mri-multi"}
+
+
 def test_user_presets_override_shipped_ones_method_by_method(tmp_path, monkeypatch):
     user, shipped = tmp_path / "user", tmp_path / "shipped"
     monkeypatch.setattr(tuning, "preset_dirs", lambda: [user, shipped])

@@ -232,6 +232,13 @@ def effective_acceleration(mask: np.ndarray) -> float:
     return float("inf") if kept == 0 else np.asarray(mask).size / kept
 
 
+def keeps_whole_lines(mask: np.ndarray) -> bool:
+    """True for a 1-D pattern: every phase-encoding column is kept whole or not at all (each
+    column constant along the read-out axis H); False for 2-D patterns (Poisson disc, radial, …)."""
+    mask = np.asarray(mask) != 0
+    return bool((mask == mask[..., :1, :]).all())
+
+
 def measured_center_fraction(mask: np.ndarray) -> float:
     """Side of the largest fully sampled centred square (in the phase-encoding direction) / W.
 

@@ -1,8 +1,9 @@
 """Tuned presets per task, and ``scorerecon tune``: choose λ, snr, … by Bayesian optimisation.
 
 Tasks.  :func:`task_of` names the task of a measurement: ``ct-sparse-view``, ``ct-limited-angle``
-(attrs ``limited_angle``), ``ct-metal`` (extras ``metal_mask``), ``mri-single``, ``mri-multi``
-(more than one coil).  :data:`TASKS` says how ``tune`` simulates validation cases of each.
+(attrs ``limited_angle``), ``ct-metal`` (extras ``metal_mask``), ``mri-single`` (one coil, a 1-D mask
+of whole k-space lines), ``mri-single-2d`` (one coil, a 2-D mask: Poisson disc, radial, …),
+``mri-multi`` (more than one coil).  :data:`TASKS` says how ``tune`` simulates validation cases of each.
 
 Presets.  ``<task>.json`` = ``{"task": ..., "methods": {"song": {"lam": 0.84, "snr": 0.25}, ...},
 "tuned": {...provenance...}}``.  :func:`load_preset` merges, method by method, the files of
@@ -31,12 +32,14 @@ import numpy as np
 from ..atomic import atomic_path
 from ..cli_types import positive_int
 from ..errors import UserError
+from ..operators.masks import keeps_whole_lines
 
 TASKS: dict[str, dict[str, Any]] = {
     "ct-sparse-view": {"dataset": "head-ct", "simulate": {"views": 23, "full_views": 180}},
     "ct-limited-angle": {"dataset": "head-ct", "simulate": {"limited_angle": 120.0, "full_views": 180}},
     "ct-metal": {"dataset": "head-ct", "simulate": {"metal": "auto", "full_views": 180}},
     "mri-single": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 8.0}},
+    "mri-single-2d": {"dataset": "brain-mri", "simulate": {"mask": "poisson", "acceleration": 8.0}},
     "mri-multi": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 4.0, "coils": 8}},
 }
 #: name -> (kind, low, high): "float" uniform, "log" log-uniform, "int" integer
@@ -63,7 +66,9 @@ def task_of(meas) -> str:
             return "ct-metal"
         return "ct-limited-angle" if meas.attrs.get("limited_angle") else "ct-sparse-view"
     coils = meas.data.shape[0] if np.ndim(meas.data) == 3 else 1
-    return "mri-multi" if coils > 1 else "mri-single"
+    if coils > 1:
+        return "mri-multi"
+    return "mri-single" if keeps_whole_lines(meas.mask) else "mri-single-2d"
 
 
 def _check_task(task: str) -> None:
