@@ -14,8 +14,9 @@ A cold-started sampler begins at σ_max, so the prior must be right at high nois
    (1 for real images).
 
 ``--baseline v1`` measures the shipped ``head-ct-v1`` / ``brain-mri-v1`` (the first releases:
-Song's noise-prediction output, before EDM preconditioning) in the same run, beside the shipped
-priors; ``--baseline DIR`` measures DIR/head-ct.safetensors and DIR/brain-mri.safetensors; several
+Song's noise-prediction output, before EDM preconditioning) in the same run, beside the default
+priors (experts by noise level); a baseline NAME that is shipped for one modality only (e.g.
+``coarse``: ``brain-mri-coarse``) is skipped for the other; ``--baseline DIR`` measures DIR/head-ct.safetensors and DIR/brain-mri.safetensors; several
 baselines may follow one ``--baseline``.
 
     python benchmarks/prior_noise_levels.py --baseline v1   # -> benchmarks/results/prior_noise_levels.md
@@ -36,6 +37,8 @@ from scorerecon.data.intensity import hu_to_unit
 from scorerecon.data.samples import load_sample
 from scorerecon.evaluation.metrics import psnr
 from scorerecon.priors import load_prior, sample
+from scorerecon.priors.experts import NoiseLevelExperts
+from scorerecon.priors.registry import SHIPPED
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRIORS = {"head-ct": "ct-head-1", "brain-mri": "mri-brain-0"}  # prior -> held-out bundled slice
@@ -73,10 +76,18 @@ def sampling_rows(prior, clean: np.ndarray, steps_list, n: int, size: int) -> li
     return rows
 
 
+def describe(prior) -> str:
+    """What a prior is: its experts and switches, or its output scaling and training steps."""
+    if isinstance(prior, NoiseLevelExperts):
+        names = prior.metadata.get("experts") or [m.metadata.get("name", "?") for m in prior.members]
+        bounds = [f"{names[0]}"] + [f"σ {s:.3g} {n}" for s, n in zip(prior.switch_sigmas, names[1:])]
+        return "experts: " + " | ".join(bounds)
+    return f"{prior.parameterization.kind} parameterization, {prior.metadata.get('steps', '?')} training steps"
+
+
 def prior_section(label: str, prior, sample_name: str, steps_list, n: int, size: int) -> list[str]:
     clean = held_out_unit(sample_name)
-    kind = prior.parameterization.kind
-    return [f"## {label} ({kind} parameterization, {prior.metadata.get('steps', '?')} training steps; "
+    return [f"## {label} ({describe(prior)}; "
             f"held-out slice {sample_name}, 256², std {float(clean.std()):.3f})", "",
             "| σ | ‖s_θ‖ / ‖z/σ‖ | std of Tweedie error | Tweedie PSNR (dB) |", "|---|---|---|---|",
             *score_rows(prior, clean), "",
@@ -104,6 +115,9 @@ def main(argv=None) -> None:
         for baseline in args.baseline:
             folder = Path(baseline)
             source = str(folder / f"{name}.safetensors") if folder.is_dir() else f"{name}-{baseline}"
+            if not folder.is_dir() and source not in SHIPPED:
+                print(f"no shipped prior {source}: skipped", flush=True)
+                continue
             candidates.append((f"{name}, baseline {source}", source))
         for label, source in candidates:
             lines += prior_section(label, load_prior(source).eval(), sample_name, args.steps, args.n, args.size)
