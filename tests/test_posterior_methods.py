@@ -302,12 +302,12 @@ def test_tune_finds_settings_in_the_search_space_and_saves_a_preset(ct_files, ti
     assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == best and path.is_file()
 
 
-def _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps):
+def _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps, objective="ssim"):
     """run_tune on one case where the current settings score 0.5 and every trial 0.9."""
     pytest.importorskip("optuna")
     runs = []
 
-    def score_settings(cases, method, settings, prior, seed):
+    def score_settings(cases, method, settings, prior, seed, objective="ssim"):
         runs.append(dict(settings))
         return 0.9 if "eta" in settings else 0.5
     monkeypatch.setattr(tuning, "score_settings", score_settings)
@@ -315,8 +315,25 @@ def _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps):
     cases.mkdir()
     (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
     path = tuning.run_tune("ct-sparse-view", "fast", prior=tiny_prior, steps=steps, trials=2,
-                           cases_dir=str(cases), output=str(tmp_path / "presets"), log=lambda *_: None)
+                           cases_dir=str(cases), output=str(tmp_path / "presets"), objective=objective,
+                           log=lambda *_: None)
     return json.loads(path.read_text())["methods"]["fast"], runs[1:]
+
+
+def test_tune_maximises_psnr_on_request_and_records_it(ct_files, tiny_prior, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from scorerecon.data.measurement import read_measurement
+    cases = [read_measurement(ct_files / "sparse.h5")]
+    prior = score.resolve_prior(tiny_prior, "ct")
+    settings = tuning.trial_settings("fast", {}, 2)
+    psnr = tuning.score_settings(cases, "fast", settings, prior, 0, "psnr")
+    assert psnr == pytest.approx(reconstruct(cases[0], "fast", prior=prior, seed=0, progress=False,
+                                             **settings).metrics(cases[0])["psnr"])
+    _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps=3, objective="psnr")
+    tuned = json.loads((tmp_path / "presets" / "ct-sparse-view.json").read_text())["tuned"]["fast"]
+    assert (tuned["objective"], tuned["psnr"], tuned["psnr_before"]) == ("psnr", 0.9, 0.5)
+    with pytest.raises(UserError, match="unknown objective 'mse'"):
+        tuning.tune(cases, "fast", prior, trials=1, objective="mse")
 
 
 def test_tune_at_a_step_count_saves_it_with_the_settings(ct_files, tiny_prior, tmp_path, monkeypatch):
@@ -346,7 +363,7 @@ def test_tune_starts_from_the_given_settings(ct_files, tiny_prior, monkeypatch):
     pytest.importorskip("optuna")
     runs = []
 
-    def score_settings(cases, method, settings, prior, seed):
+    def score_settings(cases, method, settings, prior, seed, objective="ssim"):
         runs.append(settings)
         return 0.5
     monkeypatch.setattr(tuning, "score_settings", score_settings)

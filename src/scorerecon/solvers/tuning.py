@@ -13,7 +13,8 @@ presets shipped in the package (``scorerecon/solvers/presets``), earlier folders
 
 Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise SSIM).  Optuna's
 TPE sampler (Bergstra et al. 2011; ``pip install scorerecon[tune]``) proposes settings in
-:data:`SEARCH_SPACES`; each trial reconstructs validation cases and scores their mean SSIM.
+:data:`SEARCH_SPACES`; each trial reconstructs validation cases and scores their mean SSIM
+(``--objective psnr``: PSNR; the two can disagree, e.g. on multi-coil MRI).
 Validation cases are simulated from ``val.npy`` of the prepared dataset (slices of the TRAINING
 source held out from training, never the evaluation slices), or read from a folder of
 measurement files with ground truth (``--cases``).
@@ -55,6 +56,8 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
 #: the fast sampler's budget of network evaluations per image: tuning it without --steps runs
 #: ⌊FAST_EVALUATIONS / K⌋ steps for K samples (the issue's bound of 50, K samples in one batch)
 FAST_EVALUATIONS = 50
+#: what a trial maximises: the mean over the validation cases of one of these metrics
+OBJECTIVES = ("ssim", "psnr")
 PRESETS_ENV = "SCORERECON_PRESETS"
 
 
@@ -190,11 +193,12 @@ def trial_settings(method: str, params: dict, steps: int | None) -> dict:
     return {**params, "steps": steps} if steps else dict(params)
 
 
-def score_settings(cases: list, method: str, settings: dict, prior, seed: int) -> float:
-    """Mean SSIM of ``method`` with ``settings`` (as :func:`trial_settings` returns) over ``cases``."""
+def score_settings(cases: list, method: str, settings: dict, prior, seed: int, objective: str = "ssim") -> float:
+    """Mean ``objective`` (:data:`OBJECTIVES`) of ``method`` with ``settings`` (as
+    :func:`trial_settings` returns) over ``cases``."""
     from .registry import reconstruct
     values = [reconstruct(meas, method, prior=prior, seed=seed, progress=False, **settings)
-              .metrics(meas)["ssim"] for meas in cases]
+              .metrics(meas)[objective] for meas in cases]
     return float(np.mean(values))
 
 
@@ -205,9 +209,11 @@ def _inside(settings: dict, space: dict[str, tuple]) -> dict:
 
 
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
-         start: dict | None = None, start_value: float | None = None, callback=None) -> tuple[dict, float]:
+         start: dict | None = None, start_value: float | None = None, callback=None,
+         objective: str = "ssim") -> tuple[dict, float]:
     """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
-    trial's settings, steps included when fixed or derived, and its SSIM).
+    trial's settings, steps included when fixed or derived, and its mean ``objective``: SSIM as
+    Song et al. tuned, or PSNR).
 
     ``start`` (e.g. the current preset) is the first trial (Optuna's ``enqueue_trial``), so the
     search knows a good setting before its random start-up trials; settings of it outside the
@@ -221,6 +227,8 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
         raise UserError("tuning needs Optuna: pip install 'scorerecon[tune]'") from None
     if method not in SEARCH_SPACES:
         raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     known = _inside(start or {}, SEARCH_SPACES[method])
@@ -230,23 +238,24 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     elif known:
         study.enqueue_trial(known)
 
-    def objective(trial) -> float:
+    def trial_value(trial) -> float:
         params = trial_settings(method, _suggest(trial, SEARCH_SPACES[method]), steps)
         try:
-            return score_settings(cases, method, params, prior, seed)
+            return score_settings(cases, method, params, prior, seed, objective)
         except UserError as err:
             if "NaN/Inf" not in str(err):
                 raise
             return 0.0
 
     callbacks = [lambda study, trial: callback(trial.number, trial.params, trial.value)] if callback else []
-    study.optimize(objective, n_trials=trials, callbacks=callbacks)
+    study.optimize(trial_value, n_trials=trials, callbacks=callbacks)
     return trial_settings(method, dict(study.best_params), steps), float(study.best_value)
 
 
 def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int | None = None,
              slices: int = 4, cases_dir: str | None = None, dataset_dir: str | None = None,
-             size: int | None = None, output: str | None = None, seed: int = 0, log=print) -> Path | None:
+             size: int | None = None, output: str | None = None, seed: int = 0, objective: str = "ssim",
+             log=print) -> Path | None:
     """The ``scorerecon tune`` command: build cases, tune, save the preset; returns its path
     (None when no trial beat the current settings)."""
     from .score import resolve_prior, settings_for
@@ -257,8 +266,9 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
         raise UserError(f"the cases are {wrong[0]} measurements, not {task}: pass --task {wrong[0]}")
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings(method, {}, steps)
-    baseline = score_settings(cases, method, current_run, loaded, seed)
-    log(f"{task} {method}: {len(cases)} validation cases, current settings SSIM {baseline:.4f}")
+    name = objective.upper()
+    baseline = score_settings(cases, method, current_run, loaded, seed, objective)
+    log(f"{task} {method}: {len(cases)} validation cases, current settings {name} {baseline:.4f}")
     # the current settings start the search; when a trial of them is the run just scored, it is not run again
     current = settings_for(method, task, {})
     known = _inside(current, SEARCH_SPACES[method])
@@ -267,9 +277,10 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
         settings_for(method, task, rerun) == settings_for(method, task, current_run))
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
-                       start_value=baseline if same else None,
-                       callback=lambda k, p, v: log(f"  trial {k}: SSIM {v:.4f}  {p}"))
-    provenance = {"ssim": value, "ssim_before": baseline, "trials": trials, "cases": len(cases),
+                       start_value=baseline if same else None, objective=objective,
+                       callback=lambda k, p, v: log(f"  trial {k}: {name} {v:.4f}  {p}"))
+    provenance = {objective: value, f"{objective}_before": baseline, "objective": objective,
+                  "trials": trials, "cases": len(cases),
                   "source": cases_dir or f"{TASKS[task]['dataset']} val.npy",
                   "prior": str(prior or loaded.metadata.get("name")),
                   "steps": steps, "seconds": round(time.perf_counter() - start, 1),
@@ -278,7 +289,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
         log(f"no trial beat the current settings ({value:.4f} <= {baseline:.4f}): preset unchanged")
         return None
     path = save_preset(task, method, best, provenance, output)  # steps stored: it reproduces the run
-    log(f"best SSIM {value:.4f} with {best}: wrote {path}")
+    log(f"best {name} {value:.4f} with {best}: wrote {path}")
     return path
 
 
@@ -286,7 +297,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
 def add_tune_command(sub) -> None:
     """``scorerecon tune TASK``: registered in cli._EXTRA_COMMANDS."""
     p = sub.add_parser("tune", help="tune a score-based method's settings on validation cases "
-                                    "(Bayesian optimisation of SSIM) and save them as the task's preset")
+                                    "(Bayesian optimisation of SSIM or PSNR) and save them as the task's preset")
     p.add_argument("task", choices=list(TASKS), help="the task whose preset is tuned")
     p.add_argument("--method", default="song", choices=list(SEARCH_SPACES), help="method to tune (default song)")
     p.add_argument("--prior", default=None, help="prior name or file (default: the modality's shipped prior)")
@@ -298,6 +309,8 @@ def add_tune_command(sub) -> None:
     p.add_argument("--data", default=None, help="prepared dataset folder (default: the user cache)")
     p.add_argument("--size", type=positive_int, default=None, help="downsample validation slices (quick runs)")
     p.add_argument("-o", "--output", default=None, help="preset folder (default: the user presets folder)")
+    p.add_argument("--objective", default="ssim", choices=OBJECTIVES,
+                   help="mean metric over the cases to maximise (default ssim, as Song et al.)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_tune_command)
 
@@ -305,4 +318,4 @@ def add_tune_command(sub) -> None:
 def _run_tune_command(args) -> None:
     run_tune(args.task, args.method, prior=args.prior, trials=args.trials, steps=args.steps,
              slices=args.slices, cases_dir=args.cases, dataset_dir=args.data, size=args.size,
-             output=args.output, seed=args.seed)
+             output=args.output, seed=args.seed, objective=args.objective)
