@@ -20,7 +20,8 @@ p_0t = N(α x₀, β² I).
 * :func:`dps_sampler` — Chung et al. 2023 (DPS), Algorithm 1: reverse diffusion, then
   x ← x − ζ_i ∇_{x_t} ‖y − A x̂₀(x_t)‖² with ζ_i = ζ / (‖y − A x̂₀‖ √L), through the network.
 * :func:`fast_sampler` — DDS (Chung, Lee & Ye 2024): Tweedie estimate, CG on the data term,
-  DDIM re-noising with η; one network evaluation per step (≤ 50 by default).
+  DDIM re-noising with η, optionally DPS's gradient step (ζ); one network evaluation per step
+  (≤ 50 by default).
 
 L = ‖A^H A‖ (power iteration) makes the step sizes independent of the operator's scale
 (L = 1 for the orthonormal MRI Fourier operators, ≈ views × image size for CT).
@@ -288,17 +289,25 @@ def dps_sampler(problem: InverseProblem, prior, *, steps: int, samples: int = 1,
 
 def _dps_step(problem: InverseProblem, prior, x: Tensor, t: float, dt: float, zeta: float,
               generator) -> Tensor:
+    x0, guidance = _denoise_with_guidance(problem, prior, x, t, zeta)
+    a, b = prior.sde.alpha(t), prior.sde.beta(t)
+    score = (a * x0 - x) / b ** 2
+    x_next, _ = reverse_diffusion_predictor(_FixedScore(prior.sde, score), x, t, dt, generator)
+    return x_next - guidance
+
+
+def _denoise_with_guidance(problem: InverseProblem, prior, x: Tensor, t: float,
+                           zeta: float) -> tuple[Tensor, Tensor]:
+    """Tweedie's x̂₀(x_t) and DPS's step ζ_i ∇_{x_t} ‖y − A x̂₀(x_t)‖² with ζ_i = ζ / ‖y − A x̂₀‖
+    per image (Chung et al. 2023, Algorithm 1; ``zeta`` already divided by √L), through the
+    network by autograd."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         x0 = prior.denoise(x, t)
         residual = problem.residual_norm(problem.to_image(x0))
         grad, = torch.autograd.grad((residual ** 2).sum(), x)
-    a, b = prior.sde.alpha(t), prior.sde.beta(t)
-    x = x.detach()
-    score = (a * x0.detach() - x) / b ** 2
-    x_next, _ = reverse_diffusion_predictor(_FixedScore(prior.sde, score), x, t, dt, generator)
     weight = (zeta / residual.detach().clamp_min(1e-12)).reshape(-1, 1, 1, 1)
-    return x_next - problem.to_state(_like_image(problem, weight)) * grad
+    return x0.detach(), problem.to_state(_like_image(problem, weight)) * grad
 
 
 def _like_image(problem: InverseProblem, weight: Tensor) -> Tensor:
@@ -308,14 +317,19 @@ def _like_image(problem: InverseProblem, weight: Tensor) -> Tensor:
 
 def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: int = 1,
                  generator: torch.Generator | None = None, cg_iterations: int = 5, gamma: float = 0.0,
-                 eta: float = 0.15, start_sigma: float | None = None, init: Tensor | None = None,
-                 progress: bool = False) -> SamplerOutput:
+                 eta: float = 0.15, zeta: float = 0.0, start_sigma: float | None = None,
+                 init: Tensor | None = None, progress: bool = False) -> SamplerOutput:
     """DDS-style sampler (Chung, Lee & Ye 2024, Algorithm 1), one network evaluation per step.
 
     On the N times t_0 > … > t_{N−1} = ε, for t = t_i, s = t_{i+1}:
     x̂₀ = Tweedie(x_t);  x̂₀' = CG_M(x̂₀) on ½‖y − A x‖² + ½ γL ‖x − x̂₀‖²;
     ε̂ = (x_t − α_t x̂₀)/β_t;  x_s = α_s x̂₀' + √(β_s² − c²) ε̂ + c z with the DDIM noise
     c = η β_s √(1 − (α_t β_s / (α_s β_t))²).  The last step returns x̂₀'.
+
+    ``zeta`` > 0 adds DPS's correction (Chung et al. 2023) to each re-noised state,
+    x_s ← x_s − ζ_i ∇_{x_t} ‖y − A x̂₀(x_t)‖² with ζ_i = ζ / (‖y − A x̂₀‖ √L): CG fits the data in
+    the estimate, the gradient through the network moves the state so that the NEXT estimate
+    fits them too (one backward pass per step, no extra network evaluation).
 
     Cold start: t_0 = T, x from the SDE's prior.  Warm start ("come closer, diffuse faster",
     Chung, Sim & Ye 2022): ``init`` (an image in the problem's layout, e.g. a classical
@@ -324,7 +338,8 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
     """
     steps = _check_steps(steps)
     counted = CountingPrior(prior)
-    damping = gamma * operator_norm(problem, generator) if gamma else 0.0
+    norm = operator_norm(problem, generator) if gamma or zeta else 0.0
+    damping, scaled = gamma * norm, zeta / math.sqrt(max(norm, 1e-12))
     sde = prior.sde
     if start_sigma:
         if init is None:
@@ -337,11 +352,14 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
         x = _start(problem, prior, samples, generator)
     grid = torch.linspace(t0, sde.eps, steps).tolist()
     for i in _progress(range(steps), progress, "fast"):
-        x0 = counted.denoise(x, grid[i])
+        if zeta:
+            x0, guidance = _denoise_with_guidance(problem, counted, x, grid[i], scaled)
+        else:
+            x0, guidance = counted.denoise(x, grid[i]), 0.0
         image = cg_consistency(problem, problem.to_image(x0), damping, cg_iterations)
         if i < steps - 1:
-            x = _ddim(sde, x, x0, problem.to_state(image), grid[i], grid[i + 1], eta, generator)
-    info = {"steps": steps, "cg_iterations": cg_iterations, "gamma": gamma, "eta": eta,
+            x = _ddim(sde, x, x0, problem.to_state(image), grid[i], grid[i + 1], eta, generator) - guidance
+    info = {"steps": steps, "cg_iterations": cg_iterations, "gamma": gamma, "eta": eta, "zeta": zeta,
             "start_sigma": start_sigma or 0.0}
     return _output(problem, image, samples, counted.nfe, info)
 

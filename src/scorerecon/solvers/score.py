@@ -15,11 +15,12 @@ chung      Chung & Ye 2022 (projection after each update; multi-coil hybrid)    
 langevin   Jalal et al. 2021, annealed Langevin with a likelihood gradient      N·inner + 1
 guidance   score-SDE gradient guidance (likelihood gradient in the score)       2N + 1
 dps        Chung et al. 2023, diffusion posterior sampling                      N + 1
-fast       DDS (Chung, Lee & Ye 2024): Tweedie + CG + DDIM, N = 50             N
+fast       DDS (Chung, Lee & Ye 2024): Tweedie + CG + DDIM (+ DPS step ζ)       N
 score      the recommended default: ``fast``
 =========  ==================================================================  ===========
 
-N (``steps``) defaults to the prior's own N for the 1000-step samplers and to 50 for ``fast``.
+N (``steps``) defaults to the prior's own N for the 1000-step samplers and, for ``fast``, to the
+task preset's (K samples of ⌊50 / K⌋ steps) or 20.
 Settings come, in increasing priority, from :data:`DEFAULTS`, the task's tuned preset
 (:func:`scorerecon.solvers.tuning.load_preset`, e.g. ``ct-sparse-view``) and the caller.
 
@@ -64,7 +65,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # Tuned presets (solvers/presets/) override it; start_sigma = 0 starts cold.  ``samples``:
     # K posterior samples by default (their mean is the image, their std the uncertainty map);
     # tuned presets trade steps for samples within FAST_EVALUATIONS (solvers/tuning.py)
-    "fast": {"steps": 20, "samples": 2, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "start_sigma": 0.1},
+    "fast": {"steps": 20, "samples": 2, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "zeta": 0.0,
+             "start_sigma": 0.1},
 }
 WARM_START_INIT_ITERATIONS = 10  # MRI: CG iterations of the least-squares initial image
 PHASE_SMOOTHING = 2.0  # pixels: σ of the Gaussian blur that makes the phase estimate smooth

@@ -51,7 +51,7 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "langevin": {"step_size": ("log", 1e-3, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "dps": {"zeta": ("log", 0.01, 10.0)},
     "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0),
-             "start_sigma": ("log", 0.02, 1.0), "samples": ("int", 1, 8)},
+             "start_sigma": ("log", 0.02, 1.0), "samples": ("int", 1, 8), "zeta": ("float", 0.0, 5.0)},
 }
 #: the fast sampler's budget of network evaluations per image: tuning it without --steps runs
 #: ⌊FAST_EVALUATIONS / K⌋ steps for K samples (the issue's bound of 50, K samples in one batch)
