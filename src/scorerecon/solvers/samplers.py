@@ -352,7 +352,7 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
         x = _start(problem, prior, samples, generator)
     grid = torch.linspace(t0, sde.eps, steps).tolist()
     for i in _progress(range(steps), progress, "fast"):
-        if zeta:
+        if zeta and i < steps - 1:  # the last step re-noises nothing: no gradient needed
             x0, guidance = _denoise_with_guidance(problem, counted, x, grid[i], scaled)
         else:
             x0, guidance = counted.denoise(x, grid[i]), 0.0
