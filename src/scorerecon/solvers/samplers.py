@@ -279,7 +279,7 @@ def dps_sampler(problem: InverseProblem, prior, *, steps: int, samples: int = 1,
     """
     steps = _check_steps(steps)
     counted = CountingPrior(prior)
-    scaled = zeta / math.sqrt(max(operator_norm(problem, generator), 1e-12))
+    scaled = _guidance_scale(zeta, operator_norm(problem, generator))
     grid = time_grid(prior.sde, steps)
     x = _start(problem, prior, samples, generator)
     for i in _progress(range(steps), progress, "dps"):
@@ -296,10 +296,15 @@ def _dps_step(problem: InverseProblem, prior, x: Tensor, t: float, dt: float, ze
     return x_next - guidance
 
 
+def _guidance_scale(zeta: float, norm: float) -> float:
+    """ζ / √L: DPS's step size independent of the operator's scale L = ‖A^H A‖."""
+    return zeta / math.sqrt(max(norm, 1e-12))
+
+
 def _denoise_with_guidance(problem: InverseProblem, prior, x: Tensor, t: float,
                            zeta: float) -> tuple[Tensor, Tensor]:
     """Tweedie's x̂₀(x_t) and DPS's step ζ_i ∇_{x_t} ‖y − A x̂₀(x_t)‖² with ζ_i = ζ / ‖y − A x̂₀‖
-    per image (Chung et al. 2023, Algorithm 1; ``zeta`` already divided by √L), through the
+    per image (Chung et al. 2023, Algorithm 1; ``zeta`` from :func:`_guidance_scale`), through the
     network by autograd."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -339,7 +344,7 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
     steps = _check_steps(steps)
     counted = CountingPrior(prior)
     norm = operator_norm(problem, generator) if gamma or zeta else 0.0
-    damping, scaled = gamma * norm, zeta / math.sqrt(max(norm, 1e-12))
+    damping, scaled = gamma * norm, _guidance_scale(zeta, norm)
     sde = prior.sde
     if start_sigma:
         if init is None:
