@@ -11,8 +11,15 @@ from scorerecon.allocator import glibc_mallopt, retain_freed_memory
 
 # A U-Net-like step (conv activations of 2 MiB, kept and released) and an FFT, as in a sampler.
 CHILD = """
-import json, resource, torch
+import json, mmap, resource, torch
 from scorerecon.allocator import retain_freed_memory
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+# control: touching 8 MiB of fresh anonymous memory must fault pages in, where the kernel counts them
+fresh, before = mmap.mmap(-1, 8 << 20), minor_faults()
+for offset in range(0, len(fresh), mmap.PAGESIZE):
+    fresh[offset] = 1
+counted = minor_faults() - before
 applied = retain_freed_memory()
 conv = torch.nn.Conv2d(16, 16, 3, padding=1)
 x = torch.randn(2, 16, 128, 128)
@@ -24,17 +31,19 @@ def step():
 with torch.no_grad():
     for _ in range(5):
         step()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    before = minor_faults()
     for _ in range(20):
         step()
-print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+print(json.dumps({"applied": applied, "faults": minor_faults() - before, "counted": counted}))
 """
 
 glibc = pytest.mark.skipif(glibc_mallopt() is None, reason="the settings apply to glibc's malloc only")
 
 
 def _child(**env) -> dict:
-    environ = {k: v for k, v in os.environ.items() if k != "SCORERECON_MALLOC"}
+    # glibc's own defaults: no tunables from the environment (GLIBC_TUNABLES, MALLOC_*_)
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("SCORERECON_MALLOC", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
     environ.update(env, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", CHILD], env=environ, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -44,6 +53,8 @@ def _child(**env) -> dict:
 def test_retained_memory_serves_repeated_steps_without_page_faults():
     retained, default = _child(), _child(SCORERECON_MALLOC="default")
     assert retained["applied"] and not default["applied"]
+    if not default["counted"]:  # seen on a CI machine: getrusage reported no minor faults at all
+        pytest.skip("this kernel does not count minor page faults (getrusage's ru_minflt stays 0)")
     # 20 steps fault ~40,000 pages in under glibc's defaults; with the settings at most a one-off
     # (one run of the suite saw 1,024: a single 4 MiB block)
     assert retained["faults"] < 4096, retained
