@@ -111,8 +111,20 @@ def plot_loss(logs: list[Path], out: Path) -> None:
 def hardware() -> str:
     """This machine in words (CPU count and model, torch build, GPU when there is one)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+    return f"{os.cpu_count()} CPU cores ({cpu_model()}), {gpu}, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AMX bf16 tiles, which decide whether bf16 autocast
+    speeds training up (benchmarks/results/training_throughput*.md); the architecture elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = fields.get("flags", "").split()
+    return f"{fields.get('model name', platform.machine())}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}"
 
 
 def _files(source: dict) -> str:

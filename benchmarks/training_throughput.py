@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from prior_cards import hardware
 from scorerecon.allocator import retain_freed_memory
 from scorerecon.atomic import atomic_path
 from scorerecon.priors.config import load_config
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
             print(f"  {name:20s} processes {processes}: {rate:8.2f} images/s  "
                   f"{rows[-1]['steps_per_hour']:7d} steps/h", flush=True)
     summary = {"config": args.config, "parameters": params, "crop": crop, "batch": cfg["training"]["batch_size"],
-               "threads": args.threads, "steps": args.steps, "results": rows}
+               "threads": args.threads, "steps": args.steps, "hardware": hardware(), "results": rows}
     if args.json:
         with atomic_path(args.json, suffix=".json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
@@ -126,7 +127,7 @@ def markdown(summary: dict) -> str:
     lines = ["# Training throughput", "",
              f"`{summary['config']}`: {summary['parameters'] / 1e6:.2f} M parameters, crop {summary['crop']}², "
              f"global batch {summary.get('batch', 16)}, {summary['threads']} threads in total, "
-             f"{summary.get('steps', 20)} timed steps per variant, torch {torch.__version__}.", "",
+             f"{summary.get('steps', 20)} timed steps per variant, {summary.get('hardware', f'torch {torch.__version__}')}.", "",
              "| variant | processes | images/s | steps/h | vs fp32, same processes |", "|---|---|---|---|---|"]
     for r in summary["results"]:
         ratio = r["images_per_s"] / base[r["processes"]] if r["processes"] in base else float("nan")

@@ -191,6 +191,31 @@ def test_config_errors(tmp_path):
     assert main(["train", "--config", str(tmp_path / "absent.toml")]) == 2
 
 
+def test_sigma_range_confines_training_to_an_experts_noise_levels(tmp_path):
+    cfg = _config(tmp_path, steps=2, sigma_range=[0.5, 2.0])
+    trainer = Trainer(cfg, np.load(tmp_path / "train.npy")[:, None])
+    sigmas = torch.cat([trainer.sde.beta(trainer.batch(k)[1]) / trainer.sde.alpha(trainer.batch(k)[1])
+                        for k in range(50)])
+    assert sigmas.min() >= 0.5 * (1 - 1e-4) and sigmas.max() <= 2.0 * (1 + 1e-4)
+    # VE: σ = σ_min (σ_max/σ_min)^t with t uniform, so log σ is uniform over [log 0.5, log 2]
+    assert float(torch.log(sigmas).mean()) == pytest.approx(0.0, abs=0.12)
+    prior = load_prior(train(cfg, progress=False))
+    assert prior.metadata["sigma_range"] == [0.5, 2.0]
+    cfg["training"]["sigma_range"] = [0.5, 4.0]
+    with pytest.raises(UserError, match="sigma_range differs"):
+        train(cfg, resume=True, progress=False)
+    state = read_checkpoint(tmp_path / "run/checkpoint.pt")
+    del state["config"]["training"]["sigma_range"]   # a run started before the option existed
+    torch.save(state, tmp_path / "run/checkpoint.pt")
+    cfg["training"].update(sigma_range=[], steps=3)
+    train(cfg, resume=True, progress=False)
+    for bad in ([2.0, 0.5], [0.1], ["a", 1.0], [0.0, 1.0]):
+        with pytest.raises(UserError, match="sigma_range must be"):
+            _config(tmp_path / "bad", sigma_range=bad)
+    with pytest.raises(UserError, match="outside the SDE's noise levels"):
+        Trainer(_config(tmp_path / "far", sigma_range=[20.0, 40.0]), np.load(tmp_path / "train.npy")[:, None])
+
+
 def test_data_stream_and_sigma_max_helper():
     first = np.concatenate([batch_indices(k, 6, 10, seed=1) for k in range(5)])
     assert sorted(first[:10]) == list(range(10)) and sorted(first[10:20]) == list(range(10))

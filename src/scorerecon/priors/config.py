@@ -31,7 +31,7 @@ DEFAULTS = {
                 "dropout": 0.0, "embedding": "fourier", "fourier_scale": 16.0},
     "training": {"steps": 3000, "batch_size": 16, "lr": 2e-4, "warmup": 500, "grad_clip": 1.0, "ema": 0.999,
                  "seed": 0, "bf16": False, "channels_last": False, "checkpoint_every": 250, "log_every": 10,
-                 "device": "auto", "init": ""},
+                 "device": "auto", "init": "", "sigma_range": []},
     "output": {"dir": "", "export": ""},
 }
 _POSITIVE = {"training": ("steps", "batch_size", "checkpoint_every", "log_every", "lr"), "data": ("crop",)}
@@ -113,5 +113,17 @@ def _check_values(cfg: dict) -> None:
     downsample = cfg["data"]["downsample"]
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise UserError(f"[data] downsample must be a whole number ≥ 1 (1 = full resolution), got {downsample!r}")
+    _check_sigma_range(cfg["training"]["sigma_range"])
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")
+
+
+def _check_sigma_range(sigma_range) -> None:
+    """``[training] sigma_range``: empty (the SDE's whole range) or [low, high], 0 < low < high."""
+    if sigma_range == []:
+        return
+    if (not isinstance(sigma_range, list) or len(sigma_range) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sigma_range)
+            or not 0 < sigma_range[0] < sigma_range[1]):
+        raise UserError(f"[training] sigma_range must be [] (all noise levels) or [low, high] with "
+                        f"0 < low < high, got {sigma_range!r}")

@@ -1,10 +1,12 @@
 """Training a score prior by denoising score matching (Vincent 2011; Song et al. 2021, eq. 7).
 
-For x0 from the data, t ~ U(eps, T), z ~ N(0, I) and x_t = α(t) x0 + β(t) z, the loss is
+For x0 from the data, t ~ U(t_lo, t_hi), z ~ N(0, I) and x_t = α(t) x0 + β(t) z, the loss is
 
     L(θ) = E w(σ) ‖D_θ(x_t, t) − x0‖²,   σ = β/α,  w = 1 / c_out(σ)²    (mean over pixels),
 
-with the denoiser D_θ and c_out of the prior's parameterization (:mod:`.parameterization`):
+with [t_lo, t_hi] = [eps, T], or with ``[training] sigma_range = [σ_lo, σ_hi]`` the times whose
+noise level σ(t) lies in that range (log-uniform σ for VE): an expert for part of the noise range
+(:mod:`.experts`) spends all its steps there (eDiff-I, Balaji et al. 2022).  The denoiser D_θ and c_out of the prior's parameterization (:mod:`.parameterization`):
 for ``edm`` (Karras et al. 2022, eq. 8 with their Table 1 preconditioning) the network's target
 has unit variance at every σ; for ``noise`` it is Song's E ‖β s_θ(x_t, t) + z‖².
 
@@ -47,7 +49,7 @@ from torch import nn
 from ..allocator import retain_freed_memory
 from ..errors import UserError
 from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
-from .config import dataset_path
+from .config import DEFAULTS, dataset_path
 from .network import ScoreUNet, count_parameters
 from .parameterization import LEGACY, Parameterization
 from .prior import ScorePrior
@@ -60,7 +62,7 @@ FROZEN_TABLES = ("data", "sde", "network", "parameterization")
 LEGACY_TABLES = {"parameterization": LEGACY}
 # keys added to a frozen table later, with the value their absence meant
 LATER_DEFAULTS = {"data": {"downsample": 1}}
-FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last")
+FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last", "sigma_range")
 
 
 # ----------------------------------------------------------------------------------- data
@@ -133,6 +135,18 @@ def max_pairwise_distance(images: np.ndarray, limit: int = 512) -> float:
     return float(torch.cdist(flat, flat).max())
 
 
+def training_time_range(sde, sigma_range) -> tuple[float, float]:
+    """[t_lo, t_hi] that training draws t from uniformly: [eps, T], or the times whose noise level
+    lies in ``sigma_range`` = [σ_lo, σ_hi] (UserError when that range misses the SDE's)."""
+    if not sigma_range:
+        return sde.eps, sde.T
+    low, high = (float(sde.noise_level(t).exp()) for t in (sde.eps, sde.T))
+    if sigma_range[0] >= high or sigma_range[1] <= low:
+        raise UserError(f"[training] sigma_range {list(sigma_range)} lies outside the SDE's noise levels "
+                        f"[{low:.3g}, {high:.3g}]: choose a range inside them")
+    return sde.time_of_noise(float(sigma_range[0])), sde.time_of_noise(float(sigma_range[1]))
+
+
 # -------------------------------------------------------------------------------- trainer
 class Trainer:
     """One training process: model (DDP-wrapped when world_size > 1), EMA, Adam, data stream."""
@@ -152,6 +166,7 @@ class Trainer:
         self.network = network.to(self.device, memory_format=self.memory_format)
         self.sde = sde_from_dict(cfg["sde"])
         self.parameterization = Parameterization.from_dict(cfg["parameterization"])
+        self.time_range = training_time_range(self.sde, self.opt["sigma_range"])
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
         self.model = self._wrap(self.network)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.opt["lr"],
@@ -179,7 +194,8 @@ class Trainer:
         size, data = self.opt["batch_size"], self.cfg["data"]
         idx = batch_indices(step, size, len(self.images), self.opt["seed"])
         x0 = random_crops(self.images, idx, data["crop"], data["flip"], gen)
-        t = self.sde.eps + (self.sde.T - self.sde.eps) * torch.rand(size, generator=gen)
+        t_lo, t_hi = self.time_range
+        t = t_lo + (t_hi - t_lo) * torch.rand(size, generator=gen)
         z = torch.randn(x0.shape, generator=gen)
         part = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
         return tuple(v[part].to(self.device) for v in (x0, t, z))
@@ -234,7 +250,7 @@ class Trainer:
                     "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
                     "training_seconds": round(self.elapsed, 1), "final_loss": final_loss,
                     "bf16": self.opt["bf16"], "intensity": data["intensity"], "init": self.opt["init"],
-                    "downsample": data["downsample"]}
+                    "downsample": data["downsample"], "sigma_range": list(self.opt["sigma_range"])}
         return ScorePrior(self.ema, self.sde, metadata, self.parameterization).describe()
 
     def state_dict(self) -> dict:
@@ -290,8 +306,9 @@ def check_resumable(cfg: dict, saved: dict) -> None:
             raise UserError(f"the config's [{table}] differs from the checkpoint's: resume with the original "
                             "config or train into a new output folder")
     for key in FROZEN_TRAINING:
-        if cfg["training"][key] != saved["training"][key]:
-            raise UserError(f"[training] {key} differs from the checkpoint's ({saved['training'][key]}): "
+        was = saved["training"].get(key, DEFAULTS["training"][key])
+        if cfg["training"][key] != was:
+            raise UserError(f"[training] {key} differs from the checkpoint's ({was}): "
                             "resume with the original value")
 
 
