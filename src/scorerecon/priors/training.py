@@ -6,7 +6,8 @@ For x0 from the data, t ~ U(t_lo, t_hi), z ~ N(0, I) and x_t = α(t) x0 + β(t) 
 
 with [t_lo, t_hi] = [eps, T], or with ``[training] sigma_range = [σ_lo, σ_hi]`` the times whose
 noise level σ(t) lies in that range (log-uniform σ for VE): an expert for part of the noise range
-(:mod:`.experts`) spends all its steps there (eDiff-I, Balaji et al. 2022).  The denoiser D_θ and c_out of the prior's parameterization (:mod:`.parameterization`):
+(:mod:`.experts`) spends all its steps there (eDiff-I, Balaji et al. 2022).  The denoiser D_θ
+and c_out are those of the prior's parameterization (:mod:`.parameterization`):
 for ``edm`` (Karras et al. 2022, eq. 8 with their Table 1 preconditioning) the network's target
 has unit variance at every σ; for ``noise`` it is Song's E ‖β s_θ(x_t, t) + z‖².
 
