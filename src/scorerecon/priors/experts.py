@@ -242,8 +242,8 @@ def build_experts_file(low: str, high: str, dataset: str, output: str | os.PathL
     val = load_split(dataset, "val")
     images = val[np.linspace(0, len(val) - 1, min(slices, len(val))).round().astype(int)]
     sde = high_prior.sde
-    grid = np.geomspace(max(float(sde.noise_level(sde.eps).exp()), floor * 1.05),
-                        float(sde.noise_level(sde.T).exp()), sigmas)
+    lowest, highest = sde.noise_range()
+    grid = np.geomspace(max(lowest, floor * 1.05), highest, sigmas)
     low_mse = tweedie_errors(low_prior, images, grid, seed)
     high_mse = tweedie_errors(high_prior, images, grid, seed)
     switch = choose_switch(grid, low_mse, high_mse, floor)

@@ -84,6 +84,10 @@ class SDE:
         t = _as_tensor(t)
         return torch.log(self.beta(t) / self.alpha(t))
 
+    def noise_range(self) -> tuple[float, float]:
+        """(σ(eps), σ(T)): the noise levels β/α the SDE spans, smallest first."""
+        return tuple(float(self.noise_level(t).exp()) for t in (self.eps, self.T))
+
     def time_of_noise(self, sigma):
         """t with β(t)/α(t) = σ, by bisection on the increasing noise level (clamped to [eps, T]);
         a float for a float σ, elementwise (float64) for a tensor."""

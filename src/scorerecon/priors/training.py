@@ -50,7 +50,7 @@ from torch import nn
 from ..allocator import retain_freed_memory
 from ..errors import UserError
 from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
-from .config import DEFAULTS, dataset_path
+from .config import dataset_path
 from .network import ScoreUNet, count_parameters
 from .parameterization import LEGACY, Parameterization
 from .prior import ScorePrior
@@ -61,8 +61,8 @@ LOG_FIELDS = ("step", "loss", "lr", "images_per_s", "seconds")
 FROZEN_TABLES = ("data", "sde", "network", "parameterization")
 # what checkpoints written before a table existed meant by its absence
 LEGACY_TABLES = {"parameterization": LEGACY}
-# keys added to a frozen table later, with the value their absence meant
-LATER_DEFAULTS = {"data": {"downsample": 1}}
+# keys added to a frozen table (or to FROZEN_TRAINING) later, with the value their absence meant
+LATER_DEFAULTS = {"data": {"downsample": 1}, "training": {"sigma_range": []}}
 FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last", "sigma_range")
 
 
@@ -141,7 +141,7 @@ def training_time_range(sde, sigma_range) -> tuple[float, float]:
     lies in ``sigma_range`` = [σ_lo, σ_hi] (UserError when that range misses the SDE's)."""
     if not sigma_range:
         return sde.eps, sde.T
-    low, high = (float(sde.noise_level(t).exp()) for t in (sde.eps, sde.T))
+    low, high = sde.noise_range()
     if sigma_range[0] >= high or sigma_range[1] <= low:
         raise UserError(f"[training] sigma_range {list(sigma_range)} lies outside the SDE's noise levels "
                         f"[{low:.3g}, {high:.3g}]: choose a range inside them")
@@ -294,7 +294,8 @@ def _as_tuple(value):
 
 def _with_later_defaults(table: str, saved):
     """A checkpoint's config table with keys added to the defaults since it was written filled in
-    (``[data] downsample``): a key absent then meant what its default means now."""
+    (``[data] downsample``, ``[training] sigma_range``): a key absent then meant what its default
+    means now."""
     if table not in LATER_DEFAULTS or not isinstance(saved, dict):
         return saved
     return {**LATER_DEFAULTS[table], **saved}
@@ -306,8 +307,9 @@ def check_resumable(cfg: dict, saved: dict) -> None:
         if cfg[table] != _with_later_defaults(table, saved.get(table, LEGACY_TABLES.get(table))):
             raise UserError(f"the config's [{table}] differs from the checkpoint's: resume with the original "
                             "config or train into a new output folder")
+    saved_training = _with_later_defaults("training", saved["training"])
     for key in FROZEN_TRAINING:
-        was = saved["training"].get(key, DEFAULTS["training"][key])
+        was = saved_training[key]
         if cfg["training"][key] != was:
             raise UserError(f"[training] {key} differs from the checkpoint's ({was}): "
                             "resume with the original value")
