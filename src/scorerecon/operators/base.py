@@ -24,7 +24,15 @@ import torch
 
 
 class MaskedOperator(torch.nn.Module):
-    """Abstract A = P(Λ) T.  ``mask`` broadcasts against the full measurement."""
+    """Abstract A = P(Λ) T.  ``mask`` broadcasts against the full measurement.
+
+    ``inverse_projects``: whether the step x + T⁻¹[Λ (y − T x)] moves x onto {A x = y} without
+    overshooting: the orthogonal projection for a unitary T (single-coil Fourier), a unit gradient
+    step for SENSE with normalised maps.  Operators whose T⁻¹ is only approximate (CT's FBP) set
+    it to False, and hard data consistency then runs conjugate gradients instead.
+    """
+
+    inverse_projects = True
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()

@@ -374,8 +374,13 @@ class CTOperator(MaskedOperator):
     """A = Λ ⊙ T with T the Radon transform of ``geometry`` (Joseph's method, sparse int32 CSR).
 
     Images are (B, C, H, W), sinograms (B, C, V, D); ``mask`` is (V, D) or (V,) (views).
-    ``filter`` is the FBP filter that :meth:`transform_inverse` uses.
+    ``filter`` is the FBP filter that :meth:`transform_inverse` uses.  FBP inverts T only where
+    the views sample the angles densely enough (about π/2 views per pixel of image width: 400
+    for 256²); below that, and on a subset of the views, T⁻¹ Λ T has eigenvalues above 2, so
+    the repeated step x + T⁻¹[Λ (y − T x)] diverges (``inverse_projects``; a test measures it).
     """
+
+    inverse_projects = False
 
     def __init__(self, geometry: CTGeometry, mask=None, filter: str = "ramp"):
         full = np.ones(geometry.sinogram_shape, np.float32)

@@ -13,8 +13,9 @@ Steps implemented (x is the image, ŷ_t a noisy measurement, y the measured data
 
 * :func:`noisy_measurement` — Song et al. 2022, ŷ_t = α(t) y + β(t) A z, z ~ N(0, I) (Gaussian).
 * :meth:`InverseProblem.prox` — Song et al. 2022 eq. 8, x' = T⁻¹[T x + λ Λ (ŷ_t − T x)], in the
-  residual form x + λ T⁻¹[Λ (ŷ_t − T x)]; with λ = 1 and ŷ = y it is the hard projection of
-  Chung & Ye 2022 (x ← T⁻¹[(I − Λ) T x + y]).
+  residual form x + λ T⁻¹[Λ (ŷ_t − T x)].
+* :meth:`InverseProblem.project` — the hard projection of Chung & Ye 2022 (x ← T⁻¹[(I − Λ) T x + y],
+  ``prox`` with λ = 1 and ŷ = y) where T⁻¹ projects; conjugate gradients where it does not (CT).
 * :func:`likelihood_gradient` — ∇ log p(y | x) ≈ A^H (y − A x) / v (Jalal et al. 2021; v grows
   with the diffusion noise).
 * :func:`sense_step` — Chung & Ye 2022 hybrid flavour: combine the coil images with the
@@ -33,6 +34,7 @@ from ..operators.base import MaskedOperator
 from .optim import conjugate_gradient
 
 Tensor = torch.Tensor
+PROJECTION_ITERATIONS = 5  # CG steps of the hard projection where T⁻¹ does not project (CT)
 
 
 def randn(shape, generator: torch.Generator | None, device) -> Tensor:
@@ -166,6 +168,18 @@ class InverseProblem:
         residual = op.mask * (y_hat - op.transform(self._cast(image)))
         return image + lam * self._image(op.transform_inverse(residual))
 
+    def project(self, image: Tensor) -> Tensor:
+        """Hard data consistency: x moved onto {A x = y} (Chung & Ye 2022).
+
+        x + T⁻¹[Λ (y − T x)] where the operator's T⁻¹ projects (``inverse_projects``: MRI);
+        otherwise :data:`PROJECTION_ITERATIONS` conjugate-gradient steps on A^H A x = A^H y
+        started at x, whose iterates x + K(A^H A, A^H (y − A x)) approach the minimum-norm
+        correction, the orthogonal projection (CT, where the FBP step overshoots and diverges).
+        """
+        if self.operator.inverse_projects:
+            return self.prox(image, self.measured(image.shape[0] // self.groups), 1.0)
+        return cg_consistency(self, image, 0.0, PROJECTION_ITERATIONS)
+
     def residual_norm(self, image: Tensor) -> Tensor:
         """‖y − A x‖ per image, shape (samples · groups,)."""
         r = self.measured(image.shape[0] // self.groups) - self.forward(image)
@@ -185,9 +199,8 @@ def song_consistency(problem: InverseProblem, state: Tensor, y_hat: Tensor, lam:
 
 
 def hard_consistency(problem: InverseProblem, state: Tensor) -> Tensor:
-    """Chung & Ye 2022: x ← T⁻¹[(I − Λ) T x + y], the measured data put back exactly."""
-    samples = state.shape[0] // (problem.parts * problem.groups)
-    return song_consistency(problem, state, problem.measured(samples), 1.0)
+    """Chung & Ye 2022: the measured data put back (:meth:`InverseProblem.project`) on the sampler state."""
+    return problem.to_state(problem.project(problem.to_image(state)))
 
 
 def likelihood_gradient(problem: InverseProblem, image: Tensor, variance: float | Tensor) -> Tensor:
