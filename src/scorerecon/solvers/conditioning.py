@@ -13,9 +13,10 @@ Steps implemented (x is the image, ŷ_t a noisy measurement, y the measured data
 
 * :func:`noisy_measurement` — Song et al. 2022, ŷ_t = α(t) y + β(t) A z, z ~ N(0, I) (Gaussian).
 * :meth:`InverseProblem.prox` — Song et al. 2022 eq. 8, x' = T⁻¹[T x + λ Λ (ŷ_t − T x)], in the
-  residual form x + λ T⁻¹[Λ (ŷ_t − T x)].
-* :meth:`InverseProblem.project` — the hard projection of Chung & Ye 2022 (x ← T⁻¹[(I − Λ) T x + y],
-  ``prox`` with λ = 1 and ŷ = y) where T⁻¹ projects; conjugate gradients where it does not (CT).
+  residual form x + λ T⁻¹[Λ (ŷ_t − T x)]: the fraction λ of the way to the projection of x onto
+  {A x = ŷ_t}, which conjugate gradients compute where T⁻¹ does not project (CT).
+* :meth:`InverseProblem.project` — the hard projection of Chung & Ye 2022, x ← T⁻¹[(I − Λ) T x + y]
+  (``prox`` with λ = 1 and ŷ = y).
 * :func:`likelihood_gradient` — ∇ log p(y | x) ≈ A^H (y − A x) / v (Jalal et al. 2021; v grows
   with the diffusion noise).
 * :func:`sense_step` — Chung & Ye 2022 hybrid flavour: combine the coil images with the
@@ -34,7 +35,7 @@ from ..operators.base import MaskedOperator
 from .optim import conjugate_gradient
 
 Tensor = torch.Tensor
-PROJECTION_ITERATIONS = 5  # CG steps of the hard projection where T⁻¹ does not project (CT)
+PROJECTION_ITERATIONS = 5  # CG steps of a projection where T⁻¹ does not project (CT)
 
 
 def randn(shape, generator: torch.Generator | None, device) -> Tensor:
@@ -159,26 +160,24 @@ class InverseProblem:
         return self.adjoint(self.forward(image))
 
     def prox(self, image: Tensor, y_hat: Tensor, lam: float) -> Tensor:
-        """Song et al. 2022 eq. 8 in residual form: x + λ T⁻¹[Λ (ŷ − T x)] (λ = 1: projection).
+        """Song et al. 2022 eq. 8, x' = T⁻¹[T x + λ Λ (ŷ − T x)] = x + λ (P x − x), P the
+        projection onto {A x = ŷ} (λ = 1: the projection itself).
 
-        Equal to T⁻¹[T x + λ Λ (ŷ − T x)] when T⁻¹ T = I; with an approximate T⁻¹ (FBP) it
-        leaves the unmeasured part of x untouched instead of blurring it by T⁻¹ T each step.
+        Where the operator's T⁻¹ projects (``inverse_projects``: MRI) this is the residual form
+        x + λ T⁻¹[Λ (ŷ − T x)].  Otherwise (CT, T⁻¹ = FBP, which overshoots: repeating its step
+        diverges) P x is :data:`PROJECTION_ITERATIONS` conjugate-gradient steps on A^H A x = A^H ŷ
+        started at x, whose iterates x + K(A^H A, A^H (ŷ − A x)) approach the minimum-norm
+        correction, the orthogonal projection.
         """
+        if not self.operator.inverse_projects:
+            return image + lam * (cg_consistency(self, image, 0.0, PROJECTION_ITERATIONS, y_hat) - image)
         op = self.operator
         residual = op.mask * (y_hat - op.transform(self._cast(image)))
         return image + lam * self._image(op.transform_inverse(residual))
 
     def project(self, image: Tensor) -> Tensor:
-        """Hard data consistency: x moved onto {A x = y} (Chung & Ye 2022).
-
-        x + T⁻¹[Λ (y − T x)] where the operator's T⁻¹ projects (``inverse_projects``: MRI);
-        otherwise :data:`PROJECTION_ITERATIONS` conjugate-gradient steps on A^H A x = A^H y
-        started at x, whose iterates x + K(A^H A, A^H (y − A x)) approach the minimum-norm
-        correction, the orthogonal projection (CT, where the FBP step overshoots and diverges).
-        """
-        if self.operator.inverse_projects:
-            return self.prox(image, self.measured(image.shape[0] // self.groups), 1.0)
-        return cg_consistency(self, image, 0.0, PROJECTION_ITERATIONS)
+        """Hard data consistency (Chung & Ye 2022): x moved onto {A x = y}, :meth:`prox` with λ = 1."""
+        return self.prox(image, self.measured(image.shape[0] // self.groups), 1.0)
 
     def residual_norm(self, image: Tensor) -> Tensor:
         """‖y − A x‖ per image, shape (samples · groups,)."""
@@ -226,13 +225,15 @@ def sense_schedule(step: int, steps: int, start: float = 1.0, end: float = 0.2) 
     return start + (end - start) * step / max(steps - 1, 1)
 
 
-def cg_consistency(problem: InverseProblem, x0: Tensor, gamma: float, iterations: int) -> Tensor:
+def cg_consistency(problem: InverseProblem, x0: Tensor, gamma: float, iterations: int,
+                   y: Tensor | None = None) -> Tensor:
     """DDS data step: argmin_x ½‖y − A x‖² + ½ γ ‖x − x̂₀‖² by ``iterations`` CG steps from x̂₀.
 
     Solves (A^H A + γ I) x = A^H y + γ x̂₀ with :func:`optim.conjugate_gradient`; few iterations
     keep x in the Krylov space around x̂₀, near the data manifold (Chung, Lee & Ye 2024).
+    ``y``: data per image (default: the measured data for every sample).
     """
-    samples = x0.shape[0] // problem.groups
-    rhs = problem.adjoint(problem.measured(samples)) + gamma * x0
+    y = problem.measured(x0.shape[0] // problem.groups) if y is None else y
+    rhs = problem.adjoint(y) + gamma * x0
     return conjugate_gradient(problem.normal, rhs, x0=x0, iterations=iterations, tol=1e-5,
                               damping=gamma)
