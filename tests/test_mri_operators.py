@@ -119,15 +119,6 @@ def test_autograd_gradient_is_the_adjoint_residual():
     assert torch.allclose(x.grad, op.adjoint(op(x) - y).detach(), atol=1e-10)
 
 
-def test_hard_projection_restores_the_measured_samples():
-    h, w = 12, 12
-    mask = torch.from_numpy(make_mask("random", (h, w), 3, 0.2, seed=1))
-    op = SingleCoilMRI(mask)
-    y = op(_crandn(1, 1, h, w, seed=10))
-    x = op.proximal_consistency(_crandn(1, 1, h, w, seed=11), y, lam=1.0)
-    assert torch.allclose(op(x), y, atol=1e-10)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_operators_run_on_cuda():
     h, w = 16, 16

@@ -12,7 +12,10 @@ paper).  With that convention
 
 and Song et al.'s proximal data-consistency step (their eq. 8) reads
 
-    x' = T_inv[ λ Λ ŷ + (1-λ) Λ T x + (I-Λ) T x ] = T_inv[ T x + λ Λ (ŷ - T x) ].
+    x' = T_inv[ λ Λ ŷ + (1-λ) Λ T x + (I-Λ) T x ] = T_inv[ T x + λ Λ (ŷ - T x) ]
+
+(``scorerecon.solvers.conditioning.InverseProblem.prox``, which also covers a T_inv that does
+not project: ``inverse_projects``).
 
 Tensors are (batch, channel, H, W) for images; measurements are (batch, channel, *grid).
 Subclasses implement :meth:`transform`, :meth:`transform_adjoint` and :meth:`transform_inverse`.
@@ -63,11 +66,6 @@ class MaskedOperator(torch.nn.Module):
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """A^H A x."""
         return self.adjoint(self.forward(x))
-
-    def proximal_consistency(self, x: torch.Tensor, y_hat: torch.Tensor, lam: float) -> torch.Tensor:
-        """Song et al. eq. 8: T^{-1}[ T x + λ Λ (ŷ - T x) ].  λ = 1 is hard projection."""
-        full = self.transform(x)
-        return self.transform_inverse(full + lam * self.mask * (y_hat - full))
 
     @property
     def measured_fraction(self) -> float:
