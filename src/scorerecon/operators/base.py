@@ -32,7 +32,8 @@ class MaskedOperator(torch.nn.Module):
     ``inverse_projects``: whether the step x + T⁻¹[Λ (y − T x)] moves x onto {A x = y} without
     overshooting: the orthogonal projection for a unitary T (single-coil Fourier), a unit gradient
     step for SENSE with normalised maps.  Operators whose T⁻¹ is only approximate (CT's FBP) set
-    it to False, and hard data consistency then runs conjugate gradients instead.
+    it to False, and data consistency (the hard projection, Song's step) then runs conjugate
+    gradients instead.
     """
 
     inverse_projects = True
