@@ -11,8 +11,8 @@ for scorerecon (int32 CSR, torch), a matrix-free torch projector (bilinear rotat
 ``grid_sample`` and a column sum, the algorithm of scikit-image's ``radon``, batched), scikit-image
 (``radon`` / ``iradon``, one image at a time) and ASTRA's CPU projector ``linear`` (Joseph's
 method; ``create_sino`` / ``create_backprojection`` / ``FBP``), all with 2 threads.  It also
-reports scorerecon's one-off matrix build time and the time to load the matrices from the disk
-cache.  The Markdown table goes to ``benchmarks/results/ct_operators.md`` and to stdout.
+reports scorerecon's one-off matrix build time, the time to load the matrices from the disk
+cache, and the largest eigenvalue of the FBP data step T⁻¹ Λ T on 180 views (all, 23, 120°).  The Markdown table goes to ``benchmarks/results/ct_operators.md`` and to stdout.
 
     python benchmarks/ct_operators.py                       # the full table (a few minutes)
     python benchmarks/ct_operators.py --size 64 --repeats 2 # a quick check
@@ -151,6 +151,31 @@ def build_times(g: CTGeometry) -> tuple[float, float]:
     return make(), make()
 
 
+def fbp_step_gain(op: CTOperator, iterations: int = 30) -> float:
+    """Largest eigenvalue of T⁻¹ Λ T (FBP after the masked projection), by power iteration.
+
+    Above 2 the data step x + T⁻¹[Λ (y − T x)] overshoots, and repeated it diverges: why CT's
+    operators set ``inverse_projects = False`` and the samplers project with CG instead.
+    """
+    x = torch.randn(1, 1, *op.geometry.image_shape, generator=torch.Generator().manual_seed(0))
+    gain = 0.0
+    for _ in range(iterations):
+        x = op.transform_inverse(op.mask * op.transform(x))
+        gain = float(torch.linalg.vector_norm(x))
+        x = x / gain
+    return gain
+
+
+def fbp_step_notes(size: int, full_views: int = 180) -> list[str]:
+    """The FBP step's gain for all views, 23 of them and 120° (the benchmark tasks)."""
+    g = CTGeometry.parallel((size, size), n_views=full_views)
+    masks = {"all": None, "23 evenly spaced": ct.view_mask(full_views, 23),
+             "120° (limited angle)": ct.limited_angle_mask(g, 120.0)}
+    gains = ", ".join(f"{name} {fbp_step_gain(CTOperator(g, mask)):.2f}" for name, mask in masks.items())
+    return [f"- Largest eigenvalue of T⁻¹ Λ T (FBP after projection; above 2 the step "
+            f"x + T⁻¹[Λ (y − T x)] diverges when repeated) on {full_views} views: {gains}."]
+
+
 def astra_available() -> str | None:
     """None when ASTRA imports, else the reason."""
     try:
@@ -180,6 +205,7 @@ def run(size: int, views: list[int], batches: list[int], repeats: int) -> str:
                 rows.append(f"| {name} | {n_views} | {batch} | " + " | ".join(
                     f"{t[k]:.1f}" if k in t else "–" for k in ("forward", "adjoint", "fbp")) + " |")
                 print(rows[-1], flush=True)
+    notes += fbp_step_notes(size)
     if missing_astra:
         notes.append(f"- ASTRA skipped: it does not import here ({missing_astra}).")
     return table(size, repeats, rows, notes)
