@@ -12,7 +12,8 @@ for scorerecon (int32 CSR, torch), a matrix-free torch projector (bilinear rotat
 (``radon`` / ``iradon``, one image at a time) and ASTRA's CPU projector ``linear`` (Joseph's
 method; ``create_sino`` / ``create_backprojection`` / ``FBP``), all with 2 threads.  It also
 reports scorerecon's one-off matrix build time, the time to load the matrices from the disk
-cache, and the largest eigenvalue of the FBP data step T⁻¹ Λ T on 180 views (all, 23, 120°).  The Markdown table goes to ``benchmarks/results/ct_operators.md`` and to stdout.
+cache, and the largest eigenvalue of the FBP data step T⁻¹ Λ T on 180 views (all, 23, 120°).
+The Markdown table goes to ``benchmarks/results/ct_operators.md`` and to stdout.
 
     python benchmarks/ct_operators.py                       # the full table (a few minutes)
     python benchmarks/ct_operators.py --size 64 --repeats 2 # a quick check
@@ -34,6 +35,7 @@ from scorerecon.allocator import retain_freed_memory
 from scorerecon.atomic import atomic_path
 from scorerecon.operators import ct
 from scorerecon.operators.ct import CTGeometry, CTOperator
+from scorerecon.solvers.optim import power_iteration
 
 THREADS = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "ct_operators.md"
@@ -151,19 +153,14 @@ def build_times(g: CTGeometry) -> tuple[float, float]:
     return make(), make()
 
 
-def fbp_step_gain(op: CTOperator, iterations: int = 30) -> float:
+def fbp_step_gain(op: CTOperator) -> float:
     """Largest eigenvalue of T⁻¹ Λ T (FBP after the masked projection), by power iteration.
 
     Above 2 the data step x + T⁻¹[Λ (y − T x)] overshoots, and repeated it diverges: why CT's
     operators set ``inverse_projects = False`` and the samplers project with CG instead.
     """
-    x = torch.randn(1, 1, *op.geometry.image_shape, generator=torch.Generator().manual_seed(0))
-    gain = 0.0
-    for _ in range(iterations):
-        x = op.transform_inverse(op.mask * op.transform(x))
-        gain = float(torch.linalg.vector_norm(x))
-        x = x / gain
-    return gain
+    return power_iteration(lambda x: op.transform_inverse(op.mask * op.transform(x)),
+                           (1, 1, *op.geometry.image_shape), generator=torch.Generator().manual_seed(0))
 
 
 def fbp_step_notes(size: int, full_views: int = 180) -> list[str]:

@@ -75,7 +75,8 @@ def conjugate_gradient(normal_op: Callable[[Tensor], Tensor], rhs: Tensor, x0: T
 def power_iteration(op: Callable[[Tensor], Tensor], shape: tuple[int, ...], iterations: int = 30,
                     generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                     device: torch.device | str = "cpu") -> float:
-    """Largest eigenvalue of the self-adjoint positive operator ``op`` (e.g. x ↦ A^H A x).
+    """Largest eigenvalue of the self-adjoint positive operator ``op`` (e.g. x ↦ A^H A x), or of
+    any operator whose dominant eigenvalue is real and positive (e.g. FBP after projection).
 
     Von Mises iteration v ← op(v)/‖op(v)‖ from a Gaussian start drawn with ``generator``;
     returns the Rayleigh quotient ⟨v, op v⟩ of the last iterate.
