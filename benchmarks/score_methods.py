@@ -19,11 +19,22 @@ cs-wavelet / cs-tv for MRI, chosen per task.
     python benchmarks/score_methods.py                       # -> benchmarks/results/score_methods.md
     python benchmarks/score_methods.py --quick --prior-ct P --prior-mri P   # tiny check
     python benchmarks/score_methods.py --steps 200 --methods song,fast --tasks ct-sparse-view
+    python benchmarks/score_methods.py --slices 1 --rows benchmarks/results/rows_1000_steps  # resumable
+
+``--rows DIR`` keeps every score-based row as a JSON file in DIR, written when it is measured,
+and reuses it while what it depends on (task, slice, prior, size, steps, K, threads and the
+method's resolved settings, preset included) is unchanged: a run of hours that is stopped
+resumes where it was, and the table's notes name the commit and date each reused row was
+measured at.  The classical baselines are always measured again.  After changing a sampler's
+code, delete the folder (the key cannot see code).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +45,8 @@ from scorerecon.atomic import atomic_path
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.evaluation.metrics import image_metrics
 from scorerecon.solvers.registry import reconstruct
+from scorerecon.solvers.score import DEFAULT_METHOD, settings_for
+from scorerecon.solvers.tuning import task_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = {
@@ -117,6 +130,49 @@ def best_classical(meas, task: str) -> tuple[str, dict[str, float]]:
     return name, rows[name]
 
 
+# ----------------------------------------------------------------------- resumable rows
+def _commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or "unknown"."""
+    try:
+        def git(*cmd):
+            return subprocess.run(["git", *cmd], cwd=RESULTS, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "../../src", __file__) else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) -> dict:
+    """Everything a score-based row depends on but the code: the reuse key of ``--rows``."""
+    key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
+           "threads": args.threads, "options": options,
+           "settings": settings_for(DEFAULT_METHOD if method == "score" else method, task_of(meas), {})}
+    return json.loads(json.dumps(key))
+
+
+def cached_row(folder: Path | None, key: dict) -> dict | None:
+    """The stored row of ``key`` in ``folder`` (None when absent or measured under another key)."""
+    if folder is None:
+        return None
+    path = folder / f"{key['task']}__{key['slice']}__{key['method']}.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stored if stored.get("key") == key else None
+
+
+def store_row(folder: Path | None, key: dict, row: dict) -> None:
+    """Write the row of ``key`` atomically, with the commit and date it was measured at."""
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = {"key": key, "row": row, "commit": _commit(),
+              "date": datetime.date.today().isoformat()}
+    with atomic_path(folder / f"{key['task']}__{key['slice']}__{key['method']}.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(stored, indent=1) + "\n")
+
+
 # ------------------------------------------------------------------------------- table
 def mean_rows(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     keys = rows[0].keys()
@@ -148,6 +204,8 @@ def benchmark(args) -> str:
     torch.set_num_threads(args.threads)
     priors = {"ct": args.prior_ct, "mri": args.prior_mri}
     results: dict[str, dict] = {}
+    folder = Path(args.rows) if args.rows else None
+    reused: list[str] = []
     for task in args.tasks:
         modality, settings = TASKS[task]
         per_method: dict[str, list] = {}
@@ -158,11 +216,19 @@ def benchmark(args) -> str:
             for method in args.methods:
                 fast = method in ("fast", "score")
                 extra = {"start_sigma": args.start_sigma} if fast and args.start_sigma is not None else {}
-                row = run(meas, method, prior=priors[modality], steps=args.fast_steps if fast else args.steps,
-                          samples=args.samples, seed=0, progress=False, **extra)
+                options = dict(prior=priors[modality], steps=args.fast_steps if fast else args.steps,
+                               samples=args.samples, seed=0, **extra)
+                key = row_key(args, meas, task, name, method, options)
+                stored = cached_row(folder, key)
+                if stored:
+                    row = stored["row"]
+                    reused.append(f"{task} {name} {method} ({stored['commit']}, {stored['date']})")
+                else:
+                    row = run(meas, method, progress=False, **options)
+                    store_row(folder, key, row)
                 per_method.setdefault(method, []).append(row)
                 print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
-                      f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s", flush=True)
+                      f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s{' (reused)' if stored else ''}", flush=True)
         results[task] = {m: mean_rows(rows) for m, rows in per_method.items()}
     notes = [f"Slices: {args.slices or 'all'} bundled evaluation samples per modality at {args.size}²; "
              f"priors: CT {args.prior_ct}, MRI {args.prior_mri}; steps: {args.steps or 'the prior N'} "
@@ -171,6 +237,8 @@ def benchmark(args) -> str:
              f"K = {args.samples or 'the preset'} posterior samples per slice; "
              f"{args.threads} threads; mean ± std over slices.  Noise-free simulations "
              "(metal: polychromatic, 10⁵ photons)."]
+    if reused:
+        notes.append(f"Rows reused from {args.rows} (commit, date measured): " + "; ".join(reused) + ".")
     return format_table(results, notes)
 
 
@@ -191,6 +259,8 @@ def main(argv=None) -> None:
     p.add_argument("--slices", type=int, default=None, help="slices per modality (default: all)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", default=None,
+                   help="folder keeping each measured score-based row; a rerun reuses rows whose settings match")
     p.add_argument("-o", "--output", default=str(RESULTS / "score_methods.md"))
     args = p.parse_args(argv)
     args.tasks, args.methods = args.tasks.split(","), args.methods.split(",")
