@@ -1,0 +1,55 @@
+"""The score-methods benchmark's resumable rows (``--rows``): reused only under the same key."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "score_methods.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("score_methods_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _quick(bench, rows: Path, out: Path, capsys) -> tuple[str, str]:
+    bench.main(["--quick", "--tasks", "ct-sparse-view", "--methods", "fast", "--rows", str(rows),
+                "-o", str(out)])
+    return out.read_text(), capsys.readouterr().out
+
+
+def test_rows_are_stored_reused_and_remeasured_when_the_preset_changes(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    rows = tmp_path / "rows"
+    first, log = _quick(bench, rows, tmp_path / "a.md", capsys)
+    stored = json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())
+    assert stored["key"]["settings"]["steps"] == 12 and "(reused)" not in log
+    assert "Rows reused" not in first
+
+    # the same key: the row is read back, not measured, and the table says so
+    stored["row"]["psnr"] = 99.0
+    (rows / "ct-sparse-view__ct-head-0__fast.json").write_text(json.dumps(stored))
+    second, log = _quick(bench, rows, tmp_path / "b.md", capsys)
+    assert "(reused)" in log and "| fast | 99.00" in second
+    assert "Rows reused from" in second and stored["commit"] in second
+
+    # a preset that changes the method's settings changes the key: measured again
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "ct-sparse-view.json").write_text(json.dumps({"methods": {"fast": {"eta": 0.5}}}))
+    third, log = _quick(bench, rows, tmp_path / "c.md", capsys)
+    assert "(reused)" not in log and "| fast | 99.00" not in third
+    assert json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())["key"]["settings"]["eta"] == 0.5
+
+
+def test_a_damaged_row_file_is_measured_again(bench, tmp_path):
+    key = {"task": "t", "slice": "s", "method": "m"}
+    bench.store_row(tmp_path, key, {"psnr": 1.0})
+    assert bench.cached_row(tmp_path, key)["row"] == {"psnr": 1.0}
+    (tmp_path / "t__s__m.json").write_text("{not json")
+    assert bench.cached_row(tmp_path, key) is None
+    assert bench.cached_row(tmp_path, {**key, "slice": "other"}) is None
