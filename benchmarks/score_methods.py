@@ -133,11 +133,12 @@ def best_classical(meas, task: str) -> tuple[str, dict[str, float]]:
 # ----------------------------------------------------------------------- resumable rows
 def _commit() -> str:
     """The checkout's commit (``+dirty`` with uncommitted changes), or "unknown"."""
+    def git(*cmd) -> str:
+        return subprocess.run(["git", *cmd], cwd=RESULTS, capture_output=True, text=True,
+                              check=True).stdout.strip()
     try:
-        def git(*cmd):
-            return subprocess.run(["git", *cmd], cwd=RESULTS, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "../../src", __file__) else "")
+        dirty = git("status", "--porcelain", "--", "../../src", __file__)
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -150,13 +151,16 @@ def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) 
     return json.loads(json.dumps(key))
 
 
+def _row_path(folder: Path, key: dict) -> Path:
+    return folder / f"{key['task']}__{key['slice']}__{key['method']}.json"
+
+
 def cached_row(folder: Path | None, key: dict) -> dict | None:
     """The stored row of ``key`` in ``folder`` (None when absent or measured under another key)."""
     if folder is None:
         return None
-    path = folder / f"{key['task']}__{key['slice']}__{key['method']}.json"
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads(_row_path(folder, key).read_text())
     except (OSError, ValueError):
         return None
     return stored if stored.get("key") == key else None
@@ -169,7 +173,7 @@ def store_row(folder: Path | None, key: dict, row: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     stored = {"key": key, "row": row, "commit": _commit(),
               "date": datetime.date.today().isoformat()}
-    with atomic_path(folder / f"{key['task']}__{key['slice']}__{key['method']}.json", suffix=".json") as tmp:
+    with atomic_path(_row_path(folder, key), suffix=".json") as tmp:
         tmp.write_text(json.dumps(stored, indent=1) + "\n")
 
 
