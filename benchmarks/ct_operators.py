@@ -35,7 +35,7 @@ from scorerecon.allocator import retain_freed_memory
 from scorerecon.atomic import atomic_path
 from scorerecon.operators import ct
 from scorerecon.operators.ct import CTGeometry, CTOperator
-from scorerecon.solvers.optim import power_iteration
+from scorerecon.solvers.conditioning import inverse_step_gain
 
 THREADS = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "ct_operators.md"
@@ -153,22 +153,14 @@ def build_times(g: CTGeometry) -> tuple[float, float]:
     return make(), make()
 
 
-def fbp_step_gain(op: CTOperator) -> float:
-    """Largest eigenvalue of T⁻¹ Λ T (FBP after the masked projection), by power iteration.
-
-    Above 2 the data step x + T⁻¹[Λ (y − T x)] overshoots, and repeated it diverges: why CT's
-    operators set ``inverse_projects = False`` and the samplers project with CG instead.
-    """
-    return power_iteration(lambda x: op.transform_inverse(op.mask * op.transform(x)),
-                           (1, 1, *op.geometry.image_shape), generator=torch.Generator().manual_seed(0))
-
-
 def fbp_step_notes(size: int, full_views: int = 180) -> list[str]:
-    """The FBP step's gain for all views, 23 of them and 120° (the benchmark tasks)."""
+    """The FBP step's gain (:func:`inverse_step_gain`) for all views, 23 of them and 120° (the
+    benchmark tasks)."""
     g = CTGeometry.parallel((size, size), n_views=full_views)
     masks = {"all": None, "23 evenly spaced": ct.view_mask(full_views, 23),
              "120° (limited angle)": ct.limited_angle_mask(g, 120.0)}
-    gains = ", ".join(f"{name} {fbp_step_gain(CTOperator(g, mask)):.2f}" for name, mask in masks.items())
+    gains = ", ".join(f"{name} {inverse_step_gain(CTOperator(g, mask), (1, 1, size, size), torch.Generator().manual_seed(0)):.2f}"
+                      for name, mask in masks.items())
     return [f"- Largest eigenvalue of T⁻¹ Λ T (FBP after projection; above 2 the step "
             f"x + T⁻¹[Λ (y − T x)] diverges when repeated) on {full_views} views: {gains}."]
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..operators.base import MaskedOperator
-from .optim import conjugate_gradient
+from .optim import conjugate_gradient, power_iteration
 
 Tensor = torch.Tensor
 PROJECTION_ITERATIONS = 5  # CG steps of a projection where T⁻¹ does not project (CT)
@@ -183,6 +183,16 @@ class InverseProblem:
         """‖y − A x‖ per image, shape (samples · groups,)."""
         r = self.measured(image.shape[0] // self.groups) - self.forward(image)
         return torch.linalg.vector_norm(r.reshape(r.shape[0], -1), dim=1)
+
+
+def inverse_step_gain(operator: MaskedOperator, image_shape: tuple[int, ...],
+                      generator: torch.Generator | None = None) -> float:
+    """Largest eigenvalue of T⁻¹ Λ T on real images of ``image_shape``, by power iteration: the
+    gain of the residual step x + T⁻¹[Λ (y − T x)] along its worst direction.  Above 2 that step
+    overshoots and, repeated, diverges: why CT's operators (T⁻¹ = FBP) set
+    ``inverse_projects = False`` and :meth:`InverseProblem.prox` projects by CG there."""
+    return power_iteration(lambda x: operator.transform_inverse(operator.mask * operator.transform(x)),
+                           tuple(image_shape), generator=generator)
 
 
 def noisy_measurement(problem: InverseProblem, alpha: Tensor, beta: Tensor, samples: int,
