@@ -159,8 +159,9 @@ def fbp_step_notes(size: int, full_views: int = 180) -> list[str]:
     g = CTGeometry.parallel((size, size), n_views=full_views)
     masks = {"all": None, "23 evenly spaced": ct.view_mask(full_views, 23),
              "120° (limited angle)": ct.limited_angle_mask(g, 120.0)}
-    gains = ", ".join(f"{name} {inverse_step_gain(CTOperator(g, mask), (1, 1, size, size), torch.Generator().manual_seed(0)):.2f}"
-                      for name, mask in masks.items())
+    def gain(mask) -> float:
+        return inverse_step_gain(CTOperator(g, mask), (1, 1, size, size), torch.Generator().manual_seed(0))
+    gains = ", ".join(f"{name} {gain(mask):.2f}" for name, mask in masks.items())
     return [f"- Largest eigenvalue of T⁻¹ Λ T (FBP after projection; above 2 the step "
             f"x + T⁻¹[Λ (y − T x)] diverges when repeated) on {full_views} views: {gains}."]
 

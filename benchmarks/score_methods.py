@@ -152,6 +152,7 @@ def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) 
 
 
 def _row_path(folder: Path, key: dict) -> Path:
+    """The file of one row: ``FOLDER/TASK__SLICE__METHOD.json``."""
     return folder / f"{key['task']}__{key['slice']}__{key['method']}.json"
 
 
