@@ -25,7 +25,8 @@ cs-wavelet / cs-tv for MRI, chosen per task.
 and reuses it while what it depends on (task, slice, prior, size, steps, K, threads and the
 method's resolved settings, preset included) is unchanged: a run of hours that is stopped
 resumes where it was, and the table's notes name the commit and date each reused row was
-measured at.  The classical baselines are always measured again.  After changing a sampler's
+measured at; ``--stored-only`` tables the stored rows alone and lists those still missing.  The
+classical baselines are always measured again.  After changing a sampler's
 code, delete the folder (the key cannot see code).
 """
 
@@ -211,6 +212,7 @@ def benchmark(args) -> str:
     results: dict[str, dict] = {}
     folder = Path(args.rows) if args.rows else None
     reused: list[str] = []
+    missing: list[str] = []
     for task in args.tasks:
         modality, settings = TASKS[task]
         per_method: dict[str, list] = {}
@@ -228,6 +230,9 @@ def benchmark(args) -> str:
                 if stored:
                     row = stored["row"]
                     reused.append(f"{task} {name} {method} ({stored['commit']}, {stored['date']})")
+                elif args.stored_only:
+                    missing.append(f"{task} {name} {method}")
+                    continue
                 else:
                     row = run(meas, method, progress=False, **options)
                     store_row(folder, key, row)
@@ -244,6 +249,8 @@ def benchmark(args) -> str:
              "(metal: polychromatic, 10⁵ photons)."]
     if reused:
         notes.append(f"Rows reused from {args.rows} (commit, date measured): " + "; ".join(reused) + ".")
+    if missing:
+        notes.append("Not measured yet (left out, `--stored-only`): " + "; ".join(missing) + ".")
     return format_table(results, notes)
 
 
@@ -266,11 +273,15 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", default=None,
                    help="folder keeping each measured score-based row; a rerun reuses rows whose settings match")
+    p.add_argument("--stored-only", action="store_true",
+                   help="with --rows: table only the stored score-based rows, list the missing ones, measure none")
     p.add_argument("-o", "--output", default=str(RESULTS / "score_methods.md"))
     args = p.parse_args(argv)
     args.tasks, args.methods = args.tasks.split(","), args.methods.split(",")
     if args.quick:
         args.slices, args.size, args.steps, args.fast_steps, args.samples = 1, 64, 3, 3, 2
+    if args.stored_only and not args.rows:
+        p.error("--stored-only needs --rows DIR, the folder of stored rows")
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         p.error(f"unknown task(s) {', '.join(unknown)}")
