@@ -53,3 +53,17 @@ def test_a_damaged_row_file_is_measured_again(bench, tmp_path):
     (tmp_path / "t__s__m.json").write_text("{not json")
     assert bench.cached_row(tmp_path, key) is None
     assert bench.cached_row(tmp_path, {**key, "slice": "other"}) is None
+
+
+def test_stored_only_tables_the_stored_rows_and_lists_the_missing(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    rows, out = tmp_path / "rows", tmp_path / "t.md"
+    bench.main(["--quick", "--tasks", "ct-sparse-view", "--methods", "fast", "--rows", str(rows),
+                "--stored-only", "-o", str(out)])
+    table = out.read_text()
+    assert "| fast |" not in table and "best classical" in table
+    assert "Not measured yet" in table and "ct-sparse-view ct-head-0 fast" in table
+    assert not rows.exists(), "--stored-only must measure (and store) nothing"
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--quick", "--stored-only", "-o", str(out)])
+    assert stop.value.code == 2 and "--stored-only needs --rows" in capsys.readouterr().err
