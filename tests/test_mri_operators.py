@@ -19,6 +19,7 @@ from scorerecon.operators.masks import (
     measured_center_fraction,
 )
 from scorerecon.operators.mri import (
+    CoilPhaseMRI,
     SenseMRI,
     SingleCoilMRI,
     batch_to_complex,
@@ -92,6 +93,23 @@ def test_phase_rotated_operator_rotates_the_image_first(coils):
     lhs, rhs = _inner(rotated(x), y), _inner(x, rotated.adjoint(y))
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
     torch.testing.assert_close(rotated.transform_inverse(rotated.transform(x)), x)
+
+
+def test_coil_phase_operator_rotates_each_coil_image_of_every_sample():
+    """K samples of C coil images, batched sample-major: coil c is rotated by its own phase."""
+    h, w, coils, samples = 12, 10, 3, 2
+    mask = torch.from_numpy(make_mask("random", (h, w), 2, 0.1, seed=1))
+    rotation = torch.exp(1j * torch.stack([torch.from_numpy(synthetic_phase((h, w), seed=s)).double()
+                                           for s in range(coils)]))
+    op = CoilPhaseMRI(mask, rotation)
+    x, y = _crandn(samples * coils, 1, h, w, seed=3), _crandn(samples * coils, 1, h, w, seed=4)
+    expected = SingleCoilMRI(mask)(rotation.repeat(samples, 1, 1)[:, None] * x)
+    torch.testing.assert_close(op(x), expected)
+    lhs, rhs = _inner(op(x), y), _inner(x, op.adjoint(y))
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+    torch.testing.assert_close(op.transform_inverse(op.transform(x)), x)
+    with pytest.raises(UserError, match="coil phase maps must be"):
+        CoilPhaseMRI(mask, rotation[0])
 
 
 def test_sense_matches_sigpy_and_batches_over_images():

@@ -79,6 +79,41 @@ class SingleCoilMRI(MaskedOperator):
         return ifft2c(as_complex(m))
 
 
+class CoilPhaseMRI(SingleCoilMRI):
+    """Coil-by-coil Fourier sampling of real coil images with a known phase each:
+    A r_c = Λ ⊙ F(e^{iφ_c} r_c) (phase-constrained reconstruction, Noll, Nishimura & Macovski 1991,
+    per coil).
+
+    Images are (K·C, 1, H, W), sample-major, as the coil-by-coil samplers batch C coils for each
+    of K samples; ``rotation`` is e^{iφ_c}, (C, H, W) of unit modulus, so T is unitary and
+    T^{-1} = T^H = e^{-iφ_c} F^{-1}.
+    """
+
+    def __init__(self, mask: Tensor, rotation: Tensor):
+        super().__init__(mask)
+        rotation = as_complex(torch.as_tensor(rotation))
+        if rotation.dim() != 3:
+            raise UserError(f"coil phase maps must be (coils, H, W), got shape {tuple(rotation.shape)}")
+        _check_grid(rotation.shape[-2:], self.mask.shape[-2:], "coil phase")
+        self.register_buffer("rotation", rotation[:, None])
+
+    def _rotated(self, x: Tensor, rotation: Tensor) -> Tensor:
+        """Multiply coil image c of every sample by ``rotation[c]``."""
+        return (x.reshape(-1, *rotation.shape) * rotation).reshape(x.shape)
+
+    def transform(self, x: Tensor) -> Tensor:
+        """T r = [F (e^{iφ_c} r_c)]_c."""
+        return fft2c(self._rotated(as_complex(x), self.rotation))
+
+    def transform_adjoint(self, m: Tensor) -> Tensor:
+        """T^H m = [e^{-iφ_c} F^{-1} m_c]_c."""
+        return self._rotated(ifft2c(as_complex(m)), self.rotation.conj())
+
+    def transform_inverse(self, m: Tensor) -> Tensor:
+        """T^{-1} = T^H (unitary)."""
+        return self.transform_adjoint(m)
+
+
 class SenseMRI(MaskedOperator):
     """Multi-coil SENSE: A x = Λ ⊙ F(S_c x); images (B, 1, H, W) → k-space (B, C, H, W).
 

@@ -132,16 +132,18 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
                 phase: str = "cs-tv") -> tuple[InverseProblem, Any, Any]:
     """MRI: single-coil F, multi-coil SENSE or coil-by-coil (SSOS, hybrid) problems.
 
-    ``phase="cs-tv"`` (single coil and SENSE): phase-constrained sampling.  The image is modelled
-    as x = e^{iφ̂} r with r real and e^{iφ̂} a smooth phase estimate (:func:`smooth_phase` of the
-    CS-TV image), and the sampler draws r through the operator A(e^{iφ̂} ·).  A prior trained on
-    magnitudes has never seen the negative values the real and imaginary parts of an image with
-    a phase take, and leaves noise there; r is close to the magnitude instead.  ``phase="none"``
-    samples the complex image as measured, real and imaginary parts in the batch (Chung & Ye
-    2022); ``real=True`` a real image without any phase.  The CS-TV image also serves as the
-    fast sampler's warm start.
+    ``phase="cs-tv"``: phase-constrained sampling.  The image is modelled as x = e^{iφ̂} r with r
+    real and e^{iφ̂} a smooth phase estimate (:func:`smooth_phase` of the CS-TV image), and the
+    sampler draws r through the operator A(e^{iφ̂} ·).  A prior trained on magnitudes has never
+    seen the negative values the real and imaginary parts of an image with a phase take, and
+    leaves noise there; r is close to the magnitude instead.  Coil by coil (SSOS, hybrid) each
+    coil image S_c x gets its own phase, that of S_c times the CS-TV image
+    (:class:`~scorerecon.operators.mri.CoilPhaseMRI`).  ``phase="none"`` samples the complex
+    image(s) as measured, real and imaginary parts in the batch (Chung & Ye 2022); ``real=True``
+    a real image without any phase.  The CS-TV image also serves as the fast sampler's warm start.
     """
-    from ..operators.mri import SingleCoilMRI, center_crop, mri_operator_from_measurement, phase_rotated
+    from ..operators.mri import (CoilPhaseMRI, SingleCoilMRI, center_crop, mri_operator_from_measurement,
+                                 phase_rotated)
     if coils not in ("sense", "ssos", "hybrid"):
         raise UserError(f"unknown multi-coil flavour {coils!r}: use sense, ssos or hybrid")
     if phase not in ("cs-tv", "none"):
@@ -154,13 +156,17 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
     def finish(images: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(center_crop(images, output_shape))
 
-    if kspace.shape[1] > 1 and coils != "sense":
-        sense = SenseData(op, kspace, op.maps[0]) if coils == "hybrid" else None
-        per_coil = SingleCoilMRI(op.mask).to(device)
-        problem = InverseProblem(per_coil, kspace.transpose(0, 1), sample_shape, complex_image=not real,
-                                 sense=sense, grid_shape=shape)
-        return problem, finish, lambda: least_squares_image(problem)
     classical = functools.cache(functools.partial(classical_mri_image, meas, device))
+    if kspace.shape[1] > 1 and coils != "sense":
+        maps = op.maps[0]
+        rotation = smooth_phase(maps * classical()) if not real and phase == "cs-tv" else None
+        per_coil = SingleCoilMRI(op.mask) if rotation is None else CoilPhaseMRI(op.mask, rotation)
+        # coil images are e^{iφ_c} r_c: the SENSE step combines and splits them with maps e^{-iφ_c} S_c
+        sense_maps = maps if rotation is None else maps * rotation.conj()
+        sense = SenseData(op, kspace, sense_maps) if coils == "hybrid" else None
+        problem = InverseProblem(per_coil.to(device), kspace.transpose(0, 1), sample_shape,
+                                 complex_image=not real and rotation is None, sense=sense, grid_shape=shape)
+        return problem, finish, lambda: least_squares_image(problem)
     rotation = smooth_phase(classical()) if not real and phase == "cs-tv" else None
     if rotation is not None:
         op = phase_rotated(op, rotation)
@@ -184,12 +190,13 @@ def classical_mri_image(meas, device) -> torch.Tensor:
 
 
 def smooth_phase(image: torch.Tensor, sigma: float = PHASE_SMOOTHING) -> torch.Tensor:
-    """e^{iφ̂} with φ̂ the phase of ``image`` after a Gaussian blur of ``sigma`` pixels (real and
-    imaginary parts), the low-resolution phase of phase-constrained reconstruction (homodyne
+    """e^{iφ̂} with φ̂ the phase of ``image`` (…, H, W) after a Gaussian blur of ``sigma`` pixels
+    over the last two axes (real and imaginary parts), the low-resolution phase of phase-constrained reconstruction (homodyne
     detection, Noll, Nishimura & Macovski 1991)."""
     from scipy.ndimage import gaussian_filter
     z = image.cpu().numpy()
-    smoothed = gaussian_filter(z.real, sigma) + 1j * gaussian_filter(z.imag, sigma)
+    sigmas = (0.0,) * (z.ndim - 2) + (sigma, sigma)  # blur each image (coil) on its own
+    smoothed = gaussian_filter(z.real, sigmas) + 1j * gaussian_filter(z.imag, sigmas)
     return torch.from_numpy(np.exp(1j * np.angle(smoothed)).astype(np.complex64)).to(image.device)
 
 
@@ -222,6 +229,7 @@ def settings_for(method: str, task: str, options: dict) -> dict:
     chosen.update({k: v for k, v in options.items() if k in allowed and v is not None})
     if method == "chung" and task == "mri-multi":
         chosen.setdefault("coils", "hybrid")
+        chosen.setdefault("phase", "cs-tv")  # each coil image in its own phase frame (mri_problem)
     return chosen
 
 
