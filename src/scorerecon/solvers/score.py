@@ -157,9 +157,10 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
         return np.ascontiguousarray(center_crop(images, output_shape))
 
     classical = functools.cache(functools.partial(classical_mri_image, meas, device))
+    constrained = not real and phase == "cs-tv"
     if kspace.shape[1] > 1 and coils != "sense":
         maps = op.maps[0]
-        rotation = smooth_phase(maps * classical()) if not real and phase == "cs-tv" else None
+        rotation = smooth_phase(maps * classical()) if constrained else None
         per_coil = SingleCoilMRI(op.mask) if rotation is None else CoilPhaseMRI(op.mask, rotation)
         # coil images are e^{iφ_c} r_c: the SENSE step combines and splits them with maps e^{-iφ_c} S_c
         sense_maps = maps if rotation is None else maps * rotation.conj()
@@ -167,7 +168,7 @@ def mri_problem(meas, prior, device, coils: str = "sense", real: bool = False,
         problem = InverseProblem(per_coil.to(device), kspace.transpose(0, 1), sample_shape,
                                  complex_image=not real and rotation is None, sense=sense, grid_shape=shape)
         return problem, finish, lambda: least_squares_image(problem)
-    rotation = smooth_phase(classical()) if not real and phase == "cs-tv" else None
+    rotation = smooth_phase(classical()) if constrained else None
     if rotation is not None:
         op = phase_rotated(op, rotation)
     problem = InverseProblem(op, kspace, sample_shape, complex_image=not real and rotation is None,
@@ -191,8 +192,8 @@ def classical_mri_image(meas, device) -> torch.Tensor:
 
 def smooth_phase(image: torch.Tensor, sigma: float = PHASE_SMOOTHING) -> torch.Tensor:
     """e^{iφ̂} with φ̂ the phase of ``image`` (…, H, W) after a Gaussian blur of ``sigma`` pixels
-    over the last two axes (real and imaginary parts), the low-resolution phase of phase-constrained reconstruction (homodyne
-    detection, Noll, Nishimura & Macovski 1991)."""
+    over the last two axes (real and imaginary parts), the low-resolution phase of
+    phase-constrained reconstruction (homodyne detection, Noll, Nishimura & Macovski 1991)."""
     from scipy.ndimage import gaussian_filter
     z = image.cpu().numpy()
     sigmas = (0.0,) * (z.ndim - 2) + (sigma, sigma)  # blur each image (coil) on its own
