@@ -65,9 +65,15 @@ class GaussianPrior(nn.Module):
         return (x + _bcast(b ** 2, x) * self.score(x, t)) / _bcast(a, x)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n exact samples of N(mean, cov) as images (n, C, H, W), float32."""
+        """n exact samples of N(mean, cov) as images (n, C, H, W), float32: x = m + C^{1/2} z.
+
+        C^{1/2} = U diag(√λ) Uᵀ is the unique symmetric square root, so the samples depend only on
+        C and the generator.  U diag(√λ) z alone would not: LAPACK may return any sign of each
+        eigenvector, or any basis of a repeated eigenvalue's space, and does differ between CPUs.
+        """
         z = torch.randn(n, self.mean.numel(), generator=generator, dtype=torch.float64)
-        x = self.mean + (z * self.eigval.sqrt()) @ self.eigvec.T
+        root = (self.eigvec * self.eigval.sqrt()) @ self.eigvec.T
+        x = self.mean + z @ root
         return x.to(torch.float32).reshape((n,) + self.image_shape)
 
     def posterior(self, A: torch.Tensor, y: torch.Tensor, noise_std: float = 0.0):
