@@ -193,13 +193,18 @@ def trial_settings(method: str, params: dict, steps: int | None) -> dict:
     return {**params, "steps": steps} if steps else dict(params)
 
 
-def score_settings(cases: list, method: str, settings: dict, prior, seed: int, objective: str = "ssim") -> float:
-    """Mean ``objective`` (:data:`OBJECTIVES`) of ``method`` with ``settings`` (as
-    :func:`trial_settings` returns) over ``cases``."""
+def mean_metrics(cases: list, method: str, settings: dict, prior, seed: int) -> dict[str, float]:
+    """Each metric of :data:`OBJECTIVES`, averaged over ``cases``, of ``method`` with
+    ``settings`` (as :func:`trial_settings` returns)."""
     from .registry import reconstruct
-    values = [reconstruct(meas, method, prior=prior, seed=seed, progress=False, **settings)
-              .metrics(meas)[objective] for meas in cases]
-    return float(np.mean(values))
+    values = [reconstruct(meas, method, prior=prior, seed=seed, progress=False, **settings).metrics(meas)
+              for meas in cases]
+    return {name: float(np.mean([v[name] for v in values])) for name in OBJECTIVES}
+
+
+def score_settings(cases: list, method: str, settings: dict, prior, seed: int, objective: str = "ssim") -> float:
+    """Mean ``objective`` (:data:`OBJECTIVES`) of ``method`` with ``settings`` over ``cases``."""
+    return mean_metrics(cases, method, settings, prior, seed)[objective]
 
 
 def _inside(settings: dict, space: dict[str, tuple]) -> dict:
