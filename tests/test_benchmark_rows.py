@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from scorerecon.solvers.tuning import load_preset
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "score_methods.py"
 
 
@@ -28,7 +30,8 @@ def test_rows_are_stored_reused_and_remeasured_when_the_preset_changes(bench, tm
     rows = tmp_path / "rows"
     first, log = _quick(bench, rows, tmp_path / "a.md", capsys)
     stored = json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())
-    assert stored["key"]["settings"]["steps"] == 12 and "(reused)" not in log
+    shipped = load_preset("ct-sparse-view")["methods"]["fast"]  # no preset in SCORERECON_PRESETS
+    assert stored["key"]["settings"]["steps"] == shipped["steps"] and "(reused)" not in log
     assert "Rows reused" not in first
 
     # the same key: the row is read back, not measured, and the table says so
