@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from scorerecon.atomic import atomic_path
+from score_methods import RESULTS, write_result
 from scorerecon.solvers import tuning
 from scorerecon.solvers.score import resolve_prior
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(task: str, candidates: list[int], args) -> tuple[dict, dict[int, dict]]:
@@ -95,13 +93,10 @@ def main(argv=None) -> None:
     text = table(measured, args)
     if args.write_presets:
         command = "python benchmarks/fast_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        chosen = {task: keep_best_steps(task, *measured[task], args.write_presets, command, args.slices) for task in tasks}
+        chosen = {task: keep_best_steps(task, *measured[task], args.write_presets, command, args.slices)
+                  for task in tasks}
         text += "\nSteps kept (highest validation PSNR): " + ", ".join(f"{t} {s}" for t, s in chosen.items()) + ".\n"
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.output, suffix=".md") as tmp:
-        tmp.write_text(text)
-    print(text)
-    print(f"wrote {args.output}")
+    write_result(args.output, text)
 
 
 if __name__ == "__main__":

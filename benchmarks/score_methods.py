@@ -285,12 +285,16 @@ def main(argv=None) -> None:
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         p.error(f"unknown task(s) {', '.join(unknown)}")
-    table = benchmark(args)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.output, suffix=".md") as tmp:
-        tmp.write_text(table)
-    print(table)
-    print(f"wrote {args.output}")
+    write_result(args.output, benchmark(args))
+
+
+def write_result(path: str, text: str) -> None:
+    """Write a Markdown result atomically (its folder made), print it and say where."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".md") as tmp:
+        tmp.write_text(text)
+    print(text)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_steps.py"
 
 
-def _script():
+def _script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: it imports score_methods beside it
     spec = importlib.util.spec_from_file_location("fast_steps_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -16,7 +17,7 @@ def _script():
 
 def test_the_step_count_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
-    script = _script()
+    script = _script(monkeypatch)
     preset = {"eta": 0.5, "cg_iterations": 3, "gamma": 0.01, "start_sigma": 0.05, "samples": 4, "steps": 12}
     script.tuning.save_preset("ct-sparse-view", "fast", preset, {"trials": 16}, tmp_path / "presets")
     results = {12: {"psnr": 35.0, "ssim": 0.96}, 48: {"psnr": 35.4, "ssim": 0.95}}
