@@ -25,7 +25,6 @@ from scorerecon.solvers import tuning
 from scorerecon.solvers.score import resolve_prior
 
 
-
 def measure(task: str, candidates: list[int], args) -> tuple[dict, dict[int, dict]]:
     """(the task's fast preset, {steps: mean PSNR, SSIM and seconds per slice on validation})."""
     preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
@@ -86,8 +85,10 @@ def main(argv=None) -> None:
         args.slices, args.size, args.steps = 1, 64, "3"
     tasks, candidates = args.tasks.split(","), [int(s) for s in args.steps.split(",")]
     unknown = sorted(set(tasks) - set(tuning.TASKS))
-    if unknown or any(not 1 <= s <= tuning.FAST_EVALUATIONS for s in candidates):
-        p.error(f"tasks must be among {', '.join(tuning.TASKS)} and steps between 1 and {tuning.FAST_EVALUATIONS}")
+    if unknown:
+        p.error(f"unknown task(s) {', '.join(unknown)}: use {', '.join(tuning.TASKS)}")
+    if any(not 1 <= s <= tuning.FAST_EVALUATIONS for s in candidates):
+        p.error(f"--steps {args.steps}: each count must lie between 1 and {tuning.FAST_EVALUATIONS} (the budget)")
     torch.set_num_threads(2)
     measured = {task: measure(task, candidates, args) for task in tasks}
     text = table(measured, args)

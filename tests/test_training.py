@@ -240,6 +240,7 @@ def _ddp_worker(rank, world, cfg, images, port, out):
     loss = trainer.train_step()
     if rank == 0:
         torch.save({"params": trainer.network.state_dict(), "loss": loss}, out)
+    # the barrier: neither rank leaves while the other still works (rank 0 saving the result)
     torch.distributed.barrier()
     # gloo's teardown (destroy_process_group after this barrier) still aborted rank 1 now and then
     # with "terminate called without an active exception" after the step had finished: 3 of 13
