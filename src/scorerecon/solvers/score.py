@@ -64,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # are most accurate at low noise; 0.1 was picked by hand (0.05 / 0.1 / 0.3 on the demo slice).
     # Tuned presets (solvers/presets/) override it; start_sigma = 0 starts cold.  ``samples``:
     # K posterior samples by default (their mean is the image, their std the uncertainty map);
-    # tuned presets trade steps for samples within FAST_EVALUATIONS (solvers/tuning.py)
+    # tuned presets choose both, steps within FAST_EVALUATIONS (solvers/tuning.py)
     "fast": {"steps": 20, "samples": 2, "cg_iterations": 5, "gamma": 0.0, "eta": 0.15, "zeta": 0.0,
              "start_sigma": 0.1},
 }

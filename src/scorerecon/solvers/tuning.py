@@ -43,7 +43,11 @@ TASKS: dict[str, dict[str, Any]] = {
     "mri-single-2d": {"dataset": "brain-mri", "simulate": {"mask": "poisson", "acceleration": 8.0}},
     "mri-multi": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 4.0, "coils": 8}},
 }
-#: name -> (kind, low, high): "float" uniform, "log" log-uniform, "int" integer
+#: the fast sampler's budget of network evaluations per image (the issue's bound of 50): its
+#: number of steps, each one network call on the batch of its K samples
+FAST_EVALUATIONS = 50
+#: name -> (kind, low, high): "float" uniform, "log" log-uniform, "int" integer, "log-int"
+#: integer drawn log-uniformly (fine resolution at few steps, coarse at many)
 SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "song": {"lam": ("float", 0.0, 1.0), "snr": ("float", 0.02, 0.5)},
     "chung": {"snr": ("float", 0.02, 0.5)},
@@ -51,11 +55,9 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "langevin": {"step_size": ("log", 1e-3, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "dps": {"zeta": ("log", 0.01, 10.0)},
     "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0),
-             "start_sigma": ("log", 0.02, 1.0), "samples": ("int", 1, 8), "zeta": ("float", 0.0, 5.0)},
+             "start_sigma": ("log", 0.02, 1.0), "samples": ("int", 1, 8), "zeta": ("float", 0.0, 5.0),
+             "steps": ("log-int", 4, FAST_EVALUATIONS)},
 }
-#: the fast sampler's budget of network evaluations per image: tuning it without --steps runs
-#: ⌊FAST_EVALUATIONS / K⌋ steps for K samples (the issue's bound of 50, K samples in one batch)
-FAST_EVALUATIONS = 50
 #: what a trial maximises: the mean over the validation cases of one of these metrics
 OBJECTIVES = ("ssim", "psnr")
 PRESETS_ENV = "SCORERECON_PRESETS"
@@ -168,28 +170,36 @@ def read_cases(folder: str | os.PathLike) -> list:
 
 
 # ------------------------------------------------------------------------------ tuning
+def search_space(method: str, steps: int | None) -> dict[str, tuple]:
+    """The settings a search of ``method`` draws: :data:`SEARCH_SPACES`, less the steps when
+    they are fixed (``--steps``)."""
+    space = dict(SEARCH_SPACES[method])
+    if steps is not None:
+        space.pop("steps", None)
+    return space
+
+
 def _distributions(space: dict[str, tuple]) -> dict:
     """Optuna distributions of a search space (name -> (kind, low, high))."""
     from optuna.distributions import FloatDistribution, IntDistribution
-    return {name: IntDistribution(low, high) if kind == "int" else FloatDistribution(low, high, log=kind == "log")
+    return {name: IntDistribution(low, high, log=kind == "log-int") if kind.endswith("int")
+            else FloatDistribution(low, high, log=kind == "log")
             for name, (kind, low, high) in space.items()}
 
 
 def _suggest(trial, space: dict[str, tuple]) -> dict:
     params = {}
     for name, (kind, low, high) in space.items():
-        if kind == "int":
-            params[name] = trial.suggest_int(name, low, high)
+        if kind.endswith("int"):
+            params[name] = trial.suggest_int(name, low, high, log=kind == "log-int")
         else:
             params[name] = trial.suggest_float(name, low, high, log=kind == "log")
     return params
 
 
-def trial_settings(method: str, params: dict, steps: int | None) -> dict:
-    """The settings a trial runs: ``params`` with the steps (fixed, or for the fast sampler
-    without fixed steps, ⌊FAST_EVALUATIONS / K⌋ for its K samples; else the method's default)."""
-    if steps is None and method == "fast" and "samples" in params:
-        steps = max(FAST_EVALUATIONS // int(params["samples"]), 1)
+def trial_settings(params: dict, steps: int | None) -> dict:
+    """The settings a trial runs: ``params`` with the fixed ``steps``, if any (otherwise the
+    steps are among ``params`` or the method's default applies)."""
     return {**params, "steps": steps} if steps else dict(params)
 
 
@@ -217,8 +227,9 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
          start: dict | None = None, start_value: float | None = None, callback=None,
          objective: str = "ssim") -> tuple[dict, float]:
     """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
-    trial's settings, steps included when fixed or derived, and its mean ``objective``: SSIM as
-    Song et al. tuned, or PSNR).
+    trial's settings, steps included when fixed or searched, and its mean ``objective``: SSIM as
+    Song et al. tuned, or PSNR).  The fast sampler searches its steps (up to
+    :data:`FAST_EVALUATIONS`) beside its other settings unless ``steps`` fixes them.
 
     ``start`` (e.g. the current preset) is the first trial (Optuna's ``enqueue_trial``), so the
     search knows a good setting before its random start-up trials; settings of it outside the
@@ -236,15 +247,16 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
         raise UserError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    known = _inside(start or {}, SEARCH_SPACES[method])
+    space = search_space(method, steps)
+    known = _inside(start or {}, space)
     if known and start_value is not None:
         study.add_trial(optuna.trial.create_trial(params=known, value=start_value,
-                                                  distributions=_distributions(SEARCH_SPACES[method])))
+                                                  distributions=_distributions(space)))
     elif known:
         study.enqueue_trial(known)
 
     def trial_value(trial) -> float:
-        params = trial_settings(method, _suggest(trial, SEARCH_SPACES[method]), steps)
+        params = trial_settings(_suggest(trial, space), steps)
         try:
             return score_settings(cases, method, params, prior, seed, objective)
         except UserError as err:
@@ -254,7 +266,7 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
 
     callbacks = [lambda study, trial: callback(trial.number, trial.params, trial.value)] if callback else []
     study.optimize(trial_value, n_trials=trials, callbacks=callbacks)
-    return trial_settings(method, dict(study.best_params), steps), float(study.best_value)
+    return trial_settings(dict(study.best_params), steps), float(study.best_value)
 
 
 def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int | None = None,
@@ -270,15 +282,15 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if wrong:
         raise UserError(f"the cases are {wrong[0]} measurements, not {task}: pass --task {wrong[0]}")
     loaded = resolve_prior(prior, cases[0].modality)
-    current_run = trial_settings(method, {}, steps)
+    current_run = trial_settings({}, steps)
     name = objective.upper()
     baseline = score_settings(cases, method, current_run, loaded, seed, objective)
     log(f"{task} {method}: {len(cases)} validation cases, current settings {name} {baseline:.4f}")
     # the current settings start the search; when a trial of them is the run just scored, it is not run again
     current = settings_for(method, task, {})
-    known = _inside(current, SEARCH_SPACES[method])
-    rerun = trial_settings(method, known, steps)
-    same = set(known) == set(SEARCH_SPACES[method]) and (
+    known = _inside(current, search_space(method, steps))
+    rerun = trial_settings(known, steps)
+    same = set(known) == set(search_space(method, steps)) and (
         settings_for(method, task, rerun) == settings_for(method, task, current_run))
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
@@ -307,7 +319,8 @@ def add_tune_command(sub) -> None:
     p.add_argument("--method", default="song", choices=list(SEARCH_SPACES), help="method to tune (default song)")
     p.add_argument("--prior", default=None, help="prior name or file (default: the modality's shipped prior)")
     p.add_argument("--trials", type=positive_int, default=20, help="optimisation trials (default 20)")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampler steps N (default: the method's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampler steps N (default: the method's; "
+                   "the fast sampler searches them up to the budget of 50 network evaluations)")
     p.add_argument("--slices", type=positive_int, default=4, help="validation slices from val.npy (default 4)")
     p.add_argument("--cases", default=None, help="folder of measurement .h5 files with ground truth to use "
                                                   "instead of simulated validation slices")
