@@ -288,9 +288,10 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     log(f"{task} {method}: {len(cases)} validation cases, current settings {name} {baseline:.4f}")
     # the current settings start the search; when a trial of them is the run just scored, it is not run again
     current = settings_for(method, task, {})
-    known = _inside(current, search_space(method, steps))
+    space = search_space(method, steps)
+    known = _inside(current, space)
     rerun = trial_settings(known, steps)
-    same = set(known) == set(search_space(method, steps)) and (
+    same = set(known) == set(space) and (
         settings_for(method, task, rerun) == settings_for(method, task, current_run))
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
