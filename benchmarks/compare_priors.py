@@ -1,0 +1,89 @@
+"""Two priors side by side on validation slices: does a new prior reconstruct better?
+
+The question to answer before a new prior (or experts file) replaces a shipped one.  Each task's
+fast preset runs unchanged with the baseline prior and with the candidate on the tuner's
+validation cases (slices of ``val.npy``, held out from training and never the evaluation slices),
+same seed, same run; the table gives mean PSNR / SSIM and seconds per slice of each.
+
+    python benchmarks/compare_priors.py --baseline head-ct --candidate NEW.json \
+        --tasks ct-sparse-view,ct-limited-angle,ct-metal -o benchmarks/results/NAME.md
+    python benchmarks/compare_priors.py --baseline head-ct --candidate head-ct-v1 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from score_methods import write_result
+from scorerecon.errors import UserError
+from scorerecon.solvers import tuning
+from scorerecon.solvers.score import resolve_prior
+
+
+def measure(task: str, priors: dict[str, str], args) -> dict[str, dict]:
+    """{prior label: mean PSNR, SSIM and seconds per slice of the task's fast preset}."""
+    cases = tuning.validation_cases(task, args.slices, size=args.size)
+    settings = {"steps": args.steps} if args.steps else {}
+    results = {}
+    for label, name in priors.items():
+        prior = resolve_prior(name, cases[0].modality)
+        start = time.perf_counter()
+        results[label] = tuning.mean_metrics(cases, "fast", settings, prior, args.seed)
+        results[label]["seconds"] = (time.perf_counter() - start) / len(cases)
+        print(f"{task}, {label} {name}: {results[label]}", flush=True)
+    return results
+
+
+def table(measured: dict[str, dict[str, dict]], priors: dict[str, str], args) -> str:
+    """Markdown: one row per task, both priors and the candidate's gain in PSNR."""
+    lines = [f"# Priors compared on validation slices: {priors['baseline']} against {priors['candidate']}", "",
+             f"{args.slices} validation slices per task (val.npy of the task's dataset, seed {args.seed}) at "
+             f"{args.size or 256}²; each task's fast preset"
+             + (f" at {args.steps} steps" if args.steps else "") + "; 2 threads.", "",
+             "| task | K | steps | baseline PSNR / SSIM | candidate PSNR / SSIM | Δ PSNR (dB) | s / slice (baseline, candidate) |",
+             "|---|---|---|---|---|---|---|"]
+    for task, results in measured.items():
+        preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
+        base, cand = results["baseline"], results["candidate"]
+        lines.append(f"| {task} | {preset.get('samples', 1)} | {args.steps or preset.get('steps')} | "
+                     f"{base['psnr']:.2f} / {base['ssim']:.4f} | {cand['psnr']:.2f} / {cand['ssim']:.4f} | "
+                     f"{cand['psnr'] - base['psnr']:+.2f} | {base['seconds']:.1f}, {cand['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--baseline", required=True, help="prior name or file (usually the shipped default)")
+    p.add_argument("--candidate", required=True, help="prior name or file to compare with it")
+    p.add_argument("--tasks", required=True, help="comma-separated tuning tasks of the priors' modality")
+    p.add_argument("--slices", type=int, default=2, help="validation slices per task (the presets' tuning used 2)")
+    p.add_argument("--size", type=int, default=None, help="downsample the validation slices (quick runs)")
+    p.add_argument("--steps", type=int, default=None, help="override the presets' steps (default: theirs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="1 slice at 64², 3 steps: checks the script")
+    p.add_argument("-o", "--output", default=None, help="Markdown file (default: print only)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.slices, args.size, args.steps = 1, 64, 3
+    tasks = args.tasks.split(",")
+    unknown = sorted(set(tasks) - set(tuning.TASKS))
+    if unknown:
+        p.error(f"unknown task(s) {', '.join(unknown)}: use {', '.join(tuning.TASKS)}")
+    torch.set_num_threads(2)
+    priors = {"baseline": args.baseline, "candidate": args.candidate}
+    try:
+        text = table({task: measure(task, priors, args) for task in tasks}, priors, args)
+    except UserError as err:
+        sys.exit(f"compare_priors: {err}")
+    if args.output:
+        write_result(args.output, text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

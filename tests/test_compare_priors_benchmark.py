@@ -1,0 +1,48 @@
+"""benchmarks/compare_priors.py scores two priors on the same validation cases in one run."""
+
+import importlib.util
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_priors.py"
+
+
+@pytest.fixture
+def script(monkeypatch, tmp_path):
+    """The script as a module, with a prepared 'head-ct' validation split of three 32² slices."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: it imports score_methods beside it
+    data = tmp_path / "data" / "head-ct"
+    data.mkdir(parents=True)
+    yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
+    disc = (xx ** 2 + yy ** 2 < 0.6).astype(np.float32)
+    np.save(data / "val.npy", np.stack([disc * v for v in (0.3, 0.5, 0.7)]))
+    monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "data"))
+    spec = importlib.util.spec_from_file_location("compare_priors_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**kw):
+    return Namespace(**{"slices": 1, "size": None, "steps": 2, "seed": 0, **kw})
+
+
+def test_the_same_prior_twice_scores_the_same_and_the_table_gives_the_difference(script):
+    priors = {"baseline": "head-ct-v1", "candidate": "head-ct-v1"}
+    same = script.measure("ct-sparse-view", priors, _args())
+    assert same["baseline"]["psnr"] == same["candidate"]["psnr"] > 10
+    other = script.measure("ct-sparse-view", {**priors, "candidate": "head-ct-edm"}, _args())
+    gain = other["candidate"]["psnr"] - other["baseline"]["psnr"]
+    assert gain != 0   # a different network at the warm start's noise levels
+    row = script.table({"ct-sparse-view": other}, {**priors, "candidate": "head-ct-edm"}, _args()).splitlines()[-1]
+    samples = script.tuning.load_preset("ct-sparse-view")["methods"]["fast"]["samples"]
+    assert row.startswith(f"| ct-sparse-view | {samples} | 2 |") and f"| {gain:+.2f} |" in row
+
+
+def test_a_bad_prior_name_exits_with_one_line(script, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--baseline", "no-such-prior", "--candidate", "head-ct", "--tasks", "ct-metal", "--quick"])
+    assert "no-such-prior" in str(exit_info.value.code) and "\n" not in str(exit_info.value.code)
