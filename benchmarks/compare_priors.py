@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
+from fast_steps import timed_fast_metrics, tuning_tasks
 from score_methods import write_result
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
@@ -31,9 +31,7 @@ def measure(task: str, priors: dict[str, str], args) -> dict[str, dict]:
     results = {}
     for label, name in priors.items():
         prior = resolve_prior(name, cases[0].modality)
-        start = time.perf_counter()
-        results[label] = tuning.mean_metrics(cases, "fast", settings, prior, args.seed)
-        results[label]["seconds"] = (time.perf_counter() - start) / len(cases)
+        results[label] = timed_fast_metrics(cases, settings, prior, args.seed)
         print(f"{task}, {label} {name}: {results[label]}", flush=True)
     return results
 
@@ -69,10 +67,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.slices, args.size, args.steps = 1, 64, 3
-    tasks = args.tasks.split(",")
-    unknown = sorted(set(tasks) - set(tuning.TASKS))
-    if unknown:
-        p.error(f"unknown task(s) {', '.join(unknown)}: use {', '.join(tuning.TASKS)}")
+    tasks = tuning_tasks(p, args.tasks)
     torch.set_num_threads(2)
     priors = {"baseline": args.baseline, "candidate": args.candidate}
     try:

@@ -25,6 +25,23 @@ from scorerecon.solvers import tuning
 from scorerecon.solvers.score import resolve_prior
 
 
+def timed_fast_metrics(cases: list, settings: dict, prior, seed: int) -> dict[str, float]:
+    """Mean PSNR and SSIM of the fast sampler over ``cases`` (the task's preset, ``settings`` over
+    it), and its seconds per slice."""
+    start = time.perf_counter()
+    result = tuning.mean_metrics(cases, "fast", settings, prior, seed)
+    return {**result, "seconds": (time.perf_counter() - start) / len(cases)}
+
+
+def tuning_tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated tuning tasks of ``text``; an unknown one is a parser error naming them all."""
+    tasks = text.split(",")
+    unknown = sorted(set(tasks) - set(tuning.TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}: use {', '.join(tuning.TASKS)}")
+    return tasks
+
+
 def measure(task: str, candidates: list[int], args) -> tuple[dict, dict[int, dict]]:
     """(the task's fast preset, {steps: mean PSNR, SSIM and seconds per slice on validation})."""
     preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
@@ -33,9 +50,7 @@ def measure(task: str, candidates: list[int], args) -> tuple[dict, dict[int, dic
     own = preset.get("steps")
     results = {}
     for steps in sorted({*candidates, *([own] if own else [])}):
-        start = time.perf_counter()
-        results[steps] = tuning.mean_metrics(cases, "fast", {"steps": steps}, prior, args.seed)
-        results[steps]["seconds"] = (time.perf_counter() - start) / len(cases)
+        results[steps] = timed_fast_metrics(cases, {"steps": steps}, prior, args.seed)
         print(f"{task}: {steps} steps, K = {preset.get('samples', 1)}: {results[steps]}", flush=True)
     return preset, results
 
@@ -83,10 +98,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.slices, args.size, args.steps = 1, 64, "3"
-    tasks, candidates = args.tasks.split(","), [int(s) for s in args.steps.split(",")]
-    unknown = sorted(set(tasks) - set(tuning.TASKS))
-    if unknown:
-        p.error(f"unknown task(s) {', '.join(unknown)}: use {', '.join(tuning.TASKS)}")
+    tasks, candidates = tuning_tasks(p, args.tasks), [int(s) for s in args.steps.split(",")]
     if any(not 1 <= s <= tuning.FAST_EVALUATIONS for s in candidates):
         p.error(f"--steps {args.steps}: each count must lie between 1 and {tuning.FAST_EVALUATIONS} (the budget)")
     torch.set_num_threads(2)
