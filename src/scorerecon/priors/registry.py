@@ -20,7 +20,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = {
     # The defaults: two trained networks split by noise level (priors.experts), the switch chosen on
     # validation slices by `scorerecon experts` (docs/model_cards/NAME/).
-    "head-ct": "CT head prior, unit HU window [-1000, 2000]: head-ct-v1 at low noise, head-ct-edm at high noise",
+    "head-ct": "CT head prior, unit HU window [-1000, 2000]: head-ct-low at low noise, head-ct-edm at high noise",
     "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-v1 at low noise, brain-mri-coarse at high noise",
     # EDM output scaling, trained with configs/NAME.toml (64² crops) then configs/NAME-slices.toml
     # (whole slices): right at every noise level, knows the layout of a slice.
@@ -34,6 +34,9 @@ SHIPPED = {
     # useless from pure noise (benchmarks/prior_noise_levels.py).
     "head-ct-v1": "first head-ct release: noise-prediction output, 4,000 steps (configs/head-ct.toml at 772290b)",
     "brain-mri-v1": "first brain-mri release: noise-prediction output, 4,000 steps (configs/brain-mri.toml at 772290b)",
+    # A first release continued on the noise levels its default serves (below the switch), where
+    # warm-started reconstruction spends every step.
+    "head-ct-low": "head-ct-v1 continued 10,000 steps on σ ≤ 0.5 only (configs/head-ct-low.toml)",
 }
 
 
