@@ -3,7 +3,10 @@
 The question to answer before a new prior (or experts file) replaces a shipped one.  Each task's
 fast preset runs unchanged with the baseline prior and with the candidate on the tuner's
 validation cases (slices of ``val.npy``, held out from training and never the evaluation slices),
-same seed, same run; the table gives mean PSNR / SSIM and seconds per slice of each.
+same seed, same run; the table gives mean PSNR / SSIM and seconds per slice of each.  The
+validation slices come from the training patient (CT) or template (MRI), so a gain here can be
+a better fit to that one subject: see the model card's denoising on other subjects, and
+``benchmarks/results/head_ct_low_expert.md`` (+0.88 dB here, +0.26 on other patients).
 
     python benchmarks/compare_priors.py --baseline head-ct --candidate NEW.json \
         --tasks ct-sparse-view,ct-limited-angle,ct-metal -o benchmarks/results/NAME.md
@@ -39,7 +42,8 @@ def measure(task: str, priors: dict[str, str], args) -> dict[str, dict]:
 def table(measured: dict[str, dict[str, dict]], priors: dict[str, str], args) -> str:
     """Markdown: one row per task, both priors and the candidate's gain in PSNR."""
     lines = [f"# Priors compared on validation slices: {priors['baseline']} against {priors['candidate']}", "",
-             f"{args.slices} validation slices per task (val.npy of the task's dataset, seed {args.seed}) at "
+             f"{args.slices} validation slices per task (val.npy of the task's dataset: held-out slices of the "
+             f"training patient or template, seed {args.seed}) at "
              f"{args.size or 256}²; each task's fast preset"
              + (f" at {args.steps} steps" if args.steps else "") + "; 2 threads.", "",
              "| task | K | steps | baseline PSNR / SSIM | candidate PSNR / SSIM | Δ PSNR (dB) | s / slice (baseline, candidate) |",
