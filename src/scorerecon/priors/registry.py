@@ -21,7 +21,7 @@ SHIPPED = {
     # The defaults: two trained networks split by noise level (priors.experts), the switch chosen on
     # validation slices by `scorerecon experts` (docs/model_cards/NAME/).
     "head-ct": "CT head prior, unit HU window [-1000, 2000]: head-ct-low at low noise, head-ct-edm at high noise",
-    "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-v1 at low noise, brain-mri-coarse at high noise",
+    "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-low at low noise, brain-mri-coarse at high noise",
     # EDM output scaling, trained with configs/NAME.toml (64² crops) then configs/NAME-slices.toml
     # (whole slices): right at every noise level, knows the layout of a slice.
     "head-ct-edm": "CT head prior (EDM), trained with configs/head-ct.toml then configs/head-ct-slices.toml",
@@ -37,6 +37,7 @@ SHIPPED = {
     # A first release continued on the noise levels its default serves (below the switch), where
     # warm-started reconstruction spends every step.
     "head-ct-low": "head-ct-v1 continued 10,000 steps on σ ≤ 0.5 only (configs/head-ct-low.toml)",
+    "brain-mri-low": "brain-mri-v1 continued 6,000 steps on σ ≤ 1 only (configs/brain-mri-low.toml)",
 }
 
 
