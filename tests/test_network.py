@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,9 @@ from scorerecon.priors.config import load_config
 from scorerecon.priors.network import ScoreUNet, count_parameters
 from scorerecon.priors.parameterization import Parameterization
 from scorerecon.priors.prior import ScorePrior
+from scorerecon.priors.registry import SHIPPED, load_prior
 from scorerecon.priors.sde import VESDE, VPSDE
+from scorerecon.priors.training import Trainer, start_from_prior
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,))
@@ -30,6 +33,22 @@ def test_shipped_configs_fit_the_budget(name):
     params = count_parameters(ScoreUNet(**cfg["network"]))
     assert 1e6 <= params <= 10e6
     assert 4 * params < 25e6  # the float32 export stays under 25 MB
+
+
+FINE_TUNING_CONFIGS = sorted(path.name for path in CONFIGS.glob("*.toml")
+                             if load_config(path)["training"]["init"] in SHIPPED)
+
+
+@pytest.mark.parametrize("name", FINE_TUNING_CONFIGS)
+def test_shipped_configs_start_from_a_compatible_shipped_prior(name):
+    """Each config that continues a shipped network (configs/NAME-low.toml, -coarse, -mid) has its
+    [network], [sde] and [parameterization]: start_from_prior raises on any difference."""
+    cfg = load_config(CONFIGS / name)
+    trainer = Trainer(cfg, np.zeros((1, 1, 64, 64), np.float32))
+    start_from_prior(trainer, cfg["training"]["init"])
+    prior = load_prior(cfg["training"]["init"])
+    for key, value in prior.network.state_dict().items():
+        assert torch.equal(trainer.ema.state_dict()[key], value)
 
 
 def test_any_size_divisible_by_the_downsampling():

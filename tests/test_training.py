@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,8 @@ from scorerecon.cli import main
 from scorerecon.errors import UserError
 from scorerecon.priors.checkpoint import read_checkpoint
 from scorerecon.priors.config import load_config, resolve_config
-from scorerecon.priors.registry import SHIPPED, load_prior, shipped_path
-from scorerecon.priors.training import (Trainer, _prepare_output, batch_indices, max_pairwise_distance, start_from_prior,
-                                        train)
+from scorerecon.priors.registry import load_prior, shipped_path
+from scorerecon.priors.training import Trainer, _prepare_output, batch_indices, max_pairwise_distance, train
 
 
 def _images(n=16, size=16, seed=0):
@@ -143,23 +141,6 @@ def test_init_starts_a_new_run_from_a_prior_on_larger_crops_and_refuses_a_mismat
     cfg["output"]["dir"] = str(tmp_path / "c")
     with pytest.raises(UserError, match=r"init .*\[network\]"):
         train(cfg, progress=False)
-
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-FINE_TUNING_CONFIGS = sorted(path.name for path in CONFIGS.glob("*.toml")
-                             if load_config(path)["training"]["init"] in SHIPPED)
-
-
-@pytest.mark.parametrize("name", FINE_TUNING_CONFIGS)
-def test_shipped_configs_start_from_a_compatible_shipped_prior(name):
-    """Each config that continues a shipped network (configs/NAME-low.toml, -coarse, -mid) has its
-    [network], [sde] and [parameterization]: start_from_prior raises on any difference."""
-    cfg = load_config(CONFIGS / name)
-    trainer = Trainer(cfg, np.zeros((1, 1, 64, 64), np.float32))
-    start_from_prior(trainer, cfg["training"]["init"])
-    prior = load_prior(cfg["training"]["init"])
-    for key, value in prior.network.state_dict().items():
-        assert torch.equal(trainer.ema.state_dict()[key], value)
 
 
 def test_exported_prior_round_trip_and_bad_files(tmp_path):
