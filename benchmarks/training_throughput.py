@@ -6,6 +6,8 @@ with one process using all threads or two DDP processes (gloo) sharing them.
     python benchmarks/training_throughput.py --config configs/head-ct-slices.toml --steps 10 \
         -o benchmarks/results/training_throughput_slices.md    # the whole-slice stage (256²)
     python benchmarks/training_throughput.py --config configs/head-ct.toml --quick    # < 1 min
+    python benchmarks/training_throughput.py --config configs/head-ct-full.toml --device cuda \
+        --processes 1 -o benchmarks/results/training_throughput_gpu.md   # one GPU, whole slices
 
 Synthetic images of the config's image size stand in for the dataset (throughput does not depend
 on the content).  Each variant runs ``--warmup`` untimed steps then ``--steps`` timed ones; the
@@ -52,13 +54,13 @@ def _timed_steps(trainer: Trainer, warmup: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def _worker(rank, world, cfg, images, threads, warmup, steps, port, result_file):
+def _worker(rank, world, cfg, images, threads, warmup, steps, port, result_file, device):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     retain_freed_memory()  # as train() does
     torch.set_num_threads(threads)
     if world > 1:
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    seconds = _timed_steps(Trainer(cfg, images, rank=rank, world_size=world), warmup, steps)
+    seconds = _timed_steps(Trainer(cfg, images, rank=rank, world_size=world, device=device), warmup, steps)
     if rank == 0:
         with open(result_file, "w") as handle:
             json.dump({"seconds": seconds}, handle)
@@ -66,12 +68,14 @@ def _worker(rank, world, cfg, images, threads, warmup, steps, port, result_file)
         torch.distributed.destroy_process_group()
 
 
-def measure(cfg: dict, images: np.ndarray, processes: int, threads: int, warmup: int, steps: int) -> float:
-    """Images per second of ``steps`` optimiser steps on ``processes`` DDP processes."""
+def measure(cfg: dict, images: np.ndarray, processes: int, threads: int, warmup: int, steps: int,
+            device: str = "cpu") -> float:
+    """Images per second of ``steps`` optimiser steps on ``processes`` DDP processes (each step
+    ends by reading its loss, so GPU work is finished when the clock stops)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")
         args = (processes, cfg, images, max(1, threads // processes), warmup, steps,
-                29600 + os.getpid() % 300, result)
+                29600 + os.getpid() % 300, result, device)
         if processes == 1:
             _worker(0, *args)
         else:
@@ -89,10 +93,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads in total")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timed steps, crop 32, batch 4")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (one GPU: use --processes 1)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("-o", "--output", default=str(RESULTS / "training_throughput.md"), help="Markdown table")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
+    if args.device != "cpu" and max(args.processes) > 1:
+        p.error("several processes share one device only on the CPU: pass --processes 1 with --device")
     if args.quick:
         cfg["data"]["crop"], cfg["training"]["batch_size"] = 32, 4
         args.steps, args.warmup = 2, 1
@@ -105,12 +112,12 @@ def main(argv=None) -> int:
     for processes in args.processes:
         for name, (bf16, channels_last) in VARIANTS.items():
             rate = measure(_variant_config(cfg, bf16, channels_last), images, processes, args.threads,
-                           args.warmup, args.steps)
+                           args.warmup, args.steps, args.device)
             rows.append({"variant": name, "processes": processes, "images_per_s": round(rate, 2),
                          "steps_per_hour": round(3600 * rate / cfg["training"]["batch_size"])})
             print(f"  {name:20s} processes {processes}: {rate:8.2f} images/s  "
                   f"{rows[-1]['steps_per_hour']:7d} steps/h", flush=True)
-    summary = {"config": args.config, "parameters": params, "crop": crop, "batch": cfg["training"]["batch_size"],
+    summary = {"config": args.config, "device": args.device, "parameters": params, "crop": crop, "batch": cfg["training"]["batch_size"],
                "threads": args.threads, "steps": args.steps, "hardware": hardware(), "results": rows}
     if args.json:
         with atomic_path(args.json, suffix=".json") as tmp:
