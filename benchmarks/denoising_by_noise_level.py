@@ -1,0 +1,68 @@
+"""One-step (Tweedie) denoising PSNR of several priors across noise levels, on any split.
+
+``scorerecon experts`` measures two priors this way on validation slices to choose a switch;
+this script measures any number of priors on the evaluation slices (other patients / the
+MNI152 template), to check a choice afterwards without making it there:
+
+    python benchmarks/denoising_by_noise_level.py --dataset head-ct --priors head-ct-edm head-ct-full \
+        -o benchmarks/results/head_ct_full_evaluation.md
+
+Same noise for every prior and σ (seed), σ log-spaced over the first prior's SDE range, PSNR
+= −10 log10(MSE) with images in [0, 1] (:func:`scorerecon.priors.experts.tweedie_errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+
+import numpy as np
+import torch
+
+from scorerecon.atomic import atomic_path
+from scorerecon.data.datasets import load_split
+from scorerecon.priors import load_prior
+from scorerecon.priors.experts import tweedie_errors
+
+
+def table(names: list[str], sigmas: np.ndarray, errors: list[list[float]]) -> str:
+    """Markdown: one row per σ, one PSNR column per prior, the best in bold."""
+    lines = ["| σ | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for i, sigma in enumerate(sigmas):
+        psnrs = [-10 * math.log10(e[i]) for e in errors]
+        best = max(psnrs)
+        cells = [f"**{p:.2f}**" if p == best and len(names) > 1 else f"{p:.2f}" for p in psnrs]
+        lines.append(f"| {sigma:.3g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, help="prepared dataset (head-ct, brain-mri)")
+    p.add_argument("--split", default="eval", choices=["val", "eval"])
+    p.add_argument("--priors", nargs="+", required=True, help="prior names or files")
+    p.add_argument("--sigmas", type=int, default=25, help="log-spaced noise levels (default 25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-o", "--output", default=None, help="also write the table to this Markdown file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images = load_split(args.dataset, args.split)
+    priors = [load_prior(name) for name in args.priors]
+    low, high = priors[0].sde.noise_range()
+    sigmas = np.geomspace(low, high, args.sigmas)
+    errors = [tweedie_errors(prior, images, sigmas, args.seed) for prior in priors]
+    text = (f"One-step denoising PSNR (dB) on the {len(images)} {args.split} slices of `{args.dataset}`, "
+            f"seed {args.seed}.\n\n{table(args.priors, sigmas, errors)}\n\n"
+            f"`{shlex.join(['python', 'benchmarks/denoising_by_noise_level.py', *sys.argv[1:]])}`\n")
+    print(text)
+    if args.output:
+        with atomic_path(args.output, suffix=".md") as tmp:
+            tmp.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
