@@ -185,6 +185,12 @@ def _crops(meta: dict) -> str:
     return f"whole {size}² slices" if _whole(meta) else f"{meta.get('crop')}² crops of {size}² slices"
 
 
+def _final_loss(meta: dict) -> str:
+    """The exported loss; files exported from a checkpoint (a stopped run) carry none."""
+    loss = meta.get("final_loss")
+    return "n/a (exported from a checkpoint: see the log)" if loss is None else f"{float(loss):.4f}"
+
+
 def _hours(meta: dict) -> float:
     return float(meta.get("training_seconds", 0.0)) / 3600
 
@@ -222,7 +228,7 @@ def card(prior, name: str, dataset: str, configs: list[str], table: str, sample_
              f"| output scaling | {', '.join(f'{k} {v}' for k, v in prior.parameterization.to_dict().items())} "
              "(`scorerecon.priors.parameterization`) |",
              *_stage_rows(stages(prior)),
-             f"| final loss (weighted DSM, mean of the last log window) | {float(meta.get('final_loss') or 0):.4f} |",
+             f"| final loss (weighted DSM, mean of the last log window) | {_final_loss(meta)} |",
              f"| bf16 autocast | {meta.get('bf16')} |",
              f"| hardware | {machine} |",
              f"| config | {', '.join(f'`{c}`' for c in configs) or 'n/a'} ({commands}) |", "",
