@@ -186,9 +186,9 @@ def _crops(meta: dict) -> str:
 
 
 def _final_loss(meta: dict) -> str:
-    """The exported loss; files exported from a checkpoint (a stopped run) carry none."""
+    """The exported loss; files exported from checkpoints written before it was stored carry none."""
     loss = meta.get("final_loss")
-    return "n/a (exported from a checkpoint: see the log)" if loss is None else f"{float(loss):.4f}"
+    return "n/a (not recorded: see the log)" if loss is None else f"{float(loss):.4f}"
 
 
 def _hours(meta: dict) -> float:

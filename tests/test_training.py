@@ -97,6 +97,8 @@ def test_checkpoints_rotate_and_survive_corruption(tmp_path):
     assert read_checkpoint(run / "checkpoint.prev.pt")["step"] == 2
     state = read_checkpoint(run / "checkpoint.pt")
     assert state["data_position"] == 16 and set(state["rng"]) >= {"torch", "numpy", "python"}
+    # the last log row's loss travels with the checkpoint, so a stopped run's export has it
+    assert abs(state["prior"]["metadata"]["final_loss"] - float(_log(run / "log.csv")[-1]["loss"])) < 1e-6
     (run / "checkpoint.pt").write_bytes(b"truncated")
     cfg["training"]["steps"] = 5
     train(cfg, resume=True, progress=False)  # falls back to checkpoint.prev.pt (step 2)
@@ -151,6 +153,7 @@ def test_exported_prior_round_trip_and_bad_files(tmp_path):
     assert prior.parameterization.to_dict() == {"type": "edm", "sigma_data": 0.3}
     state = read_checkpoint(tmp_path / "run/checkpoint.pt")
     assert all(torch.equal(v, state["ema"][k]) for k, v in prior.network.state_dict().items())
+    assert prior.metadata["final_loss"] == state["prior"]["metadata"]["final_loss"] > 0
     x = torch.rand(2, 1, 16, 16)
     assert prior.score(x, 0.5).shape == x.shape
     bad = tmp_path / "bad.safetensors"

@@ -174,6 +174,7 @@ class Trainer:
                                           betas=(0.9, 0.999), eps=1e-8)
         self.step = 0
         self.elapsed = 0.0
+        self.last_loss: float | None = None   # mean loss of the last log window
 
     def _wrap(self, network: nn.Module) -> nn.Module:
         if self.world == 1:
@@ -242,14 +243,15 @@ class Trainer:
             ema_p.lerp_(p, 1.0 - decay)
 
     # -- checkpoints ------------------------------------------------------------------------
-    def describe(self, final_loss: float | None = None) -> dict:
-        """Network config, SDE and metadata, as stored in checkpoints and the exported file."""
+    def describe(self) -> dict:
+        """Network config, SDE and metadata, as stored in checkpoints and the exported file; its
+        ``final_loss`` is the last log window's mean, so a file exported from a checkpoint has it."""
         data = self.cfg["data"]
         metadata = {"name": self.cfg["name"], "modality": data["modality"], "crop": data["crop"],
                     "image_size": data["image_size"], "channels": self.cfg["network"]["channels"],
                     "dataset": data["dataset"] or str(dataset_path(self.cfg)), "steps": self.step,
                     "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
-                    "training_seconds": round(self.elapsed, 1), "final_loss": final_loss,
+                    "training_seconds": round(self.elapsed, 1), "final_loss": self.last_loss,
                     "bf16": self.opt["bf16"], "intensity": data["intensity"], "init": self.opt["init"],
                     "downsample": data["downsample"], "sigma_range": list(self.opt["sigma_range"])}
         return ScorePrior(self.ema, self.sde, metadata, self.parameterization).describe()
@@ -267,6 +269,7 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.last_loss = state["prior"]["metadata"].get("final_loss")
         _set_rng_states(state["rng"])
 
 
@@ -359,10 +362,10 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
     out = Path(cfg["output"]["dir"])
     _prepare_output(trainer, out, resume)
     log = CsvLog(out / "log.csv", trainer.step if resume else None) if rank == 0 else None
-    final_loss = _loop(trainer, out, log, progress and rank == 0)
+    _loop(trainer, out, log, progress and rank == 0)
     path = None
     if rank == 0:
-        path = export_prior(trainer.ema.state_dict(), trainer.describe(final_loss), cfg["output"]["export"])
+        path = export_prior(trainer.ema.state_dict(), trainer.describe(), cfg["output"]["export"])
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -401,11 +404,11 @@ def start_from_prior(trainer: Trainer, source: str) -> None:
     trainer.ema.load_state_dict(weights)
 
 
-def _loop(trainer: Trainer, out: Path, log: CsvLog | None, progress: bool) -> float | None:
+def _loop(trainer: Trainer, out: Path, log: CsvLog | None, progress: bool) -> None:
     from tqdm import tqdm
     opt = trainer.opt
     bar = tqdm(total=opt["steps"], initial=trainer.step, disable=not progress, unit="step", dynamic_ncols=True)
-    losses, images, seconds, last = [], 0, 0.0, None
+    losses, images, seconds = [], 0, 0.0
     while trainer.step < opt["steps"]:
         start = time.perf_counter()
         losses.append(trainer.train_step())
@@ -416,12 +419,11 @@ def _loop(trainer: Trainer, out: Path, log: CsvLog | None, progress: bool) -> fl
         bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{opt['batch_size'] / took:.1f}")
         done = trainer.step == opt["steps"]
         if trainer.step % opt["log_every"] == 0 or done:
-            last = float(np.mean(losses))
+            trainer.last_loss = float(np.mean(losses))
             if log is not None:
-                log.write(step=trainer.step, loss=f"{last:.6f}", lr=f"{trainer.learning_rate(trainer.step - 1):.3e}",
+                log.write(step=trainer.step, loss=f"{trainer.last_loss:.6f}", lr=f"{trainer.learning_rate(trainer.step - 1):.3e}",
                           images_per_s=f"{images / seconds:.2f}", seconds=f"{trainer.elapsed:.1f}")
             losses, images, seconds = [], 0, 0.0
         if (trainer.step % opt["checkpoint_every"] == 0 or done) and trainer.rank == 0:
             save_checkpoint(trainer.state_dict(), out)
     bar.close()
-    return last
