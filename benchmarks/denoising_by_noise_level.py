@@ -4,8 +4,9 @@
 this script measures any number of priors on the evaluation slices (other patients / the
 MNI152 template), to check a choice afterwards without making it there:
 
-    python benchmarks/denoising_by_noise_level.py --dataset head-ct --priors head-ct-edm head-ct-full \
-        -o benchmarks/results/head_ct_full_evaluation.md
+    python benchmarks/denoising_by_noise_level.py --dataset head-ct \
+        --priors head-ct-edm runs/head-ct-full/head-ct-full.safetensors head-ct-low head-ct-v1
+        # the check in benchmarks/results/gpu_full_priors.md (the file: configs/head-ct-full.toml)
 
 Same noise for every prior and σ (seed), σ log-spaced over the first prior's SDE range, PSNR
 = −10 log10(MSE) with images in [0, 1] (:func:`scorerecon.priors.experts.tweedie_errors`).
