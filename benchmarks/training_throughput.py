@@ -8,6 +8,8 @@ with one process using all threads or two DDP processes (gloo) sharing them.
     python benchmarks/training_throughput.py --config configs/head-ct.toml --quick    # < 1 min
     python benchmarks/training_throughput.py --config configs/head-ct-full.toml --device cuda \
         --processes 1 -o benchmarks/results/training_throughput_gpu.md   # one GPU, whole slices
+    python benchmarks/training_throughput.py --config configs/head-ct-full.toml --batch-only
+        # the CPU's share of a step: preparing one batch (crops, flips, noise), no network
 
 Synthetic images of the config's image size stand in for the dataset (throughput does not depend
 on the content).  Each variant runs ``--warmup`` untimed steps then ``--steps`` timed ones; the
@@ -85,6 +87,19 @@ def measure(cfg: dict, images: np.ndarray, processes: int, threads: int, warmup:
     return cfg["training"]["batch_size"] * steps / seconds
 
 
+def batch_milliseconds(cfg: dict, images: np.ndarray, warmup: int, steps: int) -> float:
+    """Milliseconds per ``Trainer.batch``: the crops, flips, times and noise of one global batch,
+    drawn on the CPU by each step's seeded generator (what every training step pays before the
+    network runs)."""
+    trainer = Trainer(cfg, images)
+    for step in range(warmup):
+        trainer.batch(step)
+    start = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        trainer.batch(step)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/head-ct.toml")
@@ -94,6 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timed steps, crop 32, batch 4")
     p.add_argument("--device", default="cpu", help="cpu or cuda (one GPU: use --processes 1)")
+    p.add_argument("--batch-only", action="store_true",
+                   help="time only the batch preparation on the CPU (ms per step) and stop")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("-o", "--output", default=str(RESULTS / "training_throughput.md"), help="Markdown table")
     args = p.parse_args(argv)
@@ -105,6 +122,12 @@ def main(argv=None) -> int:
         args.steps, args.warmup = 2, 1
     crop = cfg["data"]["crop"]
     images = np.random.default_rng(0).uniform(0, 1, (32, 1, crop + 8, crop + 8)).astype(np.float32)
+    if args.batch_only:
+        torch.set_num_threads(args.threads)
+        ms = batch_milliseconds(cfg, images, args.warmup, args.steps)
+        print(f"{cfg['name']}: one batch of {cfg['training']['batch_size']} at {crop}², {args.threads} threads: "
+              f"{ms:.1f} ms ({hardware()})")
+        return 0
     params = count_parameters(ScoreUNet(**cfg["network"]))
     print(f"{cfg['name']}: {params / 1e6:.2f} M parameters, crop {crop}, batch {cfg['training']['batch_size']}, "
           f"{args.threads} threads in total")
