@@ -55,10 +55,14 @@ def test_retained_memory_serves_repeated_steps_without_page_faults():
     assert retained["applied"] and not default["applied"]
     if not default["counted"]:  # seen on a CI machine: getrusage reported no minor faults at all
         pytest.skip("this kernel does not count minor page faults (getrusage's ru_minflt stays 0)")
-    # 20 steps fault ~40,000 pages in under glibc's defaults; with the settings at most a one-off
-    # (one run of the suite saw 1,024: a single 4 MiB block)
+    # With the settings, 20 steps fault at most a one-off block in (1,024 pages, 4 MiB, seen once).
+    # Under glibc's defaults they usually fault ~40,000 pages in, but not always: the dynamic mmap
+    # threshold and heap trimming depend on the order of frees, and one run in five on the
+    # development machine (2026-12-04) saw 1,024 for both.  So the test holds the settings to
+    # their bound and to never worse than the defaults; benchmarks/allocator.py measures the
+    # usual gap side by side.
     assert retained["faults"] < 4096, retained
-    assert default["faults"] > 10 * (retained["faults"] + 100), (retained, default)
+    assert retained["faults"] <= default["faults"] + 1024, (retained, default)
 
 
 @glibc
