@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nrrd
 import numpy as np
 import pydicom
 import pytest
@@ -63,6 +64,119 @@ def test_nifti_orientation_is_canonical(tmp_path, volume):
     las_affine = ras.affine @ np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     nib.save(nib.Nifti1Image(data[::-1].copy(), las_affine), tmp_path / "las.nii.gz")
     assert np.array_equal(read_image(tmp_path / "las.nii.gz").array, volume)
+
+
+def _nrrd_lps(path, data, steps=(0.57, 0.57, 5.0), space="left-posterior-superior", **fields):
+    """Write ``data`` (C order: z, y, x) as pyradiomics / Slicer do: gzip, diagonal space directions."""
+    directions = np.diag(steps)[: data.ndim]  # rows: the x, y[, z] file axes
+    header = {"space": space, "space directions": directions, "kinds": ["domain"] * data.ndim,
+              "encoding": "gzip", "space origin": [-120.0, -95.5, 30.0]} | fields
+    nrrd.write(str(path), data, header, index_order="C")
+    return path
+
+
+@pytest.mark.parametrize("shape, spacing", [((4, 24, 32), (2.5, 0.5, 0.75)), ((24, 32), (0.6, 1.3))])
+def test_nrrd_round_trip_with_spacing_and_modality(tmp_path, volume, shape, spacing):
+    array = volume[0] if len(shape) == 2 else volume
+    write_image(tmp_path / "v.nrrd", array, spacing=spacing, modality="ct")
+    image = read_image(tmp_path / "v.nrrd")
+    assert image.array.dtype == np.float32 and np.array_equal(image.array, array)
+    assert image.spacing == spacing and image.modality == "ct" and image.meta["format"] == "nrrd"
+    header = nrrd.read_header(str(tmp_path / "v.nrrd"))
+    assert header["space"] == "left-posterior-superior" and header["encoding"] == "gzip"
+    assert header["type"] == "float" and header["modality"] == "ct"
+    assert np.array_equal(header["space directions"][:, :len(shape)], np.diag(spacing[::-1]))  # x first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.nrrd"]  # atomic: no temporary left
+    write_image(tmp_path / "plain.nrrd", array)
+    plain = read_image(tmp_path / "plain.nrrd")
+    assert np.array_equal(plain.array, array) and plain.spacing is None and plain.modality is None
+
+
+def test_nrrd_lps_volume_reads_in_dicom_layout(tmp_path):
+    """An int16 LPS volume as pyradiomics ships it: (z, y, x) with z inferior first, y anterior first."""
+    stored = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5) - 1000
+    stored[0, 0, 1] = 3000  # z = 0 (most inferior), y = 0 (most anterior), x = 1 (next to patient right)
+    image = read_image(_nrrd_lps(tmp_path / "ct.nrrd", stored))
+    assert image.array.shape == (4, 6, 5) and np.array_equal(image.array, stored)
+    assert image.array[0, 0, 1] == 3000  # first slice, top row, second column
+    assert image.spacing == pytest.approx((5.0, 0.57, 0.57)) and image.modality is None
+    assert read_slice(tmp_path / "ct.nrrd").spacing == pytest.approx((0.57, 0.57))
+    _nrrd_lps(tmp_path / "mr.nrrd", stored, modality="MR")
+    assert read_image(tmp_path / "mr.nrrd").modality == "mr"
+    _nrrd_lps(tmp_path / "slice.nrrd", stored[0], steps=(0.57, 0.6))
+    single = read_image(tmp_path / "slice.nrrd")
+    assert np.array_equal(single.array, stored[0]) and single.spacing == pytest.approx((0.6, 0.57))
+    nrrd.write(str(tmp_path / "spacings.nrrd"), stored, {"spacings": [0.57, 0.6, 5.0]}, index_order="C")
+    assert read_image(tmp_path / "spacings.nrrd").spacing == pytest.approx((5.0, 0.6, 0.57))
+
+
+@pytest.mark.parametrize("case", ["ras", "ras-2d", "negative-lps", "ras-negative", "permuted"])
+def test_nrrd_other_orientations_read_like_their_lps_twin(tmp_path, case):
+    lps = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
+    if case == "ras":  # RAS x, y point to patient right, anterior: the stored x, y are reversed
+        path = _nrrd_lps(tmp_path / "f.nrrd", lps[:, ::-1, ::-1].copy(), (0.6, 0.57, 5.0),
+                         "right-anterior-superior")
+    elif case == "ras-2d":
+        path = _nrrd_lps(tmp_path / "f.nrrd", lps[0, ::-1, ::-1].copy(), (0.6, 0.57), "RAS")
+    elif case == "negative-lps":  # x and z stored from patient left / superior
+        path = _nrrd_lps(tmp_path / "f.nrrd", lps[::-1, :, ::-1].copy(), (-0.6, 0.57, -5.0))
+    elif case == "ras-negative":  # RAS with negative x, y directions is LPS positive: nothing to flip
+        path = _nrrd_lps(tmp_path / "f.nrrd", lps, (-0.6, -0.57, 5.0), "right-anterior-superior")
+    else:  # file axes x, z, y (sagittal-like storage): C order (y, z, x)
+        path = tmp_path / "f.nrrd"
+        nrrd.write(str(path), lps.transpose(1, 0, 2).copy(), {"space": "left-posterior-superior",
+                   "space directions": [[0.6, 0, 0], [0, 0, 5.0], [0, 0.57, 0]]}, index_order="C")
+    image = read_image(path)
+    expected = lps[0] if case == "ras-2d" else lps
+    assert np.array_equal(image.array, expected)
+    assert image.spacing == pytest.approx((5.0, 0.57, 0.6)[-expected.ndim:])
+
+
+def test_nrrd_oblique_directions_give_their_norms_as_spacing(tmp_path):
+    stored = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    c, s = np.cos(0.3), np.sin(0.3)  # rotated 17 degrees about z
+    nrrd.write(str(tmp_path / "o.nrrd"), stored, {"space": "left-posterior-superior", "space directions":
+               [[0.6 * c, 0.6 * s, 0], [-0.5 * s, 0.5 * c, 0], [0, 0, 2.0]]}, index_order="C")
+    image = read_image(tmp_path / "o.nrrd")
+    assert np.array_equal(image.array, stored) and image.spacing == pytest.approx((2.0, 0.5, 0.6))
+
+
+def test_nrrd_bad_files_raise_one_line_user_errors_naming_the_file(tmp_path):
+    (tmp_path / "random.nrrd").write_bytes(np.random.default_rng(0).bytes(400))
+    write_image(tmp_path / "good.nrrd", np.ones((8, 8, 8), np.float32), spacing=(1, 1, 1))
+    data = (tmp_path / "good.nrrd").read_bytes()
+    (tmp_path / "truncated.nrrd").write_bytes(data[: len(data) // 2 + 30])
+    (tmp_path / "empty.nrrd").write_bytes(b"")
+    nrrd.write(str(tmp_path / "four.nrrd"), np.zeros((2, 3, 4, 5), np.float32), index_order="C")
+    nrrd.write(str(tmp_path / "vector.nrrd"), np.zeros((3, 4, 5, 3), np.float32),
+               {"kinds": ["vector", "domain", "domain", "domain"]})
+    cases = {"random": "not a readable NRRD", "truncated": "not a readable NRRD", "empty": "not a readable NRRD",
+             "four": "4-D NRRD", "vector": "'vector' axis"}
+    for name, match in cases.items():
+        path = tmp_path / f"{name}.nrrd"
+        with pytest.raises(UserError, match=match) as info:
+            read_image(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value), name
+
+
+@pytest.mark.usefixtures("isolated_matrix_cache")
+def test_cli_simulate_from_nrrd_reconstruct_and_evaluate_nrrd(tmp_path, capsys):
+    from scorerecon.solvers.registry import _sibling
+    y, x = np.mgrid[:32, :32]
+    truth = np.where(np.hypot(y - 15.5, x - 15.5) < 12, 40.0, -1000.0).astype(np.float32)
+    write_image(tmp_path / "truth.nrrd", np.stack([truth - 100, truth, truth + 100]),
+                spacing=(3.0, 0.8, 0.8), modality="ct")
+    assert main(["simulate", "ct", str(tmp_path / "truth.nrrd"), "-o", str(tmp_path / "m.h5"), "--slice", "1",
+                 "--full-views", "60"]) == 0
+    out = tmp_path / "fbp.nrrd"
+    assert main(["reconstruct", str(tmp_path / "m.h5"), "-o", str(out), "--method", "fbp"]) == 0
+    recon = read_image(out)
+    assert recon.array.shape == (32, 32) and recon.modality == "ct" and recon.spacing == pytest.approx((0.8, 0.8))
+    assert np.abs(recon.array - truth).mean() < 150  # HU
+    write_image(tmp_path / "slice.nrrd", truth, modality="ct")
+    assert main(["evaluate", str(out), str(tmp_path / "slice.nrrd")]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    assert _sibling(str(out), "_std") == str(tmp_path / "fbp_std.nrrd")
 
 
 def test_png_ct_window_within_8bit_quantisation(tmp_path):

@@ -69,7 +69,7 @@ def fake_deb(tmp_path):
 
 
 def test_head_ct_from_fake_deb(tmp_path, fake_deb):
-    out = prepare_dataset("head-ct", out=tmp_path / "head-ct", deb=fake_deb)
+    out = prepare_dataset("head-ct", out=tmp_path / "head-ct", source=fake_deb)
     train, val, evaluation = (np.load(out / f"{s}.npy") for s in ("train", "val", "eval"))
     meta = json.loads((out / "meta.json").read_text())
     assert train.shape == (SLICES - 1, 256, 256) and val.shape == (1, 256, 256) and evaluation.shape[1:] == (256, 256)
@@ -119,28 +119,75 @@ def test_missing_apt_get_says_how_to_pass_deb(tmp_path, monkeypatch, which, retu
     monkeypatch.setattr(datasets.shutil, "which", lambda name: which)
     monkeypatch.setattr(datasets.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a, returncode, "", "E: Unable to locate package invesalius-examples"))
-    with pytest.raises(UserError, match="--deb PATH") as info:
+    with pytest.raises(UserError, match="--source PATH") as info:
         prepare_dataset("head-ct", out=tmp_path / "x")
     assert "packages.debian.org" in str(info.value) and not (tmp_path / "x").exists()
 
 
 def test_bad_deb_arguments(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        prepare_dataset("head-ct", out=tmp_path / "x", deb=tmp_path / "nothing.deb")
+        prepare_dataset("head-ct", out=tmp_path / "x", source=tmp_path / "nothing.deb")
     (tmp_path / "fake.deb").write_text("not an archive")
     with pytest.raises(UserError, match="not a Debian package"):
-        prepare_dataset("head-ct", out=tmp_path / "x", deb=tmp_path / "fake.deb")
+        prepare_dataset("head-ct", out=tmp_path / "x", source=tmp_path / "fake.deb")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="Cranium.inv3 not found"):
-        prepare_dataset("head-ct", out=tmp_path / "x", deb=tmp_path / "empty")
+        prepare_dataset("head-ct", out=tmp_path / "x", source=tmp_path / "empty")
     with pytest.raises(UserError, match="unknown dataset"):
         prepare_dataset("knee-mri")
     assert not (tmp_path / "x").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
     with pytest.raises(UserError, match="holds other files"):
-        prepare_dataset("head-ct", out=tmp_path / "mine", deb=tmp_path / "empty")
+        prepare_dataset("head-ct", out=tmp_path / "mine", source=tmp_path / "empty")
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def _fake_pyradiomics(tmp_path: Path) -> tuple[Path, Path]:
+    """(unpacked folder, .tar.gz) holding two small int16 chest 'patients' as pyradiomics stores them."""
+    import nrrd
+    folder = tmp_path / "pyradiomics-3.1.0" / "data"
+    folder.mkdir(parents=True)
+    y, x = np.mgrid[:128, :128]
+    for name, slices, pixel in (("lung2_image.nrrd", 5, 2.5), ("lung1_image.nrrd", 3, 2.25)):
+        body = np.where(np.hypot((y - 64) / 50, (x - 64) / 60) < 1, 30, -1024)
+        body[10:14, 60:68] = 900                     # an anterior marker (row 10 = anterior in LPS)
+        volume = np.repeat(body[None], slices, axis=0).astype(np.int16)
+        volume[0] = -1024                            # an all-air slice: dropped by the tissue filter
+        nrrd.write(str(folder / name), volume, {"space": "left-posterior-superior", "encoding": "gzip",
+                                                 "space directions": np.diag([pixel, pixel, 5.0])},
+                   index_order="C")
+    archive = tmp_path / "pyradiomics-3.1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "pyradiomics-3.1.0", arcname="pyradiomics-3.1.0")
+    return tmp_path / "pyradiomics-3.1.0", archive
+
+
+def test_chest_ct_trains_on_one_patient_and_validates_on_another(tmp_path, monkeypatch):
+    pytest.importorskip("data_store", reason="pydicom-data (the CT evaluation source) not installed")
+    folder, archive = _fake_pyradiomics(tmp_path)
+    out = prepare_dataset("chest-ct", out=tmp_path / "from-folder", source=folder)
+    meta = load_meta("chest-ct", out)
+    assert meta["counts"] == {"train": 4, "val": 2, "eval": len(datasets.CT_EVAL_FILES)}
+    assert {s["source"].split(":")[1] for s in meta["slices"]["train"]} == {"lung2_image.nrrd"}
+    assert {s["source"].split(":")[1] for s in meta["slices"]["val"]} == {"lung1_image.nrrd"}
+    assert meta["slices"]["val"][0]["spacing_mm"] == pytest.approx([2.25 * 128 / 256] * 2)
+    train = load_split("chest-ct", "train", out)
+    assert train.shape == (4, 256, 256) and 0 <= train.min() and train.max() <= 1
+    assert train[0, 21:27, 122:134].mean() > datasets.hu_to_unit(800) > train[0, 229:235, 122:134].max()  # anterior up
+    # the archive itself: refused unless it is the pinned one; fetched and checked like the real one
+    with pytest.raises(UserError, match="is not pyradiomics-3.1.0.tar.gz"):
+        prepare_dataset("chest-ct", out=tmp_path / "x", source=archive)
+    digest = __import__("hashlib").sha256(archive.read_bytes()).hexdigest()
+    monkeypatch.setitem(datasets._BUILDERS, "chest-ct", (datasets.PackageSource(
+        "pyradiomics", archive.as_uri(), digest), datasets._build_chest_ct))
+    fetched = prepare_dataset("chest-ct", out=tmp_path / "fetched")
+    np.testing.assert_array_equal(load_split("chest-ct", "val", fetched), load_split("chest-ct", "val", out))
+    monkeypatch.setitem(datasets._BUILDERS, "chest-ct", (datasets.PackageSource(
+        "pyradiomics", (tmp_path / "absent.tar.gz").as_uri(), digest), datasets._build_chest_ct))
+    with pytest.raises(UserError, match="cannot download .* pass it with --source FILE"):
+        prepare_dataset("chest-ct", out=tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def _ellipsoid(shape, spacing) -> np.ndarray:
@@ -156,7 +203,7 @@ def test_brain_mri_from_fake_templates(tmp_path):
     root.mkdir(parents=True)
     for name, shape, step in (("ch2.nii.gz", (40, 48, 40), 4.0), ("ch2better.nii.gz", (60, 72, 60), 2.0)):
         nib.save(nib.Nifti1Image(_ellipsoid(shape, (step,) * 3), np.diag([step, step, step, 1.0])), root / name)
-    out = prepare_dataset("brain-mri", out=tmp_path / "brain", deb=tmp_path)
+    out = prepare_dataset("brain-mri", out=tmp_path / "brain", source=tmp_path)
     meta = json.loads((out / "meta.json").read_text())
     train, val, evaluation = (np.load(out / f"{s}.npy") for s in ("train", "val", "eval"))
     assert train.shape[1:] == (256, 256) and len(val) == meta["counts"]["val"] > 0
@@ -178,7 +225,7 @@ def test_fit_slice_keeps_aspect_and_scale():
 @pytest.mark.skipif(not INV_DEB.is_file(), reason="no local copy of invesalius-examples")
 def test_head_ct_from_real_package(tmp_path):
     pytest.importorskip("data_store", reason="pydicom-data not installed")
-    out = prepare_dataset("head-ct", out=tmp_path / "real", deb=INV_DEB)
+    out = prepare_dataset("head-ct", out=tmp_path / "real", source=INV_DEB)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["training_source"]["shape"] == [108, 256, 256]
     assert meta["training_source"]["hu_range"] == [-1024.0, 2986.0]
@@ -188,6 +235,6 @@ def test_head_ct_from_real_package(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not MRI_ROOT.is_dir(), reason="no local copy of mricron-data")
 def test_brain_mri_from_real_package(tmp_path):
-    out = prepare_dataset("brain-mri", out=tmp_path / "real", deb=MRI_ROOT)
+    out = prepare_dataset("brain-mri", out=tmp_path / "real", source=MRI_ROOT)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["counts"]["train"] > 300 and meta["counts"]["eval"] > 30

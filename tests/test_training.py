@@ -264,3 +264,27 @@ def test_two_process_ddp_step_equals_one_process_on_the_whole_batch(tmp_path):
     assert ddp["loss"] == pytest.approx(loss, rel=1e-5)
     for key, value in single.network.state_dict().items():
         assert torch.allclose(ddp["params"][key], value, atol=1e-6), key
+
+
+def test_a_list_of_datasets_trains_on_their_concatenation(tmp_path, monkeypatch):
+    from scorerecon.priors.training import load_training_images
+    monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "data"))
+    for name, seed in (("one", 0), ("two", 1)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        np.save(tmp_path / "data" / name / "train.npy", _images(n=5 + seed, seed=seed))
+    cfg = _config(tmp_path, steps=2)
+    cfg["data"].update(path="", dataset=["one", "two"])
+    images = load_training_images(cfg)
+    assert images.shape == (11, 1, 16, 16)
+    np.testing.assert_array_equal(images[:5, 0], _images(n=5, seed=0))
+    np.testing.assert_array_equal(images[5:, 0], _images(n=6, seed=1))
+    assert load_prior(train(cfg, progress=False)).metadata["dataset"] == "one+two"
+    np.save(tmp_path / "data" / "two" / "train.npy", _images(n=3, size=24))
+    with pytest.raises(UserError, match="different sizes"):
+        load_training_images(cfg)
+    cfg["data"]["dataset"] = ["one", "three"]
+    with pytest.raises(UserError, match="scorerecon data prepare three"):
+        load_training_images(cfg)
+    for bad in ([], ["one", ""], 3):
+        with pytest.raises(UserError, match="dataset must be a dataset name or a list"):
+            resolve_config({"data": {"dataset": bad}})

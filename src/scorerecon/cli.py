@@ -24,7 +24,7 @@ def _add_simulate(sub) -> None:
     kinds = p.add_subparsers(dest="modality", required=True)
 
     ct = kinds.add_parser("ct", help="CT: sparse view, limited angle, metal, Poisson noise")
-    ct.add_argument("image", help="image in HU: DICOM file or series folder, NIfTI, .npy or .png")
+    ct.add_argument("image", help="image in HU: DICOM file or series folder, NIfTI, NRRD, .npy or .png")
     ct.add_argument("-o", "--output", required=True, help="measurement file to write (.h5)")
     ct.add_argument("--views", type=int, default=None, help="number of views kept (default: all)")
     ct.add_argument("--full-views", type=int, default=180, help="size of the full view set (default 180)")
@@ -41,7 +41,7 @@ def _add_simulate(sub) -> None:
     ct.set_defaults(handler=_run_simulate_ct)
 
     mri = kinds.add_parser("mri", help="MRI: under-sampled single- or multi-coil k-space")
-    mri.add_argument("image", help="magnitude image: NIfTI, DICOM, .npy or .png")
+    mri.add_argument("image", help="magnitude image: NIfTI, NRRD, DICOM, .npy or .png")
     mri.add_argument("-o", "--output", required=True, help="measurement file to write (.h5, fastMRI layout)")
     mri.add_argument("--mask", default="equispaced",
                      choices=["equispaced", "random", "gaussian1d", "gaussian2d", "uniform2d", "poisson", "radial"])
@@ -76,7 +76,7 @@ def _add_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct an image from a measurement file")
     p.add_argument("measurement", help="file from 'scorerecon simulate', a fastMRI .h5 file or Siemens twix .dat")
     p.add_argument("-o", "--output", required=True,
-                   help="output: .npy, .nii.gz, .png, or a folder for a DICOM series")
+                   help="output: .npy, .nii.gz, .nrrd, .png, or a folder for a DICOM series")
     p.add_argument("--method", default=None,
                    help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI), "
                         "score|song|chung|langevin|guidance|dps|fast (score-based, both); "
@@ -140,16 +140,17 @@ def _add_data(sub) -> None:
     p = sub.add_parser("data", help="build training and evaluation sets from packaged sources")
     verbs = p.add_subparsers(dest="verb", required=True)
     prep = verbs.add_parser("prepare", help="prepare a dataset into the cache directory")
-    prep.add_argument("dataset", choices=["head-ct", "brain-mri"])
+    prep.add_argument("dataset", choices=["head-ct", "brain-mri", "chest-ct"])
     prep.add_argument("--out", default=None, help="folder (default: the user cache directory)")
-    prep.add_argument("--deb", default=None,
-                      help="a .deb file or an unpacked folder to use instead of 'apt-get download'")
+    prep.add_argument("--source", "--deb", dest="source", default=None,
+                      help="the source package file (.deb for head-ct and brain-mri, pyradiomics-3.1.0.tar.gz "
+                           "for chest-ct) or its unpacked folder, instead of fetching it")
     prep.set_defaults(handler=_run_data_prepare)
 
 
 def _run_data_prepare(args) -> None:
     from .data.datasets import prepare_dataset
-    folder = prepare_dataset(args.dataset, out=args.out, deb=args.deb)
+    folder = prepare_dataset(args.dataset, out=args.out, source=args.source)
     print(f"prepared {args.dataset} in {folder}")
 
 

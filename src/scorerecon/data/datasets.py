@@ -29,13 +29,26 @@ dropped.  Every slice is divided by its own maximum (``magnitude_scale``) so it 
 Evaluation: the MNI152 2009 T1 template shipped in PyPI ``nilearn``, slices every 10 mm, same
 processing.
 
-Debian packages come from ``apt-get download`` or from ``--deb`` (a .deb or an unpacked folder);
-a .deb is an ``ar`` archive whose ``data.tar.*`` member is unpacked with the standard library
-(no ``dpkg-deb`` needed).
+chest-ct.  Two more CT patients, so that a CT prior can be trained on more than one patient and
+chosen on a patient it never saw: the chest CT volumes ``lung2_image.nrrd`` (61 axial slices of
+512², 0.627 mm, 5 mm apart) and ``lung1_image.nrrd`` (48 slices of 512², 0.570 mm) that the
+pyradiomics 3.1.0 source archive (PyPI, BSD-3-clause) ships as its own test cases (the archive
+does not name their clinical source).  Train: lung2.  Val: **lung1, another patient** (unlike
+head-ct and brain-mri, whose val slices come from the training subject).  Eval: the same pydicom
+slices as head-ct.  Slices are resized to 256² over the same field of view (:func:`resample_ct`),
+filtered and mapped to the unit window as head-ct.  Train a prior on both CT sets with
+``[data] dataset = ["head-ct", "chest-ct"]``.
+
+Debian packages come from ``apt-get download`` or from ``--source`` (a .deb or an unpacked
+folder); a .deb is an ``ar`` archive whose ``data.tar.*`` member is unpacked with the standard
+library (no ``dpkg-deb`` needed).  The PyPI source archive is downloaded from its pinned address
+and checked against its pinned SHA-256, or given with ``--source`` (the .tar.gz or its unpacked
+folder); pip cannot fetch it without building it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import json
 import os
@@ -44,6 +57,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -72,10 +86,37 @@ CT_EVAL_FILES = (("693_UNCI.dcm", "head"), ("J2K_pixelrep_mismatch.dcm", "head")
 HEAD_CT_PACKAGE = "invesalius-examples"
 BRAIN_MRI_PACKAGE = "mricron-data"
 MRI_TEMPLATES = ("ch2.nii.gz", "ch2better.nii.gz")
+#: (file in pyradiomics' data/ folder, split): the two chest CT patients of chest-ct.
+CHEST_CT_FILES = (("lung2_image.nrrd", "train"), ("lung1_image.nrrd", "val"))
 LICENCES = {HEAD_CT_PACKAGE: "GPL-2 (debian/copyright of invesalius-examples)",
+            "pyradiomics": "BSD-3-clause (LICENSE.txt of the pyradiomics source archive)",
             BRAIN_MRI_PACKAGE: "BSD-3-clause (debian/copyright of mricron-data)",
             "pydicom-data": "MIT", "nilearn": "BSD-3-clause package; the MNI ICBM152 2009 template "
                             "is © McConnell Brain Imaging Centre, redistributable with its copyright notice"}
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """Where a dataset's raw files come from: a Debian package (``url`` empty) or a PyPI source
+    archive at a pinned ``url`` with its ``sha256``."""
+
+    package: str
+    url: str = ""
+    sha256: str = ""
+
+    def root(self, given: str | os.PathLike | None, work: Path) -> Path:
+        """Folder holding the unpacked package: ``given`` itself if a folder, else unpacked."""
+        if self.url:
+            return sdist_root(self, given, work)
+        return debian_root(self.package, given, work)
+
+
+HEAD_CT_SOURCE = PackageSource(HEAD_CT_PACKAGE)
+BRAIN_MRI_SOURCE = PackageSource(BRAIN_MRI_PACKAGE)
+CHEST_CT_SOURCE = PackageSource(
+    "pyradiomics", "https://files.pythonhosted.org/packages/03/c1/20fc2c50ab1e3304da36d866042a1905a2b05a1431ece"
+                   "35448ab6b4578f2/pyradiomics-3.1.0.tar.gz",
+    "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4")
 
 
 @dataclass
@@ -123,13 +164,14 @@ def _check_name(name: str) -> None:
 
 
 def prepare_dataset(name: str, out: str | os.PathLike | None = None,
-                    deb: str | os.PathLike | None = None) -> Path:
-    """Build dataset ``name`` ('head-ct' or 'brain-mri') into ``out`` and return the folder."""
+                    source: str | os.PathLike | None = None) -> Path:
+    """Build dataset ``name`` into ``out`` and return the folder; ``source`` is the package file
+    or its unpacked folder, fetched when None."""
     _check_name(name)
     folder = _output_folder(Path(out) if out is not None else data_root() / name)
     package, builder = _BUILDERS[name]
-    with tempfile.TemporaryDirectory(prefix="scorerecon-deb-") as work:
-        root = debian_root(package, deb, Path(work))
+    with tempfile.TemporaryDirectory(prefix="scorerecon-source-") as work:
+        root = package.root(source, Path(work))
         splits, meta = builder(root)
         with atomic_directory(folder) as tmp:
             _write_splits(tmp, name, splits, meta)
@@ -160,7 +202,7 @@ def _write_splits(folder: Path, name: str, splits: dict[str, list[Slice]], meta:
 # ------------------------------------------------------------------------ Debian packages
 def _manual_hint(package: str) -> str:
     return (f"download {package}_*_all.deb by hand from a Debian mirror "
-            f"(https://packages.debian.org/stable/all/{package}/download) and pass --deb PATH")
+            f"(https://packages.debian.org/stable/all/{package}/download) and pass --source PATH")
 
 
 def debian_root(package: str, deb: str | os.PathLike | None, work: Path) -> Path:
@@ -171,7 +213,7 @@ def debian_root(package: str, deb: str | os.PathLike | None, work: Path) -> Path
     if deb.is_dir():
         return deb
     if not deb.is_file():
-        raise UserError(f"--deb {deb} does not exist: pass the {package} .deb file or its unpacked folder")
+        raise UserError(f"--source {deb} does not exist: pass the {package} .deb file or its unpacked folder")
     return unpack_deb(deb, work / "root")
 
 
@@ -193,7 +235,7 @@ def _apt_download(package: str, work: Path) -> Path:
 def _ar_members(blob: bytes) -> Iterator[tuple[str, bytes]]:
     """Members of a Unix ``ar`` archive: the 8-byte magic, then 60-byte headers (name 16, size at 48)."""
     if not blob.startswith(b"!<arch>\n"):
-        raise UserError("the --deb file is not a Debian package (no ar header): pass a .deb file")
+        raise UserError("the --source file is not a Debian package (no ar header): pass a .deb file")
     pos = 8
     while pos + 60 <= len(blob):
         header = blob[pos:pos + 60]
@@ -212,16 +254,47 @@ def unpack_deb(deb: Path, dest: Path) -> Path:
                     tar.extractall(dest, filter="data")
             except tarfile.TarError as err:
                 raise UserError(f"cannot unpack {name} of {deb} ({err}): unpack it with "
-                                f"'dpkg-deb -x {deb} DIR' and pass --deb DIR") from None
+                                f"'dpkg-deb -x {deb} DIR' and pass --source DIR") from None
             return dest
     raise UserError(f"{deb} has no data.tar member: pass a Debian binary package")
+
+
+# --------------------------------------------------------------- PyPI source archives
+def sdist_root(source: PackageSource, given: str | os.PathLike | None, work: Path) -> Path:
+    """Folder holding the unpacked source archive: ``given`` if a folder, else the checked archive
+    (``given`` or downloaded from the pinned address) unpacked."""
+    archive = Path(given) if given is not None else _download(source, work / Path(source.url).name)
+    if archive.is_dir():
+        return archive
+    if not archive.is_file():
+        raise UserError(f"--source {archive} does not exist: pass {Path(source.url).name} or its unpacked folder")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != source.sha256:
+        raise UserError(f"{archive} is not {Path(source.url).name} (SHA-256 {digest[:12]}…, expected "
+                        f"{source.sha256[:12]}…): download {source.url} and pass it with --source")
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            tar.extractall(work / "root", filter="data")
+    except tarfile.TarError as err:
+        raise UserError(f"cannot unpack {archive} ({err}): download {source.url} again") from None
+    return work / "root"
+
+
+def _download(source: PackageSource, dest: Path) -> Path:
+    try:
+        with urllib.request.urlopen(source.url, timeout=300) as response, open(dest, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as err:
+        raise UserError(f"cannot download {source.url} ({err}): download it by hand (e.g. curl -LO) "
+                        "and pass it with --source FILE") from None
+    return dest
 
 
 def find_file(root: Path, name: str, package: str) -> Path:
     """The file called ``name`` anywhere below ``root``."""
     found = sorted(root.rglob(name))
     if not found:
-        raise UserError(f"{name} not found in {root}: pass the {package} .deb or its unpacked folder with --deb")
+        raise UserError(f"{name} not found in {root}: pass the {package} package or its unpacked folder with --source")
     return found[0]
 
 
@@ -236,7 +309,7 @@ def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float], dict]
             raw = tar.extractfile(members[matrix["filename"]]).read()
     except (tarfile.TarError, KeyError, OSError, plistlib.InvalidFileException) as err:
         raise UserError(f"{path} is not an InVesalius project ({type(err).__name__}: {err}): "
-                        f"pass the {HEAD_CT_PACKAGE} package with --deb") from None
+                        f"pass the {HEAD_CT_PACKAGE} package with --source") from None
     shape = tuple(int(n) for n in matrix["shape"])
     dtype = np.dtype(matrix["dtype"]).newbyteorder("<")
     if len(raw) != int(np.prod(shape)) * dtype.itemsize:
@@ -266,17 +339,51 @@ def _build_head_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
     kept = [Slice(_unit_ct(hu), f"Cranium.inv3:axial:{k}", spacing[1:]) for k, hu in enumerate(volume)
             if np.mean(hu_to_unit(hu) > CT_TISSUE_UNIT) >= CT_MIN_TISSUE_FRACTION]
     train, val = _split_every(kept)
-    meta = {"modality": "ct",
-            "unit": f"u = (HU - {HU_LOW:g}) / ({HU_HIGH:g} - {HU_LOW:g}), clipped to [0, 1]",
-            "window_hu": [HU_LOW, HU_HIGH],
+    meta = {"modality": "ct", **_ct_units(),
             "training_source": {"package": HEAD_CT_PACKAGE, "file": str(inv3.relative_to(root)),
                                 "licence": LICENCES[HEAD_CT_PACKAGE], "name": plist.get("name"),
                                 "shape": list(volume.shape), "spacing_mm": list(spacing),
                                 "hu_range": [float(volume.min()), float(volume.max())]},
-            "evaluation_source": {"packages": "pydicom test files and pydicom-data (pydicom.data.get_testdata_file)",
-                                  "licence": LICENCES["pydicom-data"], "files": [f for f, _ in CT_EVAL_FILES]}}
+            "evaluation_source": _ct_evaluation_source()}
     evaluation = [Slice(_unit_ct(hu), src, sp) for hu, src, sp in ct_evaluation_slices()]
     return {"train": train, "val": val, "eval": evaluation}, meta
+
+
+# ----------------------------------------------------------------------------- chest CT
+def _build_chest_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
+    from .io import read_image
+    splits: dict[str, list[Slice]] = {"train": [], "val": []}
+    sources = []
+    for name, split in CHEST_CT_FILES:
+        path = find_file(root, name, CHEST_CT_SOURCE.package)
+        volume = read_image(path)
+        if volume.array.ndim != 3 or volume.spacing is None:
+            raise UserError(f"{path} is not a CT volume with spacing: pass the pyradiomics 3.1.0 source archive")
+        for k, hu in enumerate(volume.array):
+            hu256, spacing = resample_ct(hu, volume.spacing[1:])
+            if np.mean(hu_to_unit(hu256) > CT_TISSUE_UNIT) >= CT_MIN_TISSUE_FRACTION:
+                splits[split].append(Slice(_unit_ct(hu256), f"pyradiomics:{name}:axial:{k}", spacing))
+        sources.append({"file": str(path.relative_to(root)), "split": split, "shape": list(volume.array.shape),
+                        "spacing_mm": list(volume.spacing),
+                        "hu_range": [float(volume.array.min()), float(volume.array.max())]})
+    meta = {"modality": "ct", **_ct_units(),
+            "training_source": {"package": f"PyPI {CHEST_CT_SOURCE.package} 3.1.0 source archive",
+                                "url": CHEST_CT_SOURCE.url, "sha256": CHEST_CT_SOURCE.sha256,
+                                "licence": LICENCES["pyradiomics"], "volumes": sources,
+                                "note": "val is a patient not in train"},
+            "evaluation_source": _ct_evaluation_source()}
+    evaluation = [Slice(_unit_ct(hu), src, sp) for hu, src, sp in ct_evaluation_slices()]
+    return {**splits, "eval": evaluation}, meta
+
+
+def _ct_units() -> dict:
+    return {"unit": f"u = (HU - {HU_LOW:g}) / ({HU_HIGH:g} - {HU_LOW:g}), clipped to [0, 1]",
+            "window_hu": [HU_LOW, HU_HIGH]}
+
+
+def _ct_evaluation_source() -> dict:
+    return {"packages": "pydicom test files and pydicom-data (pydicom.data.get_testdata_file)",
+            "licence": LICENCES["pydicom-data"], "files": [f for f, _ in CT_EVAL_FILES]}
 
 
 def _testdata_file(name: str) -> Path:
@@ -386,7 +493,8 @@ def mni_evaluation_slices(step_mm: float = MRI_EVAL_STEP_MM) -> list[Slice]:
     return template_slices(volume, spacing, step_mm, "MNI152")
 
 
-_BUILDERS: dict[str, tuple[str, Callable[[Path], tuple[dict, dict]]]] = {
-    "head-ct": (HEAD_CT_PACKAGE, _build_head_ct),
-    "brain-mri": (BRAIN_MRI_PACKAGE, _build_brain_mri),
+_BUILDERS: dict[str, tuple[PackageSource, Callable[[Path], tuple[dict, dict]]]] = {
+    "head-ct": (HEAD_CT_SOURCE, _build_head_ct),
+    "brain-mri": (BRAIN_MRI_SOURCE, _build_brain_mri),
+    "chest-ct": (CHEST_CT_SOURCE, _build_chest_ct),
 }

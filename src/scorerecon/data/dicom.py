@@ -48,7 +48,7 @@ def read_dataset(path: Path, pixels: bool = True) -> Dataset:
         ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except (InvalidDicomError, EOFError, OSError, ValueError) as err:
         raise UserError(f"{path} is not a readable DICOM file ({type(err).__name__}): "
-                        "pass a DICOM image, a series folder, NIfTI, .npy or .png") from None
+                        "pass a DICOM image, a series folder, NIfTI, NRRD, .npy or .png") from None
     if pixels and "PixelData" not in ds:
         raise UserError(f"{path} is a DICOM file without pixel data ({ds.get('SOPClassUID', 'no SOP class')}): "
                         "pass a DICOM image")

@@ -3,7 +3,8 @@
 
 Every key has a default (:data:`DEFAULTS`); an unknown key is a UserError, so a typo never passes
 silently.  Relative paths are taken from the current directory.  ``[data] path`` empty means the
-dataset prepared by ``scorerecon data prepare NAME``: ``<data root>/NAME/train.npy``.
+dataset prepared by ``scorerecon data prepare NAME``: ``<data root>/NAME/train.npy``; ``dataset``
+may also be a list of names, whose training arrays are concatenated (e.g. ``["head-ct", "chest-ct"]``).
 See ``configs/head-ct.toml`` for a commented example.
 """
 
@@ -48,14 +49,25 @@ def data_root() -> Path:
     return Path(user_cache_dir("scorerecon")) / "datasets"
 
 
-def dataset_path(cfg: dict) -> Path:
-    """The training array named by [data]: ``path`` if given, else the prepared dataset."""
+def dataset_names(cfg: dict) -> list[str]:
+    """The prepared datasets named by ``[data] dataset`` (one name or a list of names)."""
+    dataset = cfg["data"]["dataset"]
+    return [dataset] if isinstance(dataset, str) and dataset else list(dataset or [])
+
+
+def dataset_paths(cfg: dict) -> list[Path]:
+    """The training arrays named by [data]: ``path`` if given, else each prepared dataset's."""
     data = cfg["data"]
     if data["path"]:
-        return Path(data["path"]).expanduser()
-    if not data["dataset"]:
+        return [Path(data["path"]).expanduser()]
+    if not dataset_names(cfg):
         raise UserError("the config names no training data: set [data] dataset or [data] path")
-    return data_root() / data["dataset"] / "train.npy"
+    return [data_root() / name / "train.npy" for name in dataset_names(cfg)]
+
+
+def training_data_name(cfg: dict) -> str:
+    """How checkpoints name the training data: the dataset names joined by '+', else the path."""
+    return "+".join(dataset_names(cfg)) or str(dataset_paths(cfg)[0])
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -114,6 +126,10 @@ def _check_values(cfg: dict) -> None:
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise UserError(f"[data] downsample must be a whole number ≥ 1 (1 = full resolution), got {downsample!r}")
     _check_sigma_range(cfg["training"]["sigma_range"])
+    dataset = cfg["data"]["dataset"]
+    if not isinstance(dataset, str) and not (isinstance(dataset, list) and dataset
+                                             and all(isinstance(n, str) and n for n in dataset)):
+        raise UserError(f"[data] dataset must be a dataset name or a list of names, got {dataset!r}")
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")
 

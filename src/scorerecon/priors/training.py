@@ -50,7 +50,7 @@ from torch import nn
 from ..allocator import retain_freed_memory
 from ..errors import UserError
 from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
-from .config import dataset_path
+from .config import dataset_paths, training_data_name
 from .network import ScoreUNet, count_parameters
 from .parameterization import LEGACY, Parameterization
 from .prior import ScorePrior
@@ -68,25 +68,37 @@ FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf
 
 # ----------------------------------------------------------------------------------- data
 def load_training_images(cfg: dict) -> np.ndarray:
-    """The training array (N, C, H, W) float32 named by the config's [data] table."""
-    path = dataset_path(cfg)
+    """The training array (N, C, H, W) float32 named by the config's [data] table (the datasets of
+    a list concatenated in order)."""
+    crop = cfg["data"]["crop"]
+    parts = [_load_array(path, cfg) for path in dataset_paths(cfg)]
+    if len({part.shape[1:] for part in parts}) > 1:
+        raise UserError(f"the datasets {training_data_name(cfg)} hold images of different sizes "
+                        f"{sorted({part.shape[1:] for part in parts})}: list datasets of one size")
+    images = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    images = average_pool(images, cfg["data"]["downsample"], training_data_name(cfg))
+    if min(images.shape[-2:]) < crop:
+        raise UserError(f"crop {crop} is larger than the training images {images.shape[-2:]}: lower [data] crop")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _load_array(path: Path, cfg: dict) -> np.ndarray:
+    """One training array as (N, C, H, W) float32, checked against the network's channels."""
     if not path.is_file():
-        raise UserError(f"training data {path} not found: run 'scorerecon data prepare "
-                        f"{cfg['data']['dataset'] or 'DATASET'}' or set [data] path in the config")
+        dataset = "DATASET" if cfg["data"]["path"] else path.parent.name
+        raise UserError(f"training data {path} not found: run 'scorerecon data prepare {dataset}' "
+                        "or set [data] path in the config")
     try:
         images = np.load(path, mmap_mode="r")
     except (ValueError, OSError) as err:
         raise UserError(f"cannot read training data {path} ({err}): regenerate it with 'scorerecon data prepare'")
     if images.ndim == 3:
         images = images[:, None]
-    channels, crop = cfg["network"]["channels"], cfg["data"]["crop"]
+    channels = cfg["network"]["channels"]
     if images.ndim != 4 or images.shape[1] != channels:
         raise UserError(f"training data {path} has shape {images.shape}: expected (N, H, W) images "
                         f"with {channels} channel(s)")
-    images = average_pool(np.asarray(images, dtype=np.float32), cfg["data"]["downsample"], str(path))
-    if min(images.shape[-2:]) < crop:
-        raise UserError(f"crop {crop} is larger than the training images {images.shape[-2:]}: lower [data] crop")
-    return np.ascontiguousarray(images, dtype=np.float32)
+    return np.asarray(images, dtype=np.float32)
 
 
 def average_pool(images: np.ndarray, factor: int, source: str = "the images") -> np.ndarray:
@@ -249,7 +261,7 @@ class Trainer:
         data = self.cfg["data"]
         metadata = {"name": self.cfg["name"], "modality": data["modality"], "crop": data["crop"],
                     "image_size": data["image_size"], "channels": self.cfg["network"]["channels"],
-                    "dataset": data["dataset"] or str(dataset_path(self.cfg)), "steps": self.step,
+                    "dataset": training_data_name(self.cfg), "steps": self.step,
                     "images_seen": self.step * self.opt["batch_size"], "parameters": count_parameters(self.network),
                     "training_seconds": round(self.elapsed, 1), "final_loss": self.last_loss,
                     "bf16": self.opt["bf16"], "intensity": data["intensity"], "init": self.opt["init"],

@@ -120,7 +120,7 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
 
 
 def _sibling(output: str, tag: str) -> str:
-    for ext in (".nii.gz", ".npy", ".png", ".nii"):
+    for ext in (".nii.gz", ".npy", ".png", ".nii", ".nrrd"):
         if output.endswith(ext):
             return output[: -len(ext)] + tag + ext
     return output.rstrip("/") + tag
