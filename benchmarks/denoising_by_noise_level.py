@@ -25,7 +25,7 @@ import torch
 from scorerecon.atomic import atomic_path
 from scorerecon.data.datasets import load_split
 from scorerecon.priors import load_prior
-from scorerecon.priors.experts import tweedie_errors
+from scorerecon.priors.experts import evenly_spaced, tweedie_errors
 
 
 def table(names: list[str], sigmas: np.ndarray, errors: list[list[float]]) -> str:
@@ -41,9 +41,10 @@ def table(names: list[str], sigmas: np.ndarray, errors: list[list[float]]) -> st
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help="prepared dataset (head-ct, brain-mri)")
+    p.add_argument("--dataset", required=True, help="prepared dataset (head-ct, chest-ct, brain-mri)")
     p.add_argument("--split", default="eval", choices=["val", "eval"])
     p.add_argument("--priors", nargs="+", required=True, help="prior names or files")
+    p.add_argument("--slices", type=int, default=0, help="evenly spaced slices of the split (default: all)")
     p.add_argument("--sigmas", type=int, default=25, help="log-spaced noise levels (default 25)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = load_split(args.dataset, args.split)
+    images = evenly_spaced(images, args.slices) if args.slices > 0 else images
     priors = [load_prior(name) for name in args.priors]
     low, high = priors[0].sde.noise_range()
     sigmas = np.geomspace(low, high, args.sigmas)

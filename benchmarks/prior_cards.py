@@ -128,10 +128,26 @@ def cpu_model() -> str:
 
 
 def _files(source: dict) -> str:
-    """The training files of a dataset's ``training_source`` (one file, or a list of templates)."""
-    files = [source["file"]] if "file" in source else [t["file"] for t in source.get("templates", [])]
+    """The training files of a dataset's ``training_source`` (one file, a list of templates, or
+    the training split's volumes)."""
+    files = ([source["file"]] if "file" in source else [t["file"] for t in source.get("templates", [])]
+             + [v["file"] for v in source.get("volumes", []) if v.get("split") == "train"])
     name = f" ({source['name']})" if source.get("name") else ""
     return ", ".join(f"`{f}`" for f in files) + name
+
+
+def training_sources(meta: dict, dataset: str) -> list[dict]:
+    """The ``training_source`` of each prepared dataset the prior was trained on (metadata
+    ``dataset`` "a+b" for a list in the config), else that of ``dataset``."""
+    try:
+        return [load_meta(name)["training_source"] for name in str(meta.get("dataset") or dataset).split("+")]
+    except UserError:   # trained from a [data] path, not a prepared dataset
+        return [load_meta(dataset)["training_source"]]
+
+
+def _package(source: dict) -> str:
+    package = str(source.get("package"))
+    return package if package.startswith("PyPI") else f"Debian `{package}`"
 
 
 def border_background(images: np.ndarray, width: int = BORDER, level: float = BACKGROUND) -> float:
@@ -212,15 +228,15 @@ def card(prior, name: str, dataset: str, configs: list[str], table: str, sample_
          machine: str) -> str:
     """The model card's Markdown: provenance, training facts, the denoising table and figures."""
     meta = prior.metadata
-    source = load_meta(dataset)["training_source"]
+    sources = training_sources(meta, dataset)
     sde = prior.sde.to_dict()
     commands = "; ".join(f"`scorerecon train --config {c}`" for c in configs) or "`scorerecon train --config CONFIG`"
     whole = _whole(meta)
     lines = [f"# Model card: `{name}` score prior", "",
              f"Load it with `load_prior(\"{name}\")` or `--prior {name}`.", "",
              "| | |", "|---|---|",
-             f"| training data | Debian `{source.get('package')}`: {_files(source)} |",
-             f"| data licence | {source.get('licence')} |",
+             f"| training data | {'; '.join(f'{_package(s)}: {_files(s)}' for s in sources)} |",
+             f"| data licence | {'; '.join(str(s.get('licence')) for s in sources)} |",
              f"| intensity | {meta.get('intensity')} |",
              f"| network | NCSN++-class U-Net, {meta.get('parameters', 0) / 1e6:.2f} M parameters, "
              f"{meta.get('channels')} channel |",
@@ -246,7 +262,7 @@ def card(prior, name: str, dataset: str, configs: list[str], table: str, sample_
     return "\n".join(lines)
 
 
-def experts_card(prior: NoiseLevelExperts, source: str, dataset: str, table: str, sample_note: str) -> str:
+def experts_card(prior: NoiseLevelExperts, source: str, table: str, sample_note: str) -> str:
     """The card of an experts prior: its members (each with its own card) and their noise ranges,
     the measurements that chose each switch, then the same denoising table and samples as a
     single network's."""
@@ -257,8 +273,8 @@ def experts_card(prior: NoiseLevelExperts, source: str, dataset: str, table: str
     bounds = ["0", *(f"{s:.3g}" for s in switches), "∞"]
     lines = [f"# Model card: `{name}` score prior ({len(members)} experts by noise level)", "",
              f"Load it with `load_prior(\"{name}\")` or `--prior {name}`: `scorerecon.priors.experts` evaluates "
-             "each member on its own range of σ (eDiff-I's expert denoisers, Balaji et al. 2022), all trained "
-             "by `scorerecon train` on the same data.", "",
+             "each member on its own range of σ (eDiff-I's expert denoisers, Balaji et al. 2022), each trained "
+             "by `scorerecon train` (its card names its data).", "",
              "| expert | σ range | card |", "|---|---|---|"]
     lines += [f"| `{m}` | {bounds[i]} < σ ≤ {bounds[i + 1]} | [card](../{m}/README.md) |" for i, m in enumerate(members)]
     lines += ["", f"File `{path.name}` (JSON; the members' weights are their own files).", ""]
@@ -268,7 +284,8 @@ def experts_card(prior: NoiseLevelExperts, source: str, dataset: str, table: str
         lines += [f"## The switch at σ = {switch:.3g}: one Tweedie step of each side on the validation slices", "",
                   f"{chosen['rule']}; {chosen['slices']} evenly spaced slices of {chosen['dataset']} (never the "
                   f"evaluation slices), {len(chosen['sigmas'])} noise levels, seed {chosen['seed']}.  Written by "
-                  f"`scorerecon experts --low {chosen['low']} --high {chosen['high']} --dataset {dataset} "
+                  f"`scorerecon experts --low {chosen['low']} --high {chosen['high']} "
+                  f"--dataset {chosen['dataset'].split()[0]} "
                   f"-o {path.name}`.", "",
                   selection_table(chosen["sigmas"], chosen["low_mse"], chosen["high_mse"], switch,
                                   [chosen["low"], chosen["high"]]), ""]
@@ -306,7 +323,7 @@ def main() -> None:
         plot_loss([Path(log) for log in args.log], out / "loss.png")
     notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png", held_out=images)]
     if isinstance(prior, NoiseLevelExperts):
-        (out / "README.md").write_text(experts_card(prior, args.prior, args.dataset, table, notes[0]))
+        (out / "README.md").write_text(experts_card(prior, args.prior, table, notes[0]))
         return
     if not _whole(prior.metadata):
         notes.append(sample_grid(prior, args.crop_samples, int(prior.metadata["crop"]), args, out / "samples_crop.png"))

@@ -112,6 +112,11 @@ class NoiseLevelExperts(nn.Module):
 
 # ----------------------------------------------------------------------- choosing the switch
 @torch.no_grad()
+def evenly_spaced(images: np.ndarray, count: int) -> np.ndarray:
+    """``count`` slices of ``images`` evenly spaced from the first to the last (all if fewer)."""
+    return images[np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)]
+
+
 def tweedie_errors(prior, images: np.ndarray, sigmas, seed: int = 0, batch: int = 4) -> list[float]:
     """Mean squared error of one Tweedie step D(α(t) (x0 + σ z), t) against x0 per σ, with t the
     time of noise level β(t)/α(t) = σ; the same noise z for every σ and prior."""
@@ -240,7 +245,7 @@ def build_experts_file(low: str, high: str, dataset: str, output: str | os.PathL
     any_switch_above = 2 * floor if floor else 1.0
     NoiseLevelExperts(low_prior, high_prior, any_switch_above)  # same SDE, channels, kinds, or one clear error
     val = load_split(dataset, "val")
-    images = val[np.linspace(0, len(val) - 1, min(slices, len(val))).round().astype(int)]
+    images = evenly_spaced(val, slices)
     sde = high_prior.sde
     lowest, highest = sde.noise_range()
     grid = np.geomspace(max(lowest, floor * 1.05), highest, sigmas)
