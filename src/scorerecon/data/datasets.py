@@ -345,8 +345,7 @@ def _build_head_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
                                 "shape": list(volume.shape), "spacing_mm": list(spacing),
                                 "hu_range": [float(volume.min()), float(volume.max())]},
             "evaluation_source": _ct_evaluation_source()}
-    evaluation = [Slice(_unit_ct(hu), src, sp) for hu, src, sp in ct_evaluation_slices()]
-    return {"train": train, "val": val, "eval": evaluation}, meta
+    return {"train": train, "val": val, "eval": _ct_evaluation()}, meta
 
 
 # ----------------------------------------------------------------------------- chest CT
@@ -372,13 +371,17 @@ def _build_chest_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
                                 "licence": LICENCES["pyradiomics"], "volumes": sources,
                                 "note": "val is a patient not in train"},
             "evaluation_source": _ct_evaluation_source()}
-    evaluation = [Slice(_unit_ct(hu), src, sp) for hu, src, sp in ct_evaluation_slices()]
-    return {**splits, "eval": evaluation}, meta
+    return {**splits, "eval": _ct_evaluation()}, meta
 
 
 def _ct_units() -> dict:
     return {"unit": f"u = (HU - {HU_LOW:g}) / ({HU_HIGH:g} - {HU_LOW:g}), clipped to [0, 1]",
             "window_hu": [HU_LOW, HU_HIGH]}
+
+
+def _ct_evaluation() -> list[Slice]:
+    """The unit-window evaluation slices shared by the CT datasets (:func:`ct_evaluation_slices`)."""
+    return [Slice(_unit_ct(hu), src, sp) for hu, src, sp in ct_evaluation_slices()]
 
 
 def _ct_evaluation_source() -> dict:
