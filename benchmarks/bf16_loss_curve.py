@@ -21,7 +21,7 @@ import torch
 
 from scorerecon.atomic import atomic_path
 from scorerecon.data.datasets import load_split
-from scorerecon.priors.config import load_config
+from scorerecon.priors.config import dataset_names, load_config
 from scorerecon.priors.training import Trainer, load_training_images
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,7 +36,7 @@ def probe_loss(trainer: Trainer, probe: list) -> float:
 def twin_curves(cfg: dict, steps: int, every: int, probe_batches: int) -> dict:
     """Probe losses and training seconds of fp32 and bf16 runs of ``cfg``, side by side."""
     images = load_training_images(cfg)
-    probe_source = Trainer(cfg, load_split(cfg["data"]["dataset"], "eval")[:, None])
+    probe_source = Trainer(cfg, load_split(dataset_names(cfg)[0], "eval")[:, None])   # CT datasets share eval
     probe = [probe_source.batch(1_000_000 + k) for k in range(probe_batches)]
     curves = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import plistlib
@@ -178,7 +179,7 @@ def test_chest_ct_trains_on_one_patient_and_validates_on_another(tmp_path, monke
     # the archive itself: refused unless it is the pinned one; fetched and checked like the real one
     with pytest.raises(UserError, match="is not pyradiomics-3.1.0.tar.gz"):
         prepare_dataset("chest-ct", out=tmp_path / "x", source=archive)
-    digest = __import__("hashlib").sha256(archive.read_bytes()).hexdigest()
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     monkeypatch.setitem(datasets._BUILDERS, "chest-ct", (datasets.PackageSource(
         "pyradiomics", archive.as_uri(), digest), datasets._build_chest_ct))
     fetched = prepare_dataset("chest-ct", out=tmp_path / "fetched")
