@@ -60,10 +60,23 @@ def test_nifti_orientation_is_canonical(tmp_path, volume):
     write_image(tmp_path / "ras.nii.gz", volume, spacing=(2.0, 1.0, 1.0))
     ras = nib.load(tmp_path / "ras.nii.gz")
     data = np.asarray(ras.dataobj)
-    assert data[3, 24 - 1 - 5, 2] == volume[2, 5, 3]  # v[s, r, c] = voxel (c, H-1-r, s)
+    assert data[32 - 1 - 3, 24 - 1 - 5, 2] == volume[2, 5, 3]  # v[s, r, c] = voxel (W-1-c, H-1-r, s)
     las_affine = ras.affine @ np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     nib.save(nib.Nifti1Image(data[::-1].copy(), las_affine), tmp_path / "las.nii.gz")
     assert np.array_equal(read_image(tmp_path / "las.nii.gz").array, volume)
+
+
+def test_nifti_and_nrrd_of_one_scan_read_alike_with_the_patient_right_at_column_0(tmp_path, volume):
+    """One scan stored as NIfTI (RAS+ voxel axes) and as NRRD (LPS): same array, radiological columns."""
+    import nibabel as nib
+    lps = volume.copy()  # axes (z, y, x) of LPS: x grows towards the patient's left
+    lps[:, :, 0] = 1000.0  # the patient's rightmost column
+    _nrrd_lps(tmp_path / "scan.nrrd", lps, steps=(0.75, 0.5, 2.5))
+    ras = np.ascontiguousarray(lps[:, ::-1, ::-1].transpose(2, 1, 0))  # i, j, k towards right, anterior, superior
+    nib.save(nib.Nifti1Image(ras, np.diag([0.75, 0.5, 2.5, 1.0])), tmp_path / "scan.nii.gz")
+    from_nrrd, from_nifti = read_image(tmp_path / "scan.nrrd"), read_image(tmp_path / "scan.nii.gz")
+    assert np.array_equal(from_nifti.array, from_nrrd.array) and np.array_equal(from_nrrd.array, lps)
+    assert np.all(from_nifti.array[:, :, 0] == 1000.0) and from_nifti.spacing == from_nrrd.spacing
 
 
 def _nrrd_lps(path, data, steps=(0.57, 0.57, 5.0), space="left-posterior-superior", **fields):

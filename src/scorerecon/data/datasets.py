@@ -27,7 +27,10 @@ longer physical side spans 256 pixels (anti-aliased), then zero-padded symmetric
 whose foreground (> 10 % of the volume maximum) covers less than 10 % of the 256² grid are
 dropped.  Every slice is divided by its own maximum (``magnitude_scale``) so it peaks at 1.
 Evaluation: the MNI152 2009 T1 template shipped in PyPI ``nilearn``, slices every 10 mm, same
-processing.
+processing.  Slices are in the radiological orientation of :mod:`scorerecon.data.io` (patient's
+right on the left).  Until 2026-12-04 the NIfTI reader returned the mirror image, so a brain-mri
+prepared before then has mirrored train and val slices; its eval slices are unchanged (the
+MNI152 template is left–right symmetric), and the priors, trained with left–right flips, hold.
 
 chest-ct.  Two more CT patients, so that a CT prior can be trained on more than one patient and
 chosen on a patient it never saw: the chest CT volumes ``lung2_image.nrrd`` (61 axial slices of

@@ -7,18 +7,21 @@ optionally ``scale`` — values are image · scale —, ``spacing``, ``modality`
 (slices, H, W), with spacing in mm per array axis.  Leading axes of length 1 are dropped
 ((1, 1, H, W) tensors saved with NumPy read as (H, W)); complex arrays are read as magnitude.
 
+Orientation.  Every reader returns the layout of a DICOM axial series (ImageOrientationPatient
+1,0,0,0,1,0): slices inferior first, rows anterior → posterior, columns from the patient's right
+to the patient's left (radiological: the patient's right on the left of the picture), i.e. each
+array axis runs along +z, +y, +x of the space left-posterior-superior (LPS).  So the same scan
+read from DICOM, NIfTI or NRRD gives the same array.
+
 NIfTI orientation.  The data are brought to the closest canonical (RAS+) orientation with
-nibabel; a volume ``v[s, r, c]`` is the voxel ``(i=c, j=H-1-r, k=s)``: slices are axial
-(inferior first), rows run anterior → posterior, columns right → left of the voxel axis i, so an
-axial slice shows the anterior at the top.  The writer stores the inverse mapping with the
-affine ``diag(column, row, slice spacing)``, so write → read is the identity.
+nibabel, whose voxel axes i, j, k point towards the patient's right, anterior and superior; a
+volume ``v[s, r, c]`` is the voxel ``(i=W-1-c, j=H-1-r, k=s)``.  The writer stores the inverse
+mapping with the affine ``diag(column, row, slice spacing)`` (RAS+), so write → read is the
+identity.
 
 NRRD orientation.  The array is read in C order, (z, y, x) = (slices, rows, cols), and brought to
-the layout of a DICOM axial series (ImageOrientationPatient 1,0,0,0,1,0): slices inferior first,
-rows anterior → posterior, columns patient right → left, i.e. each array axis runs along +z, +y,
-+x of the space left-posterior-superior (LPS).  An LPS file with positive diagonal space
-directions (what Slicer, ITK and pyradiomics write) is read as it is; RAS and LAS spaces are
-converted to LPS first, and a 3-D volume is then flipped and permuted to the closest LPS axes
+the LPS layout above.  An LPS file with positive diagonal space directions (what Slicer, ITK and
+pyradiomics write) is read as it is; RAS and LAS spaces are converted to LPS first, and a 3-D volume is then flipped and permuted to the closest LPS axes
 (as nibabel does for NIfTI), so a RAS or negative-direction file reads like its LPS twin.  A 2-D
 image only has an axis flipped whose direction points mostly along −x or −y (axes along z stay
 as stored).  Spaces without anatomy (scanner-xyz, 3D-right-handed, ...) are taken as LPS.  Spacing
@@ -28,8 +31,7 @@ field, else None.  NRRD has no modality: the key/value field ``modality`` (``mod
 written by this module when known) is read, otherwise the modality is None; values are kept as
 stored (HU for CT).  Vector, colour, complex or time axes and 4-D files are refused.  The writer
 stores float32, gzip, space LPS with space directions ``diag(column, row, slice spacing)`` (x, y,
-z), so write → read is the identity on the array, spacing and modality.  Columns therefore run
-as in DICOM, the mirror image of the NIfTI reader's RAS+ columns (rows and slices agree).
+z), so write → read is the identity on the array, spacing and modality.
 
 PNG output.  A PNG holds one 8-bit grey slice.  CT (``modality="ct"``, values in HU) is mapped by
 the fixed unit window of :mod:`scorerecon.data.intensity`, ``round(255 · clip(u, 0, 1))`` with
@@ -192,7 +194,7 @@ def nifti_volume(img, name: str = "the NIfTI image") -> tuple[np.ndarray, tuple[
         data, zooms = data[:, :, None], zooms[:2] + (1.0,)
     if data.ndim != 3:
         raise UserError(f"{name} has shape {data.shape}: expected a 2-D image or a 3-D volume")
-    volume = np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, :])
+    volume = np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, ::-1])
     return volume, (zooms[2], zooms[1], zooms[0])
 
 
@@ -396,7 +398,7 @@ def _write_nifti(path: Path, volume: np.ndarray, spacing, modality) -> None:
     vol3 = volume[None] if volume.ndim == 2 else volume
     steps = tuple(spacing) if spacing is not None else (1.0,) * volume.ndim
     slice_step, row, col = ((1.0,) + steps) if volume.ndim == 2 else steps
-    data = np.ascontiguousarray(vol3[:, ::-1, :].transpose(2, 1, 0))
+    data = np.ascontiguousarray(vol3[:, ::-1, ::-1].transpose(2, 1, 0))
     img = nib.Nifti1Image(data, np.diag([col, row, slice_step, 1.0]))
     img.header.set_xyzt_units("mm")
     with atomic_path(path, suffix=_suffix(path)) as tmp:
