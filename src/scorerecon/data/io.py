@@ -10,8 +10,10 @@ optionally ``scale`` — values are image · scale —, ``spacing``, ``modality`
 Orientation.  Every reader returns the layout of a DICOM axial series (ImageOrientationPatient
 1,0,0,0,1,0): slices inferior first, rows anterior → posterior, columns from the patient's right
 to the patient's left (radiological: the patient's right on the left of the picture), i.e. each
-array axis runs along +z, +y, +x of the space left-posterior-superior (LPS).  So the same scan
-read from DICOM, NIfTI or NRRD gives the same array.
+array axis runs along +z, +y, +x of the space left-posterior-superior (LPS).  NIfTI and NRRD
+volumes are turned into it; DICOM pixels keep the file's rows and columns (what an axial series
+with that ImageOrientationPatient, the usual one, stores).  So the same axial scan read from
+DICOM, NIfTI or NRRD gives the same array.
 
 NIfTI orientation.  The data are brought to the closest canonical (RAS+) orientation with
 nibabel, whose voxel axes i, j, k point towards the patient's right, anterior and superior; a
