@@ -15,9 +15,11 @@ Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise 
 TPE sampler (Bergstra et al. 2011; ``pip install scorerecon[tune]``) proposes settings in
 :data:`SEARCH_SPACES`; each trial reconstructs validation cases and scores their mean SSIM
 (``--objective psnr``: PSNR; the two can disagree, e.g. on multi-coil MRI).
-Validation cases are simulated from ``val.npy`` of the prepared dataset (slices of the TRAINING
-source held out from training, never the evaluation slices), or read from a folder of
-measurement files with ground truth (``--cases``).
+Validation cases are simulated from ``val.npy`` of the task's prepared dataset (never the
+evaluation slices): for CT, chest-ct, whose val is a patient that no shipped network saw
+(presets tuned before 2026-12-04 used head-ct val, slices of the training patient); for MRI,
+brain-mri, slices of the training template held out from training.  Or they are read from a
+folder of measurement files with ground truth (``--cases``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from ..errors import UserError
 from ..operators.masks import keeps_whole_lines
 
 TASKS: dict[str, dict[str, Any]] = {
-    "ct-sparse-view": {"dataset": "head-ct", "simulate": {"views": 23, "full_views": 180}},
-    "ct-limited-angle": {"dataset": "head-ct", "simulate": {"limited_angle": 120.0, "full_views": 180}},
-    "ct-metal": {"dataset": "head-ct", "simulate": {"metal": "auto", "full_views": 180}},
+    "ct-sparse-view": {"dataset": "chest-ct", "simulate": {"views": 23, "full_views": 180}},
+    "ct-limited-angle": {"dataset": "chest-ct", "simulate": {"limited_angle": 120.0, "full_views": 180}},
+    "ct-metal": {"dataset": "chest-ct", "simulate": {"metal": "auto", "full_views": 180}},
     "mri-single": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 8.0}},
     "mri-single-2d": {"dataset": "brain-mri", "simulate": {"mask": "poisson", "acceleration": 8.0}},
     "mri-multi": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 4.0, "coils": 8}},

@@ -1,0 +1,138 @@
+"""One setting of the fast sampler, swept on validation slices with the rest of the preset kept.
+
+A line search beside ``scorerecon tune``'s joint Bayesian search: this script scores each task's
+preset at its own value of ``--setting`` (default ``steps``) and at the candidate ``--values`` on
+the tuner's validation cases (``val.npy`` of the task's dataset, never the evaluation slices).
+With ``--write-presets DIR`` it keeps, in each task's preset, the value of highest mean
+validation PSNR (the issue's metric) and records the measurements in the preset's provenance
+(``<setting>_choice``).  Steps are capped by the issue's budget of 50 network evaluations,
+counted as in every table here: sequential calls on the batch of K.
+
+    python benchmarks/fast_settings.py --slices 2 --write-presets src/scorerecon/solvers/presets
+    python benchmarks/fast_settings.py --tasks ct-sparse-view --setting start_sigma --values 0.1,0.2,0.4
+    python benchmarks/fast_settings.py --quick          # 1 slice at 64², checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from score_methods import RESULTS, write_result
+from scorerecon.solvers import tuning
+from scorerecon.solvers.score import resolve_prior
+
+
+def timed_fast_metrics(cases: list, settings: dict, prior, seed: int) -> dict[str, float]:
+    """Mean PSNR and SSIM of the fast sampler over ``cases`` (the task's preset, ``settings`` over
+    it), and its seconds per slice."""
+    start = time.perf_counter()
+    result = tuning.mean_metrics(cases, "fast", settings, prior, seed)
+    return {**result, "seconds": (time.perf_counter() - start) / len(cases)}
+
+
+def tuning_tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated tuning tasks of ``text``; an unknown one is a parser error naming them all."""
+    tasks = text.split(",")
+    unknown = sorted(set(tasks) - set(tuning.TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}: use {', '.join(tuning.TASKS)}")
+    return tasks
+
+
+def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict]:
+    """(the task's fast preset, {value of ``setting``: mean PSNR, SSIM and seconds per slice on
+    validation})."""
+    preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
+    cases = tuning.validation_cases(task, args.slices, size=args.size)
+    prior = resolve_prior(None, cases[0].modality)
+    own = preset.get(setting)
+    results = {}
+    for value in sorted({*candidates, *([own] if own is not None else [])}):
+        results[value] = timed_fast_metrics(cases, {setting: value}, prior, args.seed)
+        print(f"{task}: {setting} = {value}, K = {preset.get('samples', 1)}: {results[value]}", flush=True)
+    return preset, results
+
+
+def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str, command: str,
+              cases: int):
+    """Write the value of ``setting`` of highest validation PSNR into ``folder``/<task>.json (other
+    settings and the tuner's provenance kept); returns it."""
+    best = max(results, key=lambda value: results[value]["psnr"])
+    provenance = dict(tuning.load_preset(task).get("tuned", {}).get("fast", {}))
+    provenance[f"{setting}_choice"] = {
+        "psnr": {str(k): round(v["psnr"], 4) for k, v in results.items()},
+        "ssim": {str(k): round(v["ssim"], 4) for k, v in results.items()},
+        "cases": cases, "source": f"{tuning.TASKS[task]['dataset']} val.npy", "command": command,
+        "date": time.strftime("%Y-%m-%d")}
+    tuning.save_preset(task, "fast", {**preset, setting: best}, provenance, folder)
+    return best
+
+
+def candidate_values(parser: argparse.ArgumentParser, setting: str, text: str) -> list:
+    """The comma-separated ``--values`` of ``setting``, typed and checked against its search space."""
+    kind, low, high = tuning.SEARCH_SPACES["fast"][setting]
+    cast = int if kind in ("int", "log-int") else float
+    try:
+        values = [cast(v) for v in text.split(",")]
+    except ValueError:
+        parser.error(f"--values {text}: {setting} takes comma-separated {cast.__name__} values")
+    if any(not low <= v <= high for v in values):
+        parser.error(f"--values {text}: each {setting} must lie between {low} and {high}")
+    return values
+
+
+def table(measured: dict[str, tuple[dict, dict]], args) -> str:
+    lines = [f"# Fast sampler: {args.setting} per task on validation slices", "",
+             f"{args.slices} validation slices per task (val.npy of the task's dataset: "
+             f"{', '.join(sorted({tuning.TASKS[t]['dataset'] for t in measured}))}; seed {args.seed}) at "
+             f"{args.size or 256}²; each task's preset with only {args.setting} changed; NFE = steps "
+             "(sequential network calls on the batch of K); 2 threads.", "",
+             f"| task | {args.setting} | K | steps (NFE) | images through the network | PSNR (dB) | SSIM | s / slice |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, (preset, results) in measured.items():
+        for value, r in results.items():
+            settings = {**preset, args.setting: value}
+            samples, steps = int(settings.get("samples", 1)), settings.get("steps")
+            mark = " (preset)" if value == preset.get(args.setting) else ""
+            images = samples * steps if steps else "—"
+            lines.append(f"| {task} | {value}{mark} | {samples} | {steps or '—'} | {images} | {r['psnr']:.2f} | "
+                         f"{r['ssim']:.4f} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default=",".join(tuning.TASKS), help="comma-separated subset of the tuning tasks")
+    p.add_argument("--setting", default="steps", choices=sorted(tuning.SEARCH_SPACES["fast"]),
+                   help="the preset setting to sweep (default steps)")
+    p.add_argument("--values", default="48", help="comma-separated candidate values (default 48 steps)")
+    p.add_argument("--slices", type=int, default=2, help="validation slices per task (the presets' tuning used 2)")
+    p.add_argument("--size", type=int, default=None, help="downsample the validation slices (quick runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="1 slice at 64², 4 steps: checks the script")
+    p.add_argument("--write-presets", default=None, help="preset folder to write the chosen values into")
+    p.add_argument("-o", "--output", default=None,
+                   help="results file (default benchmarks/results/fast_<setting>.md)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.slices, args.size, args.setting, args.values = 1, 64, "steps", "4"
+    tasks = tuning_tasks(p, args.tasks)
+    candidates = candidate_values(p, args.setting, args.values)
+    torch.set_num_threads(2)
+    measured = {task: measure(task, args.setting, candidates, args) for task in tasks}
+    text = table(measured, args)
+    if args.write_presets:
+        command = "python benchmarks/fast_settings.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        chosen = {task: keep_best(task, args.setting, *measured[task], args.write_presets, command, args.slices)
+                  for task in tasks}
+        text += (f"\n{args.setting} kept (highest validation PSNR): "
+                 + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")
+    write_result(args.output or str(RESULTS / f"fast_{args.setting}.md"), text)
+
+
+if __name__ == "__main__":
+    main()
