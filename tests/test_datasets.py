@@ -145,7 +145,8 @@ def test_bad_deb_arguments(tmp_path):
 
 
 def _fake_pyradiomics(tmp_path: Path) -> tuple[Path, Path]:
-    """(unpacked folder, .tar.gz) holding two small int16 chest 'patients' as pyradiomics stores them."""
+    """(unpacked folder, .tar.gz) holding two small int16 chest and two brain 'patients' as pyradiomics
+    stores them."""
     import nrrd
     folder = tmp_path / "pyradiomics-3.1.0" / "data"
     folder.mkdir(parents=True)
@@ -157,6 +158,14 @@ def _fake_pyradiomics(tmp_path: Path) -> tuple[Path, Path]:
         volume[0] = -1024                            # an all-air slice: dropped by the tissue filter
         nrrd.write(str(folder / name), volume, {"space": "left-posterior-superior", "encoding": "gzip",
                                                  "space directions": np.diag([pixel, pixel, 5.0])},
+                   index_order="C")
+    for name, slices in (("brain1_image.nrrd", 4), ("brain2_image.nrrd", 3)):
+        head = np.where(np.hypot((y - 64) / 50, (x - 64) / 40) < 1, 400, 0)
+        head[10:14, 60:68] = 1000                    # an anterior marker
+        volume = np.repeat(head[None], slices, axis=0).astype(np.int16)
+        volume[-1] = 0                               # an empty slice: dropped by the foreground filter
+        nrrd.write(str(folder / name), volume, {"space": "left-posterior-superior", "encoding": "gzip",
+                                                 "space directions": np.diag([1.5, 1.5, 6.5])},
                    index_order="C")
     archive = tmp_path / "pyradiomics-3.1.0.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -189,6 +198,26 @@ def test_chest_ct_trains_on_one_patient_and_validates_on_another(tmp_path, monke
     with pytest.raises(UserError, match="cannot download .* pass it with --source FILE"):
         prepare_dataset("chest-ct", out=tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_clinical_brain_mri_trains_on_one_patient_and_validates_on_another(tmp_path):
+    pytest.importorskip("nilearn", reason="nilearn (the MRI evaluation source) not installed")
+    folder, _ = _fake_pyradiomics(tmp_path)
+    out = prepare_dataset("clinical-brain-mri", out=tmp_path / "brain", source=folder)
+    meta = load_meta("clinical-brain-mri", out)
+    assert meta["counts"]["train"] == 3 and meta["counts"]["val"] == 2 and meta["counts"]["eval"] > 20
+    assert {s["source"].rsplit(":", 2)[0] for s in meta["slices"]["train"]} == {"pyradiomics:brain1_image.nrrd"}
+    assert {s["source"].rsplit(":", 2)[0] for s in meta["slices"]["val"]} == {"pyradiomics:brain2_image.nrrd"}
+    assert all(":axial:" in s["source"] for s in meta["slices"]["train"] + meta["slices"]["val"])
+    assert meta["slices"]["val"][0]["spacing_mm"] == pytest.approx([1.5 * 128 / 256] * 2)
+    val = load_split("clinical-brain-mri", "val", out)
+    assert val.shape == (2, 256, 256) and np.allclose(val.max(axis=(1, 2)), 1.0) and val.min() >= 0
+    assert val[0, 21:27, 122:134].mean() > 0.9 > 0.5 > val[0, 229:235, 122:134].max()  # anterior up
+    assert meta["training_source"]["volumes"][1]["split"] == "val" and meta["modality"] == "mr"
+    (folder / "data" / "brain2_image.nrrd").unlink()
+    with pytest.raises(UserError, match="brain2_image.nrrd not found"):
+        prepare_dataset("clinical-brain-mri", out=tmp_path / "x", source=folder)
+    assert not (tmp_path / "x").exists()
 
 
 def _ellipsoid(shape, spacing) -> np.ndarray:

@@ -140,11 +140,12 @@ def _add_data(sub) -> None:
     p = sub.add_parser("data", help="build training and evaluation sets from packaged sources")
     verbs = p.add_subparsers(dest="verb", required=True)
     prep = verbs.add_parser("prepare", help="prepare a dataset into the cache directory")
-    prep.add_argument("dataset", choices=["head-ct", "brain-mri", "chest-ct"])
+    from .data.datasets import DATASET_NAMES
+    prep.add_argument("dataset", choices=DATASET_NAMES)
     prep.add_argument("--out", default=None, help="folder (default: the user cache directory)")
     prep.add_argument("--source", "--deb", dest="source", default=None,
                       help="the source package file (.deb for head-ct and brain-mri, pyradiomics-3.1.0.tar.gz "
-                           "for chest-ct) or its unpacked folder, instead of fetching it")
+                           "for chest-ct and clinical-brain-mri) or its unpacked folder, instead of fetching it")
     prep.set_defaults(handler=_run_data_prepare)
 
 

@@ -42,6 +42,14 @@ slices as head-ct.  Slices are resized to 256² over the same field of view (:fu
 filtered and mapped to the unit window as head-ct.  Train a prior on both CT sets with
 ``[data] dataset = ["head-ct", "chest-ct"]``.
 
+clinical-brain-mri.  Two clinical brain MR patients, so that an MRI prior can be checked, and
+chosen, on real scans of subjects it never saw instead of on templates: the contrast-enhanced T1
+volumes ``brain1_image.nrrd`` (25 axial slices of 256², 0.78 mm, 6.5 mm apart) and
+``brain2_image.nrrd`` (23 slices) of the same pyradiomics 3.1.0 source archive as chest-ct.
+Train: brain1.  Val: **brain2, another patient**.  Eval: the MNI152 slices of brain-mri.  Axial
+slices only (the slices are 6.5 mm thick), fitted and filtered as brain-mri.  Train a prior on
+templates and patients with ``[data] dataset = ["brain-mri", "clinical-brain-mri"]``.
+
 Debian packages come from ``apt-get download`` or from ``--source`` (a .deb or an unpacked
 folder); a .deb is an ``ar`` archive whose ``data.tar.*`` member is unpacked with the standard
 library (no ``dpkg-deb`` needed).  The PyPI source archive is downloaded from its pinned address
@@ -63,7 +71,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -91,6 +99,8 @@ BRAIN_MRI_PACKAGE = "mricron-data"
 MRI_TEMPLATES = ("ch2.nii.gz", "ch2better.nii.gz")
 #: (file in pyradiomics' data/ folder, split): the two chest CT patients of chest-ct.
 CHEST_CT_FILES = (("lung2_image.nrrd", "train"), ("lung1_image.nrrd", "val"))
+#: the same for the two brain MR patients of clinical-brain-mri
+CLINICAL_BRAIN_MRI_FILES = (("brain1_image.nrrd", "train"), ("brain2_image.nrrd", "val"))
 LICENCES = {HEAD_CT_PACKAGE: "GPL-2 (debian/copyright of invesalius-examples)",
             "pyradiomics": "BSD-3-clause (LICENSE.txt of the pyradiomics source archive)",
             BRAIN_MRI_PACKAGE: "BSD-3-clause (debian/copyright of mricron-data)",
@@ -116,7 +126,7 @@ class PackageSource:
 
 HEAD_CT_SOURCE = PackageSource(HEAD_CT_PACKAGE)
 BRAIN_MRI_SOURCE = PackageSource(BRAIN_MRI_PACKAGE)
-CHEST_CT_SOURCE = PackageSource(
+PYRADIOMICS_SOURCE = PackageSource(
     "pyradiomics", "https://files.pythonhosted.org/packages/03/c1/20fc2c50ab1e3304da36d866042a1905a2b05a1431ece"
                    "35448ab6b4578f2/pyradiomics-3.1.0.tar.gz",
     "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4")
@@ -353,28 +363,41 @@ def _build_head_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
 
 # ----------------------------------------------------------------------------- chest CT
 def _build_chest_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
-    from .io import read_image
     splits: dict[str, list[Slice]] = {"train": [], "val": []}
-    sources = []
-    for name, split in CHEST_CT_FILES:
-        path = find_file(root, name, CHEST_CT_SOURCE.package)
-        volume = read_image(path)
-        if volume.array.ndim != 3 or volume.spacing is None:
-            raise UserError(f"{path} is not a CT volume with spacing: pass the pyradiomics 3.1.0 source archive")
+    volumes = _pyradiomics_volumes(root, CHEST_CT_FILES, "a CT")
+    for name, split, volume in volumes:
         for k, hu in enumerate(volume.array):
             hu256, spacing = resample_ct(hu, volume.spacing[1:])
             if np.mean(hu_to_unit(hu256) > CT_TISSUE_UNIT) >= CT_MIN_TISSUE_FRACTION:
                 splits[split].append(Slice(_unit_ct(hu256), f"pyradiomics:{name}:axial:{k}", spacing))
-        sources.append({"file": str(path.relative_to(root)), "split": split, "shape": list(volume.array.shape),
-                        "spacing_mm": list(volume.spacing),
-                        "hu_range": [float(volume.array.min()), float(volume.array.max())]})
     meta = {"modality": "ct", **_ct_units(),
-            "training_source": {"package": f"PyPI {CHEST_CT_SOURCE.package} 3.1.0 source archive",
-                                "url": CHEST_CT_SOURCE.url, "sha256": CHEST_CT_SOURCE.sha256,
-                                "licence": LICENCES["pyradiomics"], "volumes": sources,
-                                "note": "val is a patient not in train"},
+            "training_source": _pyradiomics_provenance(root, volumes, "val is a patient not in train"),
             "evaluation_source": _ct_evaluation_source()}
     return {**splits, "eval": _ct_evaluation()}, meta
+
+
+def _pyradiomics_volumes(root: Path, files: tuple[tuple[str, str], ...], kind: str) -> list[tuple[str, str, Any]]:
+    """(file name, split, :class:`~scorerecon.data.io.Image`) of each of ``files`` in the unpacked archive."""
+    from .io import read_image
+    volumes = []
+    for name, split in files:
+        path = find_file(root, name, PYRADIOMICS_SOURCE.package)
+        volume = read_image(path)
+        if volume.array.ndim != 3 or volume.spacing is None:
+            raise UserError(f"{path} is not {kind} volume with spacing: pass the pyradiomics 3.1.0 source archive")
+        volume.meta["path"] = path
+        volumes.append((name, split, volume))
+    return volumes
+
+
+def _pyradiomics_provenance(root: Path, volumes: list, note: str) -> dict:
+    """The training source of a dataset built from the pyradiomics archive's test volumes."""
+    described = [{"file": str(v.meta["path"].relative_to(root)), "split": split, "shape": list(v.array.shape),
+                  "spacing_mm": list(v.spacing), "value_range": [float(v.array.min()), float(v.array.max())]}
+                 for _, split, v in volumes]
+    return {"package": f"PyPI {PYRADIOMICS_SOURCE.package} 3.1.0 source archive", "url": PYRADIOMICS_SOURCE.url,
+            "sha256": PYRADIOMICS_SOURCE.sha256, "licence": LICENCES["pyradiomics"], "volumes": described,
+            "note": note}
 
 
 def _ct_units() -> dict:
@@ -447,13 +470,13 @@ def template_planes(volume: np.ndarray,
 
 
 def template_slices(volume: np.ndarray, spacing: tuple[float, float, float], step_mm: float,
-                    name: str) -> list[Slice]:
-    """Fitted, per-slice max-scaled slices every ``step_mm`` in the three planes, with enough brain."""
+                    name: str, planes: tuple[str, ...] = ("axial", "coronal", "sagittal")) -> list[Slice]:
+    """Fitted, per-slice max-scaled slices every ``step_mm`` in ``planes``, with enough brain."""
     threshold = MRI_FOREGROUND * float(volume.max())
     slices = []
     for plane, index, image, pixel, step in template_planes(volume, spacing):
         stride = max(1, int(round(step_mm / step)))
-        if index % stride or np.mean(image > threshold) == 0:
+        if plane not in planes or index % stride or np.mean(image > threshold) == 0:
             continue
         fitted, new_spacing = fit_slice(image, pixel)
         if np.mean(fitted > threshold) < MRI_MIN_FOREGROUND_FRACTION:
@@ -473,14 +496,28 @@ def _build_brain_mri(root: Path) -> tuple[dict[str, list[Slice]], dict]:
         val += v
         sources.append({"file": str(path.relative_to(root)), "shape": list(image.array.shape),
                         "spacing_mm": list(image.spacing)})
-    meta = {"modality": "mr", "unit": "magnitude divided by the slice maximum (peak 1)",
+    meta = _mri_meta({"package": BRAIN_MRI_PACKAGE, "licence": LICENCES[BRAIN_MRI_PACKAGE],
+                      "templates": sources, "step_mm": MRI_TRAIN_STEP_MM})
+    return {"train": train, "val": val, "eval": mni_evaluation_slices()}, meta
+
+
+def _mri_meta(training_source: dict) -> dict:
+    return {"modality": "mr", "unit": "magnitude divided by the slice maximum (peak 1)",
             "fit": f"isotropic scaling of the longer side to {SIZE} px, zero padding",
-            "training_source": {"package": BRAIN_MRI_PACKAGE, "licence": LICENCES[BRAIN_MRI_PACKAGE],
-                                "templates": sources, "step_mm": MRI_TRAIN_STEP_MM},
+            "training_source": training_source,
             "evaluation_source": {"package": "nilearn", "licence": LICENCES["nilearn"],
                                   "template": "MNI ICBM152 2009a T1 (load_mni152_template)",
                                   "step_mm": MRI_EVAL_STEP_MM}}
-    return {"train": train, "val": val, "eval": mni_evaluation_slices()}, meta
+
+
+def _build_clinical_brain_mri(root: Path) -> tuple[dict[str, list[Slice]], dict]:
+    splits: dict[str, list[Slice]] = {"train": [], "val": []}
+    volumes = _pyradiomics_volumes(root, CLINICAL_BRAIN_MRI_FILES, "an MR")
+    for name, split, volume in volumes:
+        splits[split] += template_slices(volume.array, volume.spacing, volume.spacing[0], f"pyradiomics:{name}",
+                                         planes=("axial",))
+    note = "contrast-enhanced T1 of two patients; val is a patient not in train"
+    return {**splits, "eval": mni_evaluation_slices()}, _mri_meta(_pyradiomics_provenance(root, volumes, note))
 
 
 def mni152_volume() -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -502,5 +539,8 @@ def mni_evaluation_slices(step_mm: float = MRI_EVAL_STEP_MM) -> list[Slice]:
 _BUILDERS: dict[str, tuple[PackageSource, Callable[[Path], tuple[dict, dict]]]] = {
     "head-ct": (HEAD_CT_SOURCE, _build_head_ct),
     "brain-mri": (BRAIN_MRI_SOURCE, _build_brain_mri),
-    "chest-ct": (CHEST_CT_SOURCE, _build_chest_ct),
+    "chest-ct": (PYRADIOMICS_SOURCE, _build_chest_ct),
+    "clinical-brain-mri": (PYRADIOMICS_SOURCE, _build_clinical_brain_mri),
 }
+#: the datasets ``scorerecon data prepare`` builds
+DATASET_NAMES = tuple(_BUILDERS)
