@@ -20,6 +20,11 @@ cs-wavelet / cs-tv for MRI, chosen per task.
     python benchmarks/score_methods.py --quick --prior-ct P --prior-mri P   # tiny check
     python benchmarks/score_methods.py --steps 200 --methods song,fast --tasks ct-sparse-view
     python benchmarks/score_methods.py --slices 1 --rows benchmarks/results/rows_1000_steps  # resumable
+    python benchmarks/score_methods.py --methods fast --dataset-slices clinical-brain-mri:val --slices 2
+
+``--dataset-slices NAME:SPLIT`` takes the slices of the tasks of that dataset's modality from a
+prepared dataset instead (evenly spaced, named ``NAME-SPLIT-INDEX``), e.g. the clinical brain
+MR patients that no network saw and no preset was tuned on.
 
 ``--rows DIR`` keeps every score-based row as a JSON file in DIR, written when it is measured,
 and reuses it while what it depends on (task, slice, prior, size, steps, K, threads and the
@@ -65,20 +70,50 @@ PRESET_NOTE = "the task's preset where one was tuned (src/scorerecon/solvers/pre
 
 
 # -------------------------------------------------------------------------------- data
-def evaluation_images(modality: str, size: int, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
-    """(name, image, pixel size mm) of the bundled samples: CT in HU, MRI magnitude in [0, 1]."""
-    from scorerecon.data.samples import list_samples, load_sample
+def evaluation_images(modality: str, size: int, limit: int | None,
+                      dataset: str | None = None) -> list[tuple[str, np.ndarray, float]]:
+    """(name, image, pixel size mm) of the bundled samples, or of ``dataset`` = ``NAME:SPLIT`` of a
+    prepared dataset of this modality (``limit`` evenly spaced slices): CT in HU, MRI magnitude in [0, 1]."""
     from skimage.transform import resize
-    prefix = "ct-head" if modality == "ct" else "mri-brain"
     out = []
-    for name in [n for n in list_samples() if n.startswith(prefix)][:limit]:
-        image = load_sample(name)
-        array, pixel = image.array.astype(np.float32), float((image.spacing or (1.0, 1.0))[-1])
+    for name, array, pixel in (_dataset_images(dataset, limit) if dataset else _sample_images(modality, limit)):
         if array.shape != (size, size):
             pixel *= array.shape[-1] / size
             array = resize(array, (size, size), anti_aliasing=True, preserve_range=True).astype(np.float32)
         out.append((name, array, pixel))
     return out
+
+
+def _sample_images(modality: str, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
+    from scorerecon.data.samples import list_samples, load_sample
+    prefix = "ct-head" if modality == "ct" else "mri-brain"
+    images = [(name, load_sample(name)) for name in list_samples() if name.startswith(prefix)][:limit]
+    return [(name, im.array.astype(np.float32), float((im.spacing or (1.0, 1.0))[-1])) for name, im in images]
+
+
+def _dataset_images(dataset: str, limit: int | None) -> list[tuple[str, np.ndarray, float]]:
+    from scorerecon.data.datasets import load_meta, load_split
+    from scorerecon.data.intensity import unit_to_hu
+    from scorerecon.priors.experts import evenly_spaced
+    name, split = dataset.split(":")
+    meta, images = load_meta(name), load_split(name, split)
+    picks = evenly_spaced(np.arange(len(images)), limit or len(images))
+    ct = meta.get("modality") == "ct"
+    return [(f"{name}-{split}-{k}", unit_to_hu(images[k]) if ct else images[k],
+             float(meta["slices"][split][k]["spacing_mm"][-1])) for k in picks]
+
+
+def dataset_modality(parser: argparse.ArgumentParser, dataset: str) -> str:
+    """The modality of ``--dataset-slices NAME:SPLIT``; a malformed or unprepared one is a parser error."""
+    from scorerecon.data.datasets import load_meta
+    from scorerecon.errors import UserError
+    name, _, split = dataset.partition(":")
+    if split not in ("train", "val", "eval"):
+        parser.error(f"--dataset-slices {dataset}: write NAME:SPLIT with SPLIT train, val or eval")
+    try:
+        return "ct" if load_meta(name).get("modality") == "ct" else "mri"
+    except UserError as err:
+        parser.error(f"--dataset-slices {dataset}: {err}")
 
 
 def simulate(modality: str, image: np.ndarray, pixel: float, settings: dict, seed: int = 0):
@@ -216,7 +251,8 @@ def benchmark(args) -> str:
     for task in args.tasks:
         modality, settings = TASKS[task]
         per_method: dict[str, list] = {}
-        for name, image, pixel in evaluation_images(modality, args.size, args.slices):
+        source = args.dataset_slices if modality == args.dataset_modality else None
+        for name, image, pixel in evaluation_images(modality, args.size, args.slices, source):
             meas = simulate(modality, image, pixel, settings)
             label, row = best_classical(meas, task)
             per_method.setdefault(f"best classical ({label})", []).append(row)
@@ -240,7 +276,10 @@ def benchmark(args) -> str:
                 print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
                       f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s{' (reused)' if stored else ''}", flush=True)
         results[task] = {m: mean_rows(rows) for m, rows in per_method.items()}
-    notes = [f"Slices: {args.slices or 'all'} bundled evaluation samples per modality at {args.size}²; "
+    where = ("bundled evaluation samples per modality" if not args.dataset_slices else
+             f"evenly spaced slices of {args.dataset_slices} for {args.dataset_modality.upper()}, "
+             "bundled evaluation samples otherwise")
+    notes = [f"Slices: {args.slices or 'all'} {where} at {args.size}²; "
              f"priors: CT {args.prior_ct}, MRI {args.prior_mri}; steps: {args.steps or 'the prior N'} "
              f"(fast: {args.fast_steps or 'the preset of the task, else 20'}, warm start σ = "
              f"{PRESET_NOTE if args.start_sigma is None else args.start_sigma or 'none (cold)'}); "
@@ -269,6 +308,9 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="posterior samples K per slice (default: each method's preset; K > 1 fills the uncertainty columns)")
     p.add_argument("--slices", type=int, default=None, help="slices per modality (default: all)")
+    p.add_argument("--dataset-slices", default=None, metavar="NAME:SPLIT",
+                   help="slices of a prepared dataset (e.g. clinical-brain-mri:val) instead of the bundled "
+                        "samples, for the tasks of its modality")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", default=None,
@@ -282,6 +324,7 @@ def main(argv=None) -> None:
         args.slices, args.size, args.steps, args.fast_steps, args.samples = 1, 64, 3, 3, 2
     if args.stored_only and not args.rows:
         p.error("--stored-only needs --rows DIR, the folder of stored rows")
+    args.dataset_modality = dataset_modality(p, args.dataset_slices) if args.dataset_slices else None
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         p.error(f"unknown task(s) {', '.join(unknown)}")

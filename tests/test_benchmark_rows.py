@@ -70,3 +70,24 @@ def test_stored_only_tables_the_stored_rows_and_lists_the_missing(bench, tmp_pat
     with pytest.raises(SystemExit) as stop:
         bench.main(["--quick", "--stored-only", "-o", str(out)])
     assert stop.value.code == 2 and "--stored-only needs --rows" in capsys.readouterr().err
+
+
+def test_slices_from_a_prepared_dataset(bench, tmp_path, monkeypatch, capsys):
+    """--dataset-slices NAME:SPLIT measures slices of a prepared dataset, named by index."""
+    import numpy as np
+    folder = tmp_path / "data" / "clinical-brain-mri"
+    folder.mkdir(parents=True)
+    y, x = np.mgrid[:64, :64]
+    images = np.stack([np.where(np.hypot(y - 32, x - 32) < r, 1.0, 0.1) for r in (20, 24, 28)]).astype(np.float32)
+    np.save(folder / "val.npy", images)
+    slices = [{"source": f"brain2:axial:{k}", "spacing_mm": [0.78, 0.78]} for k in range(3)]
+    (folder / "meta.json").write_text(json.dumps({"modality": "mr", "slices": {"val": slices}}))
+    monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "data"))
+    bench.main(["--quick", "--tasks", "mri-8x-equispaced", "--methods", "fast",  # --quick: 1 slice
+                "--dataset-slices", "clinical-brain-mri:val", "--rows", str(tmp_path / "rows"),
+                "-o", str(tmp_path / "t.md")])
+    assert [p.name for p in (tmp_path / "rows").iterdir()] == ["mri-8x-equispaced__clinical-brain-mri-val-0__fast.json"]
+    assert "slices of clinical-brain-mri:val for MRI" in (tmp_path / "t.md").read_text()
+    with pytest.raises(SystemExit):
+        bench.main(["--dataset-slices", "clinical-brain-mri"])
+    assert "write NAME:SPLIT" in capsys.readouterr().err
