@@ -2,11 +2,12 @@
 
 The question to answer before a new prior (or experts file) replaces a shipped one.  Each task's
 fast preset runs unchanged with the baseline prior and with the candidate on the tuner's
-validation cases (slices of ``val.npy``, held out from training and never the evaluation slices),
-same seed, same run; the table gives mean PSNR / SSIM and seconds per slice of each.  The
-validation slices come from the training patient (CT) or template (MRI), so a gain here can be
-a better fit to that one subject: see the model card's denoising on other subjects, and
-``benchmarks/results/head_ct_low_expert.md`` (+0.88 dB here, +0.26 on other patients).
+validation cases (slices of ``val.npy``, never the evaluation slices), same seed, same run; the
+table gives mean PSNR / SSIM and seconds per slice of each.  For CT the validation slices are a
+patient no shipped network saw (chest-ct val); for MRI they come from the training template, so a
+gain there can be a better fit to that one subject: see the model card's denoising on other
+subjects, and ``benchmarks/results/head_ct_low_expert.md`` (+0.88 dB on the training patient's
+held-out slices, the CT validation before 2026-12-04; +0.26 on other patients).
 
     python benchmarks/compare_priors.py --baseline head-ct --candidate NEW.json \
         --tasks ct-sparse-view,ct-limited-angle,ct-metal -o benchmarks/results/NAME.md
@@ -20,8 +21,9 @@ import sys
 
 import torch
 
-from fast_steps import timed_fast_metrics, tuning_tasks
+from fast_settings import timed_fast_metrics, tuning_tasks
 from score_methods import write_result
+from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
 from scorerecon.solvers.score import resolve_prior
@@ -42,8 +44,8 @@ def measure(task: str, priors: dict[str, str], args) -> dict[str, dict]:
 def table(measured: dict[str, dict[str, dict]], priors: dict[str, str], args) -> str:
     """Markdown: one row per task, both priors and the candidate's gain in PSNR."""
     lines = [f"# Priors compared on validation slices: {priors['baseline']} against {priors['candidate']}", "",
-             f"{args.slices} validation slices per task (val.npy of the task's dataset: held-out slices of the "
-             f"training patient or template, seed {args.seed}) at "
+             f"{args.slices} validation slices per task ("
+             f"{'; '.join(sorted({tuning.validation_source(t) for t in measured}))}; seed {args.seed}) at "
              f"{args.size or 256}²; each task's fast preset"
              + (f" at {args.steps} steps" if args.steps else "") + "; 2 threads.", "",
              "| task | K | steps | baseline PSNR / SSIM | candidate PSNR / SSIM | Δ PSNR (dB) | s / slice (baseline, candidate) |",
@@ -62,8 +64,8 @@ def main(argv=None) -> None:
     p.add_argument("--baseline", required=True, help="prior name or file (usually the shipped default)")
     p.add_argument("--candidate", required=True, help="prior name or file to compare with it")
     p.add_argument("--tasks", required=True, help="comma-separated tuning tasks of the priors' modality")
-    p.add_argument("--slices", type=int, default=2, help="validation slices per task (the presets' tuning used 2)")
-    p.add_argument("--size", type=int, default=None, help="downsample the validation slices (quick runs)")
+    p.add_argument("--slices", type=positive_int, default=2, help="validation slices per task (the presets' tuning used 2)")
+    p.add_argument("--size", type=positive_int, default=None, help="downsample the validation slices (quick runs)")
     p.add_argument("--steps", type=int, default=None, help="override the presets' steps (default: theirs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="1 slice at 64², 3 steps: checks the script")

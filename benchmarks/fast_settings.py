@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from score_methods import RESULTS, write_result
+from scorerecon.cli_types import positive_int
+from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
 from scorerecon.solvers.score import resolve_prior
 
@@ -66,7 +70,7 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
     provenance[f"{setting}_choice"] = {
         "psnr": {str(k): round(v["psnr"], 4) for k, v in results.items()},
         "ssim": {str(k): round(v["ssim"], 4) for k, v in results.items()},
-        "cases": cases, "source": f"{tuning.TASKS[task]['dataset']} val.npy", "command": command,
+        "cases": cases, "source": tuning.validation_source(task), "command": command,
         "date": time.strftime("%Y-%m-%d")}
     tuning.save_preset(task, "fast", {**preset, setting: best}, provenance, folder)
     return best
@@ -87,8 +91,8 @@ def candidate_values(parser: argparse.ArgumentParser, setting: str, text: str) -
 
 def table(measured: dict[str, tuple[dict, dict]], args) -> str:
     lines = [f"# Fast sampler: {args.setting} per task on validation slices", "",
-             f"{args.slices} validation slices per task (val.npy of the task's dataset: "
-             f"{', '.join(sorted({tuning.TASKS[t]['dataset'] for t in measured}))}; seed {args.seed}) at "
+             f"{args.slices} validation slices per task ("
+             f"{'; '.join(sorted({tuning.validation_source(t) for t in measured}))}; seed {args.seed}) at "
              f"{args.size or 256}²; each task's preset with only {args.setting} changed; NFE = steps "
              "(sequential network calls on the batch of K); 2 threads.", "",
              f"| task | {args.setting} | K | steps (NFE) | images through the network | PSNR (dB) | SSIM | s / slice |",
@@ -110,20 +114,25 @@ def main(argv=None) -> None:
     p.add_argument("--setting", default="steps", choices=sorted(tuning.SEARCH_SPACES["fast"]),
                    help="the preset setting to sweep (default steps)")
     p.add_argument("--values", default="48", help="comma-separated candidate values (default 48 steps)")
-    p.add_argument("--slices", type=int, default=2, help="validation slices per task (the presets' tuning used 2)")
-    p.add_argument("--size", type=int, default=None, help="downsample the validation slices (quick runs)")
+    p.add_argument("--slices", type=positive_int, default=2, help="validation slices per task (the presets' tuning used 2)")
+    p.add_argument("--size", type=positive_int, default=None, help="downsample the validation slices (quick runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="1 slice at 64², 4 steps: checks the script")
+    p.add_argument("--quick", action="store_true",
+                   help="1 slice at 64² (4 steps when sweeping steps), written to the temporary folder: checks the script")
     p.add_argument("--write-presets", default=None, help="preset folder to write the chosen values into")
     p.add_argument("-o", "--output", default=None,
                    help="results file (default benchmarks/results/fast_<setting>.md)")
     args = p.parse_args(argv)
     if args.quick:
-        args.slices, args.size, args.setting, args.values = 1, 64, "steps", "4"
+        args.slices, args.size, args.values = 1, 64, "4" if args.setting == "steps" else args.values
+        args.output = args.output or str(Path(tempfile.gettempdir()) / "fast_settings_quick.md")
     tasks = tuning_tasks(p, args.tasks)
     candidates = candidate_values(p, args.setting, args.values)
     torch.set_num_threads(2)
-    measured = {task: measure(task, args.setting, candidates, args) for task in tasks}
+    try:
+        measured = {task: measure(task, args.setting, candidates, args) for task in tasks}
+    except UserError as err:
+        sys.exit(f"fast_settings: {err}")
     text = table(measured, args)
     if args.write_presets:
         command = "python benchmarks/fast_settings.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import subprocess
 import time
@@ -180,10 +181,13 @@ def _commit() -> str:
 
 
 def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) -> dict:
-    """Everything a score-based row depends on but the code: the reuse key of ``--rows``."""
+    """Everything a score-based row depends on but the code: the reuse key of ``--rows`` (with
+    ``--dataset-slices``, also a digest of the slice itself)."""
     key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
            "threads": args.threads, "options": options,
            "settings": settings_for(DEFAULT_METHOD if method == "score" else method, task_of(meas), {})}
+    if args.dataset_slices:  # a dataset prepared again may hold other images under the same index
+        key["truth_sha256"] = hashlib.sha256(np.ascontiguousarray(meas.truth, np.float32).tobytes()).hexdigest()[:16]
     return json.loads(json.dumps(key))
 
 

@@ -1,6 +1,7 @@
 """benchmarks/compare_priors.py scores two priors on the same validation cases in one run."""
 
 import importlib.util
+import json
 from argparse import Namespace
 from pathlib import Path
 
@@ -12,13 +13,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_priors.py
 
 @pytest.fixture
 def script(monkeypatch, tmp_path):
-    """The script as a module, with a prepared 'head-ct' validation split of three 32² slices."""
+    """The script as a module, with a prepared 'chest-ct' validation split (the CT tasks') of three 32² slices."""
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: it imports score_methods beside it
-    data = tmp_path / "data" / "head-ct"
+    data = tmp_path / "data" / "chest-ct"
     data.mkdir(parents=True)
     yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
     disc = (xx ** 2 + yy ** 2 < 0.6).astype(np.float32)
     np.save(data / "val.npy", np.stack([disc * v for v in (0.3, 0.5, 0.7)]))
+    (data / "meta.json").write_text(json.dumps({"slices": {"val": [{"spacing_mm": [1.1, 1.1]}] * 3}}))
     monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "data"))
     spec = importlib.util.spec_from_file_location("compare_priors_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)

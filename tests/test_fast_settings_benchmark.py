@@ -30,7 +30,7 @@ def test_the_value_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, mon
     assert kept == high and written["methods"]["fast"] == {**preset, setting: high}
     assert written["tuned"]["fast"]["trials"] == 16  # the tuner's provenance stays
     choice = written["tuned"]["fast"][f"{setting}_choice"]
-    assert choice["psnr"] == {str(low): 35.0, str(high): 35.4} and choice["source"].endswith("val.npy")
+    assert choice["psnr"] == {str(low): 35.0, str(high): 35.4} and choice["source"].startswith("chest-ct val")
     results[low]["psnr"] = 35.5
     assert script.keep_best("ct-sparse-view", setting, preset, results, str(tmp_path / "presets"), "cmd", 2) == low
 

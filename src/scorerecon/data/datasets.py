@@ -371,7 +371,7 @@ def _build_chest_ct(root: Path) -> tuple[dict[str, list[Slice]], dict]:
             if np.mean(hu_to_unit(hu256) > CT_TISSUE_UNIT) >= CT_MIN_TISSUE_FRACTION:
                 splits[split].append(Slice(_unit_ct(hu256), f"pyradiomics:{name}:axial:{k}", spacing))
     meta = {"modality": "ct", **_ct_units(),
-            "training_source": _pyradiomics_provenance(root, volumes, "val is a patient not in train"),
+            "training_source": _pyradiomics_provenance(root, volumes, "val is a patient not in train", "hu_range"),
             "evaluation_source": _ct_evaluation_source()}
     return {**splits, "eval": _ct_evaluation()}, meta
 
@@ -390,10 +390,11 @@ def _pyradiomics_volumes(root: Path, files: tuple[tuple[str, str], ...], kind: s
     return volumes
 
 
-def _pyradiomics_provenance(root: Path, volumes: list, note: str) -> dict:
-    """The training source of a dataset built from the pyradiomics archive's test volumes."""
+def _pyradiomics_provenance(root: Path, volumes: list, note: str, range_key: str) -> dict:
+    """The training source of a dataset built from the pyradiomics archive's test volumes, each
+    with its value range under ``range_key``."""
     described = [{"file": str(v.meta["path"].relative_to(root)), "split": split, "shape": list(v.array.shape),
-                  "spacing_mm": list(v.spacing), "value_range": [float(v.array.min()), float(v.array.max())]}
+                  "spacing_mm": list(v.spacing), range_key: [float(v.array.min()), float(v.array.max())]}
                  for _, split, v in volumes]
     return {"package": f"PyPI {PYRADIOMICS_SOURCE.package} 3.1.0 source archive", "url": PYRADIOMICS_SOURCE.url,
             "sha256": PYRADIOMICS_SOURCE.sha256, "licence": LICENCES["pyradiomics"], "volumes": described,
@@ -517,7 +518,7 @@ def _build_clinical_brain_mri(root: Path) -> tuple[dict[str, list[Slice]], dict]
         splits[split] += template_slices(volume.array, volume.spacing, volume.spacing[0], f"pyradiomics:{name}",
                                          planes=("axial",))
     note = "contrast-enhanced T1 of two patients; val is a patient not in train"
-    return {**splits, "eval": mni_evaluation_slices()}, _mri_meta(_pyradiomics_provenance(root, volumes, note))
+    return {**splits, "eval": mni_evaluation_slices()}, _mri_meta(_pyradiomics_provenance(root, volumes, note, "value_range"))
 
 
 def mni152_volume() -> tuple[np.ndarray, tuple[float, float, float]]:

@@ -45,6 +45,16 @@ TASKS: dict[str, dict[str, Any]] = {
     "mri-single-2d": {"dataset": "brain-mri", "simulate": {"mask": "poisson", "acceleration": 8.0}},
     "mri-multi": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 4.0, "coils": 8}},
 }
+#: what the validation slices of each tuning dataset are, for tables and provenance
+VALIDATION_SOURCES = {"chest-ct": "chest-ct val: lung1, a CT patient no shipped network saw",
+                      "brain-mri": "brain-mri val: held-out slices of the training template Colin27"}
+
+
+def validation_source(task: str) -> str:
+    """One line saying where ``task``'s validation cases come from."""
+    return VALIDATION_SOURCES[TASKS[task]["dataset"]]
+
+
 #: the fast sampler's budget of network evaluations per image (the issue's bound of 50): its
 #: number of steps, each one network call on the batch of its K samples
 FAST_EVALUATIONS = 50
@@ -130,16 +140,22 @@ def save_preset(task: str, method: str, params: dict, provenance: dict,
 # ------------------------------------------------------------------- validation cases
 def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike | None = None,
                      seed: int = 0, size: int | None = None) -> list:
-    """Measurements with ground truth simulated from ``val.npy`` of the task's dataset.
+    """Measurements with ground truth simulated from ``val.npy`` of the task's dataset, at each
+    slice's pixel size (``meta.json``).
 
     ``slices`` evenly spaced validation slices; ``size`` optionally downsamples them (quick runs).
     """
-    from ..data.datasets import load_split
+    from ..data.datasets import load_meta, load_split
     _check_task(task)
-    spec = TASKS[task]
-    images = load_split(spec["dataset"], "val", dataset_dir)
+    name = TASKS[task]["dataset"]
+    images = load_split(name, "val", dataset_dir)
+    spacings = [float(s["spacing_mm"][-1]) for s in load_meta(name, dataset_dir)["slices"]["val"]]
     picks = np.unique(np.round(np.linspace(0, len(images) - 1, min(slices, len(images)))).astype(int))
-    return [_simulate(task, _resize(images[i], size), seed + k) for k, i in enumerate(picks)]
+    cases = []
+    for k, i in enumerate(picks):
+        image = _resize(images[i], size)
+        cases.append(_simulate(task, image, spacings[i] * images[i].shape[-1] / image.shape[-1], seed + k))
+    return cases
 
 
 def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -149,14 +165,14 @@ def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
     return resize(image, (size, size), anti_aliasing=True, preserve_range=True).astype(np.float32)
 
 
-def _simulate(task: str, unit_image: np.ndarray, seed: int):
+def _simulate(task: str, unit_image: np.ndarray, pixel_mm: float, seed: int):
     settings = TASKS[task]["simulate"]
     if task.startswith("ct"):
         from ..data.intensity import unit_to_hu
         from ..simulate.ct import simulate_ct
-        return simulate_ct(unit_to_hu(unit_image), seed=seed, **settings)
+        return simulate_ct(unit_to_hu(unit_image), pixel_size=pixel_mm, seed=seed, **settings)
     from ..simulate.mri import simulate_mri
-    return simulate_mri(unit_image, seed=seed, **settings)
+    return simulate_mri(unit_image, pixel_size=(pixel_mm, pixel_mm), seed=seed, **settings)
 
 
 def read_cases(folder: str | os.PathLike) -> list:
@@ -301,7 +317,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
                        callback=lambda k, p, v: log(f"  trial {k}: {name} {v:.4f}  {p}"))
     provenance = {objective: value, f"{objective}_before": baseline, "objective": objective,
                   "trials": trials, "cases": len(cases),
-                  "source": cases_dir or f"{TASKS[task]['dataset']} val.npy",
+                  "source": cases_dir or validation_source(task),
                   "prior": str(prior or loaded.metadata.get("name")),
                   "steps": steps, "seconds": round(time.perf_counter() - start, 1),
                   "date": time.strftime("%Y-%m-%d")}
