@@ -3,8 +3,9 @@
 ``prepare_dataset(name)`` writes, atomically, a folder with
 
     train.npy   (N, 256, 256) float32 in the unit domain — the prior's training images
-    val.npy     slices of the *training* source held out for tuning (every 10th kept slice,
-                never in train; neighbours of a val slice are in train, so val is optimistic)
+    val.npy     slices held out for tuning and choices: for head-ct and brain-mri, every 10th
+                kept slice of the *training* source (neighbours of a val slice are in train, so
+                val is optimistic); for chest-ct and clinical-brain-mri, another patient
     eval.npy    slices of other patients / another template — evaluation only, never training
     meta.json   sources, licences, window, spacing, slice provenance and counts
 
