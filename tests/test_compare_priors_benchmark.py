@@ -48,3 +48,10 @@ def test_a_bad_prior_name_exits_with_one_line(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--baseline", "no-such-prior", "--candidate", "head-ct", "--tasks", "ct-metal", "--quick"])
     assert "no-such-prior" in str(exit_info.value.code) and "\n" not in str(exit_info.value.code)
+
+
+def test_validation_cases_are_simulated_at_each_slices_pixel_size(script):
+    """The tuner's cases keep the dataset's pixel size (1.1 mm here), also when downsampled."""
+    full, = script.tuning.validation_cases("ct-sparse-view", 1)
+    half, = script.tuning.validation_cases("ct-sparse-view", 1, size=16)
+    assert full.geometry["pixel_size"] == pytest.approx(1.1) and half.geometry["pixel_size"] == pytest.approx(2.2)
