@@ -14,7 +14,8 @@ default: each method's preset), seconds per slice on 2 threads, and with K ≥ 2
 posterior std predicts the error: Pearson r between std and |mean − truth| and the fraction of
 pixels with |error| ≤ 2 std.  "best classical" is the
 method with the highest PSNR among fbp / sart / tv (/ li-mar) for CT and zero-filled / sense /
-cs-wavelet / cs-tv for MRI, chosen per task.
+cs-wavelet / cs-tv for MRI, chosen per task by its mean PSNR over the slices (every classical
+method's PSNR on each slice is printed).
 
     python benchmarks/score_methods.py                       # -> benchmarks/results/score_methods.md
     python benchmarks/score_methods.py --quick --prior-ct P --prior-mri P   # tiny check
@@ -159,12 +160,24 @@ def run(meas, method: str, **options) -> dict[str, float]:
     return row
 
 
+def classical_rows(meas, task: str) -> dict[str, dict[str, float]]:
+    """{classical method: its row on ``meas``} for every classical method of the task."""
+    key = "ct-metal" if task == "ct-metal" else meas.modality
+    return {m: run(meas, m) for m in CLASSICAL[key]}
+
+
 def best_classical(meas, task: str) -> tuple[str, dict[str, float]]:
     """The classical method with the highest PSNR on ``meas``."""
-    key = "ct-metal" if task == "ct-metal" else meas.modality
-    rows = {m: run(meas, m) for m in CLASSICAL[key]}
+    rows = classical_rows(meas, task)
     name = max(rows, key=lambda m: rows[m]["psnr"])
     return name, rows[name]
+
+
+def best_over_slices(per_slice: list[dict[str, dict]]) -> tuple[str, list[dict]]:
+    """The classical method of highest mean PSNR over the slices, and its row on each slice (one
+    method per task, so the row is a mean over all the slices)."""
+    name = max(per_slice[0], key=lambda m: np.mean([rows[m]["psnr"] for rows in per_slice]))
+    return name, [rows[name] for rows in per_slice]
 
 
 # ----------------------------------------------------------------------- resumable rows
@@ -255,11 +268,13 @@ def benchmark(args) -> str:
     for task in args.tasks:
         modality, settings = TASKS[task]
         per_method: dict[str, list] = {}
+        classical: list[dict[str, dict]] = []
         source = args.dataset_slices if modality == args.dataset_modality else None
         for name, image, pixel in evaluation_images(modality, args.size, args.slices, source):
             meas = simulate(modality, image, pixel, settings)
-            label, row = best_classical(meas, task)
-            per_method.setdefault(f"best classical ({label})", []).append(row)
+            classical.append(classical_rows(meas, task))
+            print(f"{task} {name} classical PSNR: "
+                  + ", ".join(f"{m} {r['psnr']:.2f}" for m, r in classical[-1].items()), flush=True)
             for method in args.methods:
                 fast = method in ("fast", "score")
                 extra = {"start_sigma": args.start_sigma} if fast and args.start_sigma is not None else {}
@@ -279,6 +294,8 @@ def benchmark(args) -> str:
                 per_method.setdefault(method, []).append(row)
                 print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
                       f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s{' (reused)' if stored else ''}", flush=True)
+        label, rows = best_over_slices(classical)
+        per_method = {f"best classical ({label})": rows, **per_method}
         results[task] = {m: mean_rows(rows) for m, rows in per_method.items()}
     where = ("bundled evaluation samples per modality" if not args.dataset_slices else
              f"evenly spaced slices of {args.dataset_slices} for {args.dataset_modality.upper()}, "
