@@ -2,8 +2,8 @@
 
 The same prior reconstructs sparse-view CT with 8 to 90 of 180 views and single-coil MRI with
 2× to 12× equispaced under-sampling, beside the best classical method of each setting (highest
-PSNR among the classical methods of ``score_methods.py``).  Slices: the bundled evaluation
-samples.  Writes a Markdown table and a figure (PSNR against the number of measurements).
+mean PSNR over the slices among the classical methods of ``score_methods.py``).  Slices: the
+bundled evaluation samples.  Writes a Markdown table and a figure (PSNR against the number of measurements).
 
     python benchmarks/generalisation.py                 # -> benchmarks/results/generalisation.{md,png}
     python benchmarks/generalisation.py --quick --prior-ct P --prior-mri P
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from score_methods import RESULTS, best_classical, evaluation_images, run, simulate
+from score_methods import RESULTS, best_over_slices, classical_rows, evaluation_images, run, simulate
 from scorerecon.atomic import atomic_path
 
 CT_VIEWS = (8, 15, 23, 45, 90)
@@ -38,16 +38,14 @@ def sweep(modality: str, values, args) -> dict[float, dict[str, tuple[float, str
     out = {}
     for value in values:
         task, options = settings(modality, value)
-        score_psnr, classical_psnr, names = [], [], []
+        score_psnr, classical = [], []
         for _, image, pixel in images:
             meas = simulate(modality, image, pixel, options)
-            name, row = best_classical(meas, task)
-            names.append(name)
-            classical_psnr.append(row["psnr"])
+            classical.append(classical_rows(meas, task))
             score_psnr.append(run(meas, args.method, prior=prior, steps=args.steps, seed=0, progress=False)["psnr"])
-        best = max(set(names), key=names.count)
+        best, rows = best_over_slices(classical)
         out[value] = {"score": (float(np.mean(score_psnr)), args.method),
-                      "classical": (float(np.mean(classical_psnr)), best)}
+                      "classical": (float(np.mean([r["psnr"] for r in rows])), best)}
         print(f"{modality} {value:g}: {args.method} {out[value]['score'][0]:.2f} dB, "
               f"best classical ({best}) {out[value]['classical'][0]:.2f} dB", flush=True)
     return out

@@ -166,13 +166,6 @@ def classical_rows(meas, task: str) -> dict[str, dict[str, float]]:
     return {m: run(meas, m) for m in CLASSICAL[key]}
 
 
-def best_classical(meas, task: str) -> tuple[str, dict[str, float]]:
-    """The classical method with the highest PSNR on ``meas``."""
-    rows = classical_rows(meas, task)
-    name = max(rows, key=lambda m: rows[m]["psnr"])
-    return name, rows[name]
-
-
 def best_over_slices(per_slice: list[dict[str, dict]]) -> tuple[str, list[dict]]:
     """The classical method of highest mean PSNR over the slices, and its row on each slice (one
     method per task, so the row is a mean over all the slices)."""

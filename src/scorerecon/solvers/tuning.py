@@ -146,11 +146,12 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     ``slices`` evenly spaced validation slices; ``size`` optionally downsamples them (quick runs).
     """
     from ..data.datasets import load_meta, load_split
+    from ..priors.experts import evenly_spaced
     _check_task(task)
     name = TASKS[task]["dataset"]
     images = load_split(name, "val", dataset_dir)
     spacings = [float(s["spacing_mm"][-1]) for s in load_meta(name, dataset_dir)["slices"]["val"]]
-    picks = np.unique(np.round(np.linspace(0, len(images) - 1, min(slices, len(images)))).astype(int))
+    picks = evenly_spaced(np.arange(len(images)), slices)
     cases = []
     for k, i in enumerate(picks):
         image = _resize(images[i], size)
