@@ -268,3 +268,16 @@ def test_brain_mri_from_real_package(tmp_path):
     out = prepare_dataset("brain-mri", out=tmp_path / "real", source=MRI_ROOT)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["counts"]["train"] > 300 and meta["counts"]["eval"] > 30
+
+
+def test_the_bundled_samples_are_what_build_samples_writes(tmp_path):
+    """The shipped .npz samples can be regenerated from pip packages, array for array."""
+    pytest.importorskip("nilearn", reason="nilearn (the MRI sample source) not installed")
+    pytest.importorskip("data_store", reason="pydicom-data (the CT sample source) not installed")
+    from scorerecon.data.samples import build_samples, samples_dir
+    written = [p for p in build_samples(tmp_path) if p.suffix == ".npz"]
+    assert {p.name for p in written} == {p.name for p in samples_dir().glob("*.npz")}
+    for path in written:
+        with np.load(path) as new, np.load(samples_dir() / path.name) as shipped:
+            np.testing.assert_array_equal(new["image"], shipped["image"], err_msg=path.name)
+            np.testing.assert_allclose(new["spacing"], shipped["spacing"])
