@@ -288,3 +288,32 @@ def test_a_list_of_datasets_trains_on_their_concatenation(tmp_path, monkeypatch)
     for bad in ([], ["one", ""], 3):
         with pytest.raises(UserError, match="dataset must be a dataset name or a list"):
             resolve_config({"data": {"dataset": bad}})
+
+
+def test_repeat_oversamples_a_small_dataset_of_a_list(tmp_path, monkeypatch):
+    from scorerecon.priors.training import load_training_images
+    monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "data"))
+    for name, n in (("big", 6), ("small", 2)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        np.save(tmp_path / "data" / name / "train.npy", _images(n=n, seed=n))
+    cfg = _config(tmp_path, steps=2)
+    cfg["data"].update(path="", dataset=["big", "small"], repeat=[1, 3])
+    images = load_training_images(cfg)
+    assert images.shape == (12, 1, 16, 16)
+    np.testing.assert_array_equal(images[:6, 0], _images(n=6, seed=6))
+    for copy in range(3):
+        np.testing.assert_array_equal(images[6 + 2 * copy:8 + 2 * copy, 0], _images(n=2, seed=2))
+    for bad in ([1], [1, 0], [1, 2.5], [True, 1], 2):
+        with pytest.raises(UserError, match="repeat must be"):
+            resolve_config({"data": {"dataset": ["big", "small"], "repeat": bad}})
+
+
+def test_bf16_on_a_cpu_that_emulates_it_warns_in_one_line(tmp_path, monkeypatch, capsys):
+    from scorerecon.priors import training
+    assert not training.bf16_is_emulated(torch.device("cuda"))
+    monkeypatch.setattr(training, "bf16_is_emulated", lambda device: True)
+    train(_config(tmp_path, steps=1, bf16=True), progress=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
+    assert len(lines) == 1 and "set [training] bf16 = false" in lines[0]
+    train(_config(tmp_path / "fp32", steps=1), progress=False)
+    assert "bf16" not in capsys.readouterr().err

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 DEFAULTS = {
     "name": "prior",
     "data": {"dataset": "", "path": "", "modality": "ct", "intensity": "", "crop": 64, "flip": True,
-             "image_size": 256, "downsample": 1},
+             "image_size": 256, "downsample": 1, "repeat": []},
     "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 50.0, "N": 1000, "eps": 1e-5},
     "parameterization": Parameterization().to_dict(),
     "network": {"channels": 1, "nf": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attention_levels": [3],
@@ -130,8 +130,19 @@ def _check_values(cfg: dict) -> None:
     if not isinstance(dataset, str) and not (isinstance(dataset, list) and dataset
                                              and all(isinstance(n, str) and n for n in dataset)):
         raise UserError(f"[data] dataset must be a dataset name or a list of names, got {dataset!r}")
+    _check_repeat(cfg["data"]["repeat"], dataset_names(cfg))
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")
+
+
+def _check_repeat(repeat, names: list[str]) -> None:
+    """``[data] repeat``: empty (each image once per epoch) or one whole number ≥ 1 per dataset."""
+    if repeat == []:
+        return
+    if (not isinstance(repeat, list) or len(repeat) != len(names)
+            or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in repeat)):
+        raise UserError(f"[data] repeat must be [] or one whole number ≥ 1 per dataset of [data] dataset "
+                        f"({len(names)}), got {repeat!r}")
 
 
 def _check_sigma_range(sigma_range) -> None:

@@ -39,6 +39,7 @@ import copy
 import csv
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -62,16 +63,19 @@ FROZEN_TABLES = ("data", "sde", "network", "parameterization")
 # what checkpoints written before a table existed meant by its absence
 LEGACY_TABLES = {"parameterization": LEGACY}
 # keys added to a frozen table (or to FROZEN_TRAINING) later, with the value their absence meant
-LATER_DEFAULTS = {"data": {"downsample": 1}, "training": {"sigma_range": []}}
+LATER_DEFAULTS = {"data": {"downsample": 1, "repeat": []}, "training": {"sigma_range": []}}
 FROZEN_TRAINING = ("batch_size", "lr", "warmup", "grad_clip", "ema", "seed", "bf16", "channels_last", "sigma_range")
 
 
 # ----------------------------------------------------------------------------------- data
 def load_training_images(cfg: dict) -> np.ndarray:
     """The training array (N, C, H, W) float32 named by the config's [data] table (the datasets of
-    a list concatenated in order)."""
+    a list concatenated in order, each ``[data] repeat`` times: a small dataset oversampled)."""
     crop = cfg["data"]["crop"]
-    parts = [_load_array(path, cfg) for path in dataset_paths(cfg)]
+    paths = dataset_paths(cfg)
+    parts = [_load_array(path, cfg) for path in paths]
+    parts = [np.concatenate([part] * times) if times > 1 else part
+             for part, times in zip(parts, cfg["data"]["repeat"] or [1] * len(paths))]
     if len({part.shape[1:] for part in parts}) > 1:
         raise UserError(f"the datasets {training_data_name(cfg)} hold images of different sizes "
                         f"{sorted({part.shape[1:] for part in parts})}: list datasets of one size")
@@ -364,6 +368,18 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return (dist.get_rank() if world > 1 else 0), world, device
 
 
+def bf16_is_emulated(device: torch.device) -> bool:
+    """Whether bf16 autocast on ``device`` lacks native kernels: a CPU without the AVX-512 (BF16)
+    or AMX units oneDNN needs, where it emulates bf16 (measured on an AVX2 EPYC: 20x slower than
+    float32, ``benchmarks/training_throughput.py``)."""
+    if device.type != "cpu":
+        return False
+    try:
+        return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a PyTorch build without oneDNN: no fast bf16 either
+        return True
+
+
 def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None:
     """Run (or resume) the training described by ``cfg``; return the exported prior's path."""
     retain_freed_memory()
@@ -371,6 +387,10 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
     if cfg["training"]["device"] != "auto":
         device = torch.device(cfg["training"]["device"])
     trainer = Trainer(cfg, load_training_images(cfg), rank, world, device)
+    if rank == 0 and trainer.opt["bf16"] and bf16_is_emulated(device):
+        print(f"warning: [training] bf16 = true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has "
+              "no native bf16 and emulates it, about 20x slower than float32 on an AVX2 CPU: set "
+              "[training] bf16 = false in a new run (a resumed run must keep it)", file=sys.stderr)
     out = Path(cfg["output"]["dir"])
     _prepare_output(trainer, out, resume)
     log = CsvLog(out / "log.csv", trainer.step if resume else None) if rank == 0 else None
