@@ -42,6 +42,7 @@ from scorerecon.priors import load_prior, sample
 from scorerecon.priors.experts import NoiseLevelExperts, read_experts_body, selection_table
 from scorerecon.priors.registry import SHIPPED, shipped_path
 from scorerecon.priors.sampling import write_samples
+from scorerecon.priors.training import bf16_is_emulated
 
 NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)
 TV_WEIGHTS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
@@ -115,8 +116,9 @@ def hardware() -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name and whether it has AMX bf16 tiles, which decide whether bf16 autocast
-    speeds training up (benchmarks/results/training_throughput*.md); the architecture elsewhere."""
+    """The CPU's model name, whether it has AMX bf16 tiles and whether oneDNN has native bf16 on
+    it at all, which decide whether bf16 autocast speeds training up or slows it down 24-fold
+    (benchmarks/results/training_throughput*.md); the architecture elsewhere."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
@@ -124,7 +126,8 @@ def cpu_model() -> str:
     fields = dict(line.split(":", 1) for line in lines if ":" in line)
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     flags = fields.get("flags", "").split()
-    return f"{fields.get('model name', platform.machine())}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}"
+    emulated = ", bf16 emulated" if bf16_is_emulated(torch.device("cpu")) else ""
+    return f"{fields.get('model name', platform.machine())}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}{emulated}"
 
 
 def _files(source: dict) -> str:

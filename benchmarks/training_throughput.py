@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads in total")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated subset of " + ", ".join(VARIANTS) + " (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timed steps, crop 32, batch 4")
     p.add_argument("--device", default="cpu", help="cpu or cuda (one GPU: use --processes 1)")
     p.add_argument("--batch-only", action="store_true",
@@ -114,6 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("-o", "--output", default=str(RESULTS / "training_throughput.md"), help="Markdown table")
     args = p.parse_args(argv)
+    variants = args.variants.split(",")
+    if "fp32" not in variants or not set(variants) <= set(VARIANTS):
+        p.error(f"--variants {args.variants!r}: name fp32 (the reference) and others of " + ", ".join(VARIANTS))
     cfg = load_config(args.config)
     if args.device != "cpu" and max(args.processes) > 1:
         p.error("several processes share one device only on the CPU: pass --processes 1 with --device")
@@ -133,7 +138,8 @@ def main(argv=None) -> int:
           f"{args.threads} threads in total")
     rows = []
     for processes in args.processes:
-        for name, (bf16, channels_last) in VARIANTS.items():
+        for name in variants:
+            bf16, channels_last = VARIANTS[name]
             rate = measure(_variant_config(cfg, bf16, channels_last), images, processes, args.threads,
                            args.warmup, args.steps, args.device)
             rows.append({"variant": name, "processes": processes, "images_per_s": round(rate, 2),

@@ -370,8 +370,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 def bf16_is_emulated(device: torch.device) -> bool:
     """Whether bf16 autocast on ``device`` lacks native kernels: a CPU without the AVX-512 (BF16)
-    or AMX units oneDNN needs, where it emulates bf16 (measured on an AVX2 EPYC: 20x slower than
-    float32, ``benchmarks/training_throughput.py``)."""
+    or AMX units oneDNN needs, where it emulates bf16 (measured on an AVX2 EPYC: 24x slower than
+    float32, ``benchmarks/results/training_throughput_avx2.md``)."""
     if device.type != "cpu":
         return False
     try:
@@ -389,7 +389,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
     trainer = Trainer(cfg, load_training_images(cfg), rank, world, device)
     if rank == 0 and trainer.opt["bf16"] and bf16_is_emulated(device):
         print(f"warning: [training] bf16 = true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has "
-              "no native bf16 and emulates it, about 20x slower than float32 on an AVX2 CPU: set "
+              "no native bf16 and emulates it, 24x slower than float32 on an AVX2 CPU: set "
               "[training] bf16 = false in a new run (a resumed run must keep it)", file=sys.stderr)
     out = Path(cfg["output"]["dir"])
     _prepare_output(trainer, out, resume)
