@@ -22,7 +22,7 @@ SHIPPED = {
     # validation slices by `scorerecon experts` (docs/model_cards/NAME/): for head-ct, those of a
     # patient no network saw (chest-ct val).
     "head-ct": "CT prior (head and chest), unit HU window [-1000, 2000]: ct-low at low noise, ct-full at high noise",
-    "brain-mri": "T1 brain MRI magnitude prior, peak 1: brain-mri-low at low noise, brain-mri-coarse at high noise",
+    "brain-mri": "T1 brain MRI magnitude prior, peak 1: mri-low at low noise, brain-mri-coarse at high noise",
     # EDM output scaling, trained with configs/NAME.toml (64² crops) then configs/NAME-slices.toml
     # (whole slices): right at every noise level, knows the layout of a slice.
     "head-ct-edm": "CT head prior (EDM), trained with configs/head-ct.toml then configs/head-ct-slices.toml",
@@ -39,6 +39,8 @@ SHIPPED = {
     # warm-started reconstruction spends every step.
     "head-ct-low": "head-ct-v1 continued 10,000 steps on σ ≤ 0.5 only (configs/head-ct-low.toml)",
     "brain-mri-low": "brain-mri-v1 continued 6,000 steps on σ ≤ 1 only (configs/brain-mri-low.toml)",
+    # The low-noise expert on two subjects: brain-mri-low continued on Colin27 and a clinical patient.
+    "mri-low": "brain-mri-low continued on Colin27 and a clinical T1 patient, σ ≤ 1 (configs/mri-low.toml)",
     # Trained on a GPU on three CT patients (head-ct + chest-ct), chosen on a fourth (chest-ct val).
     "ct-low": "head-ct-low continued 900 steps on a GPU on head and chest CT, σ ≤ 1 (configs/ct-low.toml)",
     "ct-full": "head-ct-edm continued 900 steps on a GPU on whole head and chest CT slices (configs/ct-full.toml)",
