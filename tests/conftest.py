@@ -1,10 +1,29 @@
-"""Shared test fixtures and phantoms."""
+"""Shared test fixtures, phantoms and the loader of the benchmark scripts."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 from scipy.ndimage import binary_fill_holes
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/NAME.py`` as a module, importable as when it is run: with ``benchmarks/`` on
+    ``sys.path``, where the scripts import each other (``score_methods``, ``prior_cards``)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The score-methods benchmark's resumable rows (``--rows``): reused only under the same key."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,15 +7,12 @@ import pytest
 
 from scorerecon.solvers.tuning import load_preset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "score_methods.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("score_methods_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("score_methods")
 
 
 def _quick(bench, rows: Path, out: Path, capsys) -> tuple[str, str]:

@@ -1,20 +1,17 @@
 """benchmarks/compare_priors.py scores two priors on the same validation cases in one run."""
 
-import importlib.util
 import json
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_priors.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture
 def script(monkeypatch, tmp_path):
     """The script as a module, with a prepared 'chest-ct' validation split (the CT tasks') of three 32² slices."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: it imports score_methods beside it
     data = tmp_path / "data" / "chest-ct"
     data.mkdir(parents=True)
     yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
@@ -22,10 +19,7 @@ def script(monkeypatch, tmp_path):
     np.save(data / "val.npy", np.stack([disc * v for v in (0.3, 0.5, 0.7)]))
     (data / "meta.json").write_text(json.dumps({"slices": {"val": [{"spacing_mm": [1.1, 1.1]}] * 3}}))
     monkeypatch.setenv("SCORERECON_DATA", str(tmp_path / "data"))
-    spec = importlib.util.spec_from_file_location("compare_priors_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare_priors")
 
 
 def _args(**kw):

@@ -1,18 +1,9 @@
 """benchmarks/denoising_by_noise_level.py: several priors, one noise draw, a table per σ."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "denoising_by_noise_level.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("denoising_by_noise_level", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_the_same_prior_twice_gives_equal_columns_that_fall_with_noise(monkeypatch, tmp_path):
@@ -23,8 +14,9 @@ def test_the_same_prior_twice_gives_equal_columns_that_fall_with_noise(monkeypat
     np.save(data / "eval.npy", np.stack([disc * 0.5, disc * 0.8]))
     monkeypatch.setenv("SCORERECON_DATA", str(tmp_path))
     out = tmp_path / "table.md"
-    assert _script().main(["--dataset", "head-ct", "--priors", "head-ct-v1", "head-ct-v1",
-                           "--sigmas", "3", "-o", str(out)]) == 0
+    script = load_benchmark("denoising_by_noise_level")
+    assert script.main(["--dataset", "head-ct", "--priors", "head-ct-v1", "head-ct-v1",
+                        "--sigmas", "3", "-o", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 3 and "2 eval slices" in out.read_text()
     columns = [[float(cell.strip(" *")) for cell in row.split("|")[2:4]] for row in rows]

@@ -1,26 +1,16 @@
 """benchmarks/fast_settings.py keeps, in a task's preset, the value of highest validation PSNR."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_settings.py"
-
-
-def _script(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: it imports score_methods beside it
-    spec = importlib.util.spec_from_file_location("fast_settings_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 @pytest.mark.parametrize("setting, values", [("steps", (12, 48)), ("start_sigma", (0.05, 0.2))])
 def test_the_value_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, monkeypatch, setting, values):
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
-    script = _script(monkeypatch)
+    script = load_benchmark("fast_settings")
     preset = {"eta": 0.5, "cg_iterations": 3, "gamma": 0.01, "start_sigma": 0.05, "samples": 4, "steps": 12}
     script.tuning.save_preset("ct-sparse-view", "fast", preset, {"trials": 16}, tmp_path / "presets")
     low, high = values
@@ -41,7 +31,7 @@ def test_the_value_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, mon
     (["--tasks", "ct-sideways"], "unknown task(s) ct-sideways"),
 ])
 def test_bad_values_are_one_line_errors(monkeypatch, capsys, argv, message):
-    script = _script(monkeypatch)
+    script = load_benchmark("fast_settings")
     with pytest.raises(SystemExit) as stop:
         script.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
