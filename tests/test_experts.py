@@ -40,6 +40,18 @@ def test_experts_must_share_sde_and_channels():
         NoiseLevelExperts(_gaussian(0.2, 0.1), _gaussian(0.2, 0.1), 0.0)
 
 
+def test_experts_name_the_datasets_of_all_their_members():
+    """A low expert trained on more data than the high one (mri-low on brain-mri + clinical-brain-mri
+    under brain-mri-coarse on brain-mri) makes an experts prior trained on both."""
+    low, high = _gaussian(0.2, 0.1), _gaussian(0.7, 0.3)
+    low.metadata.update(dataset="brain-mri+clinical-brain-mri", modality="mri")
+    high.metadata.update(dataset="brain-mri", modality="mri")
+    experts = NoiseLevelExperts(low, high, switch_sigma=0.5)
+    assert experts.metadata["dataset"] == "brain-mri+clinical-brain-mri" and experts.metadata["modality"] == "mri"
+    chain = NoiseLevelExperts(experts, _gaussian(0.5, 0.2), 2.0)   # a third member that names no dataset
+    assert chain.metadata["dataset"] == "brain-mri+clinical-brain-mri"
+
+
 def test_tweedie_error_of_an_exact_gaussian_prior_is_its_posterior_variance():
     """For x0 ~ N(m, λ I) and y = x0 + σ z, E|E[x0|y] − x0|² per pixel = λσ² / (λ + σ²)."""
     prior, lam = _gaussian(0.5, 0.04), 0.04

@@ -30,7 +30,7 @@ def test_the_value_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, mon
     (["--setting", "samples", "--values", "2.5"], "takes comma-separated int values"),
     (["--tasks", "ct-sideways"], "unknown task(s) ct-sideways"),
 ])
-def test_bad_values_are_one_line_errors(monkeypatch, capsys, argv, message):
+def test_bad_values_are_one_line_errors(capsys, argv, message):
     script = load_benchmark("fast_settings")
     with pytest.raises(SystemExit) as stop:
         script.main(argv)

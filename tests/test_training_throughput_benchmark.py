@@ -10,7 +10,7 @@ from conftest import load_benchmark
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_subset_of_variants_is_measured_and_named_in_the_json(tmp_path, monkeypatch):
+def test_a_subset_of_variants_is_measured_and_named_in_the_json(tmp_path):
     script = load_benchmark("training_throughput")
     out = tmp_path / "rates.json"
     assert script.main(["--config", str(ROOT / "configs" / "head-ct.toml"), "--quick", "--processes", "1",
@@ -29,7 +29,7 @@ def test_the_hardware_line_says_whether_bf16_is_emulated(monkeypatch, emulated):
 
 
 @pytest.mark.parametrize("variants", ["bf16", "fp32,fp16"])
-def test_variants_without_fp32_or_unknown_are_refused(tmp_path, monkeypatch, capsys, variants):
+def test_variants_without_fp32_or_unknown_are_refused(tmp_path, capsys, variants):
     script = load_benchmark("training_throughput")
     with pytest.raises(SystemExit) as stop:
         script.main(["--quick", "--variants", variants, "--json", str(tmp_path / "x.json")])

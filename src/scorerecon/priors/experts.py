@@ -42,6 +42,17 @@ VERSION = "2"
 SHARED_METADATA = ("modality", "image_size", "channels", "dataset", "intensity")  # training details stay with the members
 
 
+def shared_metadata(low, high) -> dict:
+    """What an experts prior says of itself: the high expert's :data:`SHARED_METADATA`, with
+    ``dataset`` the datasets of all members joined by '+' (first seen first), as a training run
+    on several datasets names them (:func:`scorerecon.priors.config.training_data_name`)."""
+    shared = {key: high.metadata[key] for key in SHARED_METADATA if key in high.metadata}
+    names = [name for prior in (low, high) for name in str(prior.metadata.get("dataset", "")).split("+") if name]
+    if names:
+        shared["dataset"] = "+".join(dict.fromkeys(names))
+    return shared
+
+
 class NoiseLevelExperts(nn.Module):
     """The score of ``low`` at σ(t) ≤ ``switch_sigma`` and of ``high`` above it (same SDE);
     ``low`` may be an experts prior whose switches lie below ``switch_sigma``."""
@@ -65,8 +76,7 @@ class NoiseLevelExperts(nn.Module):
         self.low, self.high = low, high
         self.sde = high.sde
         self.switch_sigma = float(switch_sigma)
-        self.metadata = dict(metadata) if metadata else \
-            {key: high.metadata[key] for key in SHARED_METADATA if key in high.metadata}
+        self.metadata = dict(metadata) if metadata else shared_metadata(low, high)
 
     @property
     def members(self) -> list:
@@ -261,8 +271,7 @@ def build_experts_file(low: str, high: str, dataset: str, output: str | os.PathL
     selection = {"dataset": f"{dataset} val", "slices": len(images), "seed": seed, "sigmas": grid.tolist(),
                  "low": reference(low), "high": members[-1], "low_mse": low_mse, "high_mse": high_mse,
                  "rule": "switch minimising the summed log MSE over the σ grid (choose_switch)"}
-    shared = {key: high_prior.metadata[key] for key in SHARED_METADATA if key in high_prior.metadata}
-    metadata = {"name": output.stem, **shared, "experts": members}
+    metadata = {"name": output.stem, **shared_metadata(low_prior, high_prior), "experts": members}
     path = write_experts_file(output, members, [*switches, switch], metadata, [*selections, selection])
     return path, selection_table(grid, low_mse, high_mse, switch, [selection["low"], selection["high"]])
 
