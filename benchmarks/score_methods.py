@@ -29,7 +29,8 @@ MR patients that no network saw and no preset was tuned on.
 
 ``--rows DIR`` keeps every score-based row as a JSON file in DIR, written when it is measured,
 and reuses it while what it depends on (task, slice, prior, size, steps, K, threads and the
-method's resolved settings, preset included) is unchanged: a run of hours that is stopped
+method's resolved settings, preset included, and the digest of the prior's weights,
+``prior_digest``) is unchanged: a run of hours that is stopped
 resumes where it was, and the table's notes name the commit and date each reused row was
 measured at; ``--stored-only`` tables the stored rows alone and lists those still missing.  The
 classical baselines are always measured again.  After changing a sampler's
@@ -52,6 +53,7 @@ import torch
 from scorerecon.atomic import atomic_path
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.evaluation.metrics import image_metrics
+from scorerecon.priors.registry import prior_digest
 from scorerecon.solvers.registry import reconstruct
 from scorerecon.solvers.score import DEFAULT_METHOD, settings_for
 from scorerecon.solvers.tuning import task_of
@@ -187,10 +189,11 @@ def _commit() -> str:
 
 
 def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) -> dict:
-    """Everything a score-based row depends on but the code: the reuse key of ``--rows`` (with
-    ``--dataset-slices``, also a digest of the slice itself)."""
+    """Everything a score-based row depends on but the code: the reuse key of ``--rows``.  The
+    prior's weights are in it by digest, not by name, so a shipped prior retrained under the same
+    name is measured again (with ``--dataset-slices``, the slice itself is in it by digest too)."""
     key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
-           "threads": args.threads, "options": options,
+           "threads": args.threads, "options": options, "prior_sha256": prior_digest(options["prior"]),
            "settings": settings_for(DEFAULT_METHOD if method == "score" else method, task_of(meas), {})}
     if args.dataset_slices:  # a dataset prepared again may hold other images under the same index
         key["truth_sha256"] = hashlib.sha256(np.ascontiguousarray(meas.truth, np.float32).tobytes()).hexdigest()[:16]

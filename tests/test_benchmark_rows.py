@@ -21,7 +21,7 @@ def _quick(bench, rows: Path, out: Path, capsys) -> tuple[str, str]:
     return out.read_text(), capsys.readouterr().out
 
 
-def test_rows_are_stored_reused_and_remeasured_when_the_preset_changes(bench, tmp_path, monkeypatch, capsys):
+def test_rows_are_stored_reused_and_remeasured_when_the_preset_or_the_weights_change(bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
     rows = tmp_path / "rows"
     first, log = _quick(bench, rows, tmp_path / "a.md", capsys)
@@ -43,6 +43,14 @@ def test_rows_are_stored_reused_and_remeasured_when_the_preset_changes(bench, tm
     third, log = _quick(bench, rows, tmp_path / "c.md", capsys)
     assert "(reused)" not in log and "| fast | 99.00" not in third
     assert json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())["key"]["settings"]["eta"] == 0.5
+
+    # the same prior name with other weights (a retrained default) changes the key: measured again
+    _, log = _quick(bench, rows, tmp_path / "d.md", capsys)
+    assert "(reused)" in log
+    monkeypatch.setattr(bench, "prior_digest", lambda prior: "retrained")
+    _, log = _quick(bench, rows, tmp_path / "e.md", capsys)
+    assert "(reused)" not in log
+    assert json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())["key"]["prior_sha256"] == "retrained"
 
 
 def test_a_damaged_row_file_is_measured_again(bench, tmp_path):

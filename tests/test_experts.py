@@ -11,7 +11,7 @@ from scorerecon.errors import UserError
 from scorerecon.priors.analytic import GaussianPrior
 from scorerecon.priors.config import resolve_config
 from scorerecon.priors.experts import NoiseLevelExperts, choose_switch, read_experts_file, tweedie_errors
-from scorerecon.priors.registry import load_prior
+from scorerecon.priors.registry import load_prior, prior_digest
 from scorerecon.priors.sde import VESDE, VPSDE
 from scorerecon.priors.training import train
 
@@ -142,6 +142,30 @@ def test_an_experts_prior_as_low_is_extended_by_a_third_network(tiny_data, monke
         NoiseLevelExperts(experts, experts.members[0], 0.01)
     with pytest.raises(UserError, match="single-network"):
         NoiseLevelExperts(experts.members[0], experts, 100.0)
+
+
+def test_prior_digest_follows_the_weights_and_switches_not_the_name_or_metadata(tiny_data, tmp_path):
+    """prior_digest: a copied weight file has the same digest, other weights another; an experts
+    file's digest changes with a member's weights or a switch, not with its descriptive metadata."""
+    import shutil
+    _, (low, high, third) = tiny_data
+    copy = tmp_path / "renamed.safetensors"
+    shutil.copy(low, copy)
+    assert prior_digest(copy) == prior_digest(low) != prior_digest(high)
+
+    def pair(name, members, switch, metadata):
+        path = tmp_path / name
+        path.write_text(json.dumps({"format": "scorerecon-experts", "version": "2", "members": members,
+                                    "switch_sigmas": [switch], "metadata": metadata}))
+        return prior_digest(path)
+
+    reference = pair("a.json", [low, high], 0.5, {"name": "a"})
+    assert pair("b.json", [str(copy), high], 0.5, {"name": "b", "dataset": "other"}) == reference
+    assert pair("c.json", [low, third], 0.5, {"name": "a"}) != reference
+    assert pair("d.json", [low, high], 0.6, {"name": "a"}) != reference
+    assert len(prior_digest("brain-mri")) == 16
+    with pytest.raises(UserError, match="neither a shipped prior"):
+        prior_digest(tmp_path / "missing.safetensors")
 
 
 def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):

@@ -8,12 +8,14 @@ else is taken as a path to a ``.safetensors`` prior file, an experts ``.json`` f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 from ..errors import UserError
 from .checkpoint import read_prior_file
-from .experts import NoiseLevelExperts, read_experts_file
+from .experts import NoiseLevelExperts, member_path, read_experts_body, read_experts_file
 from .prior import ScorePrior
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -54,19 +56,39 @@ def shipped_path(name: str) -> Path:
     return experts if experts.is_file() else WEIGHTS_DIR / f"{name}.safetensors"
 
 
-def load_prior(name_or_path: str | os.PathLike, device: str = "cpu") -> ScorePrior | NoiseLevelExperts:
-    """Load a shipped prior by name (:data:`SHIPPED`) or a prior, experts or checkpoint file by path."""
+def prior_file(name_or_path: str | os.PathLike) -> Path:
+    """The file a prior name or path loads from: a shipped prior's experts or weight file, else the
+    path itself (one clear error when neither exists)."""
     text = str(name_or_path)
     if text in SHIPPED:
         path = shipped_path(text)
         if not path.is_file():
             raise UserError(f"prior {text!r} is not installed in {WEIGHTS_DIR}: reinstall scorerecon, "
                             "or pass the path of a prior file")
-    else:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise UserError(f"prior {text!r} is neither a shipped prior ({', '.join(SHIPPED)}) nor an "
-                            "existing file: give a name or the path of a .safetensors prior")
+        return path
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise UserError(f"prior {text!r} is neither a shipped prior ({', '.join(SHIPPED)}) nor an "
+                        "existing file: give a name or the path of a .safetensors prior")
+    return path
+
+
+def load_prior(name_or_path: str | os.PathLike, device: str = "cpu") -> ScorePrior | NoiseLevelExperts:
+    """Load a shipped prior by name (:data:`SHIPPED`) or a prior, experts or checkpoint file by path."""
+    path = prior_file(name_or_path)
     if path.suffix == ".json":
         return read_experts_file(path, device=device)
     return read_prior_file(path).to(device)
+
+
+def prior_digest(name_or_path: str | os.PathLike) -> str:
+    """What a prior computes with, as 16 hex digits of SHA-256: the bytes of its weight file, or
+    for experts the digests of its members and the switch σs (not the experts file's descriptive
+    metadata).  A name says which prior; this says which weights it had when something was measured."""
+    path = prior_file(name_or_path)
+    if path.suffix != ".json":
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    body = read_experts_body(path)
+    parts = {"members": [prior_digest(member_path(m, path)) for m in body["members"]],
+             "switch_sigmas": body["switch_sigmas"]}
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
