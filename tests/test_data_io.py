@@ -272,16 +272,20 @@ def test_dicom_reference_series_slice_count_must_match(tmp_path, volume):
         write_image(tmp_path / "bad", volume[:2], reference=tmp_path / "ref")
 
 
-def _series_file(folder, k, position, series_uid, value):
+def _series_file(folder, k, position, series_uid, value, orientation=(1, 0, 0, 0, 1, 0), spacing=(1, 1)):
+    """Slice ``k`` of a CT series: pixels ``value`` (a number, or an int16 array), ImagePositionPatient
+    ``position`` (a z, or x, y, z)."""
+    pixels = np.full((4, 4), value, np.int16) if np.isscalar(value) else np.asarray(value, np.int16)
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
     ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = series_uid, "CT", 10 - k
-    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, position]
-    ds.PixelSpacing, ds.Rows, ds.Columns = [1, 1], 4, 4
+    ds.ImageOrientationPatient = list(orientation)
+    ds.ImagePositionPatient = [0, 0, position] if np.isscalar(position) else list(position)
+    ds.PixelSpacing, (ds.Rows, ds.Columns) = list(spacing), pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
-    ds.PixelData = np.full((4, 4), value, np.int16).tobytes()
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
@@ -301,6 +305,57 @@ def test_series_sorted_by_position_and_single_series_enforced(tmp_path):
     _series_file(tmp_path, 3, 9.0, other, 0)
     with pytest.raises(UserError, match=other):
         read_image(tmp_path)
+
+
+def _sagittal_series(folder, volume, steps=(2.0, 0.5, 0.8)):
+    """The sagittal DICOM series of an LPS volume (z, y, x): ImageOrientationPatient 0,1,0,0,0,-1
+    (along a row +y, down the rows -z, so the normal is -x), one file per x, superior row first."""
+    folder.mkdir()
+    uid = generate_uid()
+    dz, dy, dx = steps
+    for i in range(volume.shape[2]):
+        corner = [i * dx, 0.0, (volume.shape[0] - 1) * dz]
+        _series_file(folder, i, corner, uid, volume[::-1, :, i], orientation=(0, 1, 0, 0, 0, -1), spacing=(dz, dy))
+    return folder
+
+
+def test_sagittal_dicom_series_reads_like_its_lps_nrrd_twin(tmp_path):
+    """Every reader gives the same array for the same scan: a sagittal series is turned into the
+    axial (+z, +y, +x) layout, as NRRD and NIfTI volumes are."""
+    lps = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
+    image = read_image(_sagittal_series(tmp_path / "sag", lps))
+    twin = read_image(_nrrd_lps(tmp_path / "twin.nrrd", lps, (0.8, 0.5, 2.0)))
+    assert np.array_equal(image.array, lps) and np.array_equal(twin.array, lps)
+    assert image.spacing == pytest.approx((2.0, 0.5, 0.8)) == twin.spacing
+
+
+def test_writing_with_a_sagittal_reference_stores_the_reference_layout(tmp_path):
+    lps = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
+    reference = _sagittal_series(tmp_path / "ref", lps)
+    write_image(tmp_path / "out", lps.astype(np.float32) + 7, reference=reference)
+    written = [pydicom.dcmread(f) for f in (tmp_path / "out").iterdir()]
+    refs = {round(float(pydicom.dcmread(f).ImagePositionPatient[0]), 3): pydicom.dcmread(f) for f in reference.iterdir()}
+    for ds in written:
+        ref = refs[round(float(ds.ImagePositionPatient[0]), 3)]
+        assert ds.ImageOrientationPatient == ref.ImageOrientationPatient and ds.PixelSpacing == ref.PixelSpacing
+        assert np.array_equal(apply_modality_lut(ds.pixel_array, ds), ref.pixel_array + 7)
+    back = read_image(tmp_path / "out")
+    assert np.array_equal(back.array, lps + 7) and back.spacing == pytest.approx((2.0, 0.5, 0.8))
+    with pytest.raises(UserError, match="in the reference's orientation"):
+        write_image(tmp_path / "bad", lps[:, :, :4].astype(np.float32), reference=reference)
+
+
+def test_a_slice_stored_posterior_first_reads_anterior_up_and_writes_back(tmp_path):
+    """ImageOrientationPatient 1,0,0,0,-1,0 (rows run posterior → anterior, as in pydicom's
+    explicit_VR-UN.dcm): read with the rows flipped, and a write with it as reference flips back."""
+    stored = np.arange(16, dtype=np.int16).reshape(4, 4)
+    _series_file(tmp_path, 0, [0, 3, 0], generate_uid(), stored, orientation=(1, 0, 0, 0, -1, 0))
+    image = read_image(tmp_path / "f0.dcm")
+    assert np.array_equal(image.array, stored[::-1])
+    write_image(tmp_path / "out", image.array + 1, reference=tmp_path / "f0.dcm")
+    (written,) = (tmp_path / "out").iterdir()
+    assert np.array_equal(apply_modality_lut(pydicom.dcmread(written).pixel_array, pydicom.dcmread(written)), stored + 1)
+    assert np.array_equal(read_image(written).array, stored[::-1] + 1)
 
 
 def test_enhanced_multiframe_uses_per_frame_rescale_and_positions(tmp_path):

@@ -12,6 +12,15 @@ cosines of ImageOrientationPatient) by the projection n · ImagePositionPatient,
 InstanceNumber when positions are missing (PS3.3 C.7.6.2.1.1).  Arrays are (slices, rows,
 columns); spacing is (slice, row, column) in mm, PixelSpacing being (row, column) spacing.
 
+Orientation.  Arrays are then brought to the layout of :mod:`scorerecon.data.io` (each axis along
++z, +y, +x of LPS) by :mod:`scorerecon.data.orientation`: the slice axis runs along the normal n,
+the rows along the column cosine (ImageOrientationPatient[3:6]), the columns along the row cosine
+(ImageOrientationPatient[0:3]).  An axial series stored with ImageOrientationPatient 1,0,0,0,1,0
+is read as stored; a sagittal or coronal series becomes the axial volume that NIfTI and NRRD
+readers give for the same scan; a single slice only has its in-plane axes flipped where they
+point along −x or −y.  Without positions (slices ordered by InstanceNumber) only the in-plane
+flips apply.  A writer with a reference applies the inverse, so the reference's geometry fits.
+
 Writing.  One file per slice, Explicit VR Little Endian, new Series and SOP Instance UIDs.  CT
 is stored as signed int16 with RescaleSlope 1 and RescaleIntercept -1024 (HU rounded to the
 nearest integer, clipped to the int16 range); other modalities as uint16 with a slope and
@@ -34,6 +43,7 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from ..errors import UserError
+from .orientation import closest_lps, flip_in_plane, from_closest_lps
 
 CT_INTERCEPT = -1024.0
 _MODALITIES = {"CT": "ct", "MR": "mr"}
@@ -111,11 +121,14 @@ def _multiframe(ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, tuple[floa
         values = values[np.argsort(positions, kind="stable")]
         step = float(np.median(np.diff(np.sort(positions)))) if frames > 1 else None
     measures = _group_item(ds, 0, "PixelMeasuresSequence")
-    if measures is None or "PixelSpacing" not in measures:
-        return values, None
-    step = step or measures.get("SpacingBetweenSlices", measures.get("SliceThickness"))
-    row, col = (float(v) for v in measures.PixelSpacing)
-    return values, ((float(step), row, col) if step else None)
+    spacing = None
+    if measures is not None and "PixelSpacing" in measures:
+        step = step or measures.get("SpacingBetweenSlices", measures.get("SliceThickness"))
+        row, col = (float(v) for v in measures.PixelSpacing)
+        spacing = (float(step), row, col) if step else None
+    orientation = _group_item(ds, 0, "PlaneOrientationSequence")
+    cosines = orientation.get("ImageOrientationPatient") if orientation is not None else None
+    return to_io_layout(values, spacing, cosines, along_normal=positions is not None, name="the multi-frame image")
 
 
 def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -130,7 +143,28 @@ def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...]
     if spacing is not None and values.ndim == 3:
         step = ds.get("SpacingBetweenSlices", ds.get("SliceThickness"))
         spacing = (float(step), *spacing) if step else None
-    return values, spacing
+    return to_io_layout(values, spacing, ds.get("ImageOrientationPatient"), along_normal=False, name=str(path))
+
+
+def axis_directions(cosines) -> np.ndarray:
+    """Unit LPS directions of the (slice, row, column) array axes of an image with
+    ImageOrientationPatient ``cosines``: the normal n = r × c, then the column cosine c (down the
+    rows), then the row cosine r (along a row)."""
+    cosines = np.asarray(cosines, dtype=float)
+    return np.stack([np.cross(cosines[:3], cosines[3:]), cosines[3:], cosines[:3]])
+
+
+def to_io_layout(values: np.ndarray, spacing, cosines, along_normal: bool, name: str
+                 ) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """``values`` as stored (rows, columns; slices sorted along +n where ``along_normal``) in the
+    layout of :mod:`scorerecon.data.io`, spacing permuted alike ("Orientation" above)."""
+    if cosines is None or len(cosines) != 6:
+        return values, spacing
+    directions = axis_directions(cosines)
+    if values.ndim == 2 or values.shape[0] == 1 or not along_normal:
+        return np.ascontiguousarray(flip_in_plane(values, directions[1:])), spacing
+    volume, steps = closest_lps(values, directions, spacing if spacing is not None else np.ones(3), name)
+    return np.ascontiguousarray(volume), (tuple(float(v) for v in steps) if spacing is not None else None)
 
 
 def _slice_position(ds: Dataset) -> float | None:
@@ -191,8 +225,10 @@ def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dat
     slices = [pixel_values(ds, path)[0] for ds, path in zip(datasets, files)]
     if any(s.ndim != 2 for s in slices):
         raise UserError(f"{folder} mixes multi-frame files into a series: pass the multi-frame file itself")
-    volume = np.stack(slices)
-    return volume, _series_spacing(datasets), datasets[0], files
+    along_normal = all(_slice_position(ds) is not None for ds in datasets)
+    volume, spacing = to_io_layout(np.stack(slices), _series_spacing(datasets),
+                                   datasets[0].get("ImageOrientationPatient"), along_normal, str(folder))
+    return volume, spacing, datasets[0], files
 
 
 def _series_spacing(datasets: list[Dataset]) -> tuple[float, ...] | None:
@@ -265,8 +301,8 @@ def _minimal_dataset(modality: str | None, study: dict[str, str]) -> Dataset:
     return ds
 
 
-def _reference_datasets(reference: Path, count: int) -> list[Dataset]:
-    """One reference dataset per output slice (a single reference slice serves a 2-D image)."""
+def _reference_datasets(reference: Path) -> list[Dataset]:
+    """The reference's datasets (without pixels), sorted along the slice normal."""
     if reference.is_dir():
         datasets = [read_dataset(path, pixels=False) for path in sort_series(reference)]
     elif reference.is_file():
@@ -275,10 +311,29 @@ def _reference_datasets(reference: Path, count: int) -> list[Dataset]:
         raise UserError(f"reference {reference} does not exist: pass a DICOM file or series folder")
     if int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
         raise UserError(f"reference {reference} is a multi-frame DICOM: pass a series of single-frame slices")
-    if len(datasets) != count:
-        raise UserError(f"reference {reference} has {len(datasets)} slices but the image has {count}: "
-                        "pass a reference with one slice per image slice (a single file for a 2-D image)")
     return datasets
+
+
+def _reference_layout(volume: np.ndarray, spacing, refs: list[Dataset], reference: Path
+                      ) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """``volume`` and its spacing moved from the io layout into the reference's stored layout (the
+    inverse of :func:`to_io_layout` for the reference's orientation), one slice per reference slice
+    (a single reference slice serves a 2-D image)."""
+    cosines = refs[0].get("ImageOrientationPatient")
+    along_normal = len(refs) > 1 and all(_slice_position(ds) is not None for ds in refs)
+    if cosines is not None and len(cosines) == 6:
+        directions = axis_directions(cosines)
+        if along_normal and volume.shape[0] > 1:
+            volume, steps = from_closest_lps(volume, directions, spacing if spacing is not None else np.ones(3),
+                                             str(reference))
+            spacing = tuple(float(v) for v in steps) if spacing is not None else None
+        else:
+            volume = flip_in_plane(volume, directions[1:])
+    if len(refs) != volume.shape[0]:
+        raise UserError(f"reference {reference} has {len(refs)} slices but the image has {volume.shape[0]} "
+                        "in the reference's orientation: pass a reference with one slice per image slice "
+                        "(a single file for a 2-D image)")
+    return np.ascontiguousarray(volume), spacing
 
 
 def _from_reference(ref: Dataset, shape: tuple[int, int], spacing: tuple[float, float] | None) -> Dataset:
@@ -302,12 +357,15 @@ def _from_reference(ref: Dataset, shape: tuple[int, int], spacing: tuple[float, 
 
 def write_series(folder: Path, volume: np.ndarray, spacing: tuple[float, ...] | None,
                  reference: Path | None, modality: str | None) -> None:
-    """Write ``volume`` (slices, rows, cols) into the (empty, temporary) ``folder``."""
+    """Write ``volume`` (slices, rows, cols, in the layout of :mod:`scorerecon.data.io`) into the
+    (empty, temporary) ``folder``; with a reference, in the reference's own layout."""
+    refs = _reference_datasets(reference) if reference is not None else None
+    if refs is not None:
+        volume, spacing = _reference_layout(volume, spacing, refs, reference)
+        if modality is None:
+            modality = modality_of(refs[0])
     count, shape = volume.shape[0], volume.shape[1:]
     pixel_spacing = tuple(spacing[-2:]) if spacing is not None else None
-    refs = _reference_datasets(reference, count) if reference is not None else None
-    if refs is not None and modality is None:
-        modality = modality_of(refs[0])
     now = datetime.datetime.now()
     study = {"study": generate_uid(), "frame": generate_uid(), "date": now.strftime("%Y%m%d"),
              "time": now.strftime("%H%M%S")}

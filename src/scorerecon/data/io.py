@@ -10,10 +10,11 @@ optionally ``scale`` — values are image · scale —, ``spacing``, ``modality`
 Orientation.  Every reader returns the layout of a DICOM axial series (ImageOrientationPatient
 1,0,0,0,1,0): slices inferior first, rows anterior → posterior, columns from the patient's right
 to the patient's left (radiological: the patient's right on the left of the picture), i.e. each
-array axis runs along +z, +y, +x of the space left-posterior-superior (LPS).  NIfTI and NRRD
-volumes are turned into it; DICOM pixels keep the file's rows and columns (what an axial series
-with that ImageOrientationPatient, the usual one, stores).  So the same axial scan read from
-DICOM, NIfTI or NRRD gives the same array.
+array axis runs along +z, +y, +x of the space left-posterior-superior (LPS).  DICOM, NIfTI and
+NRRD volumes are all turned into it (:mod:`scorerecon.data.orientation`: flipped and permuted to
+the closest axes, never resampled; a DICOM axial series with that ImageOrientationPatient, the
+usual one, is read as stored).  So the same scan read from DICOM, NIfTI or NRRD gives the same
+array, whether it was stored axial, sagittal or coronal.
 
 NIfTI orientation.  The data are brought to the closest canonical (RAS+) orientation with
 nibabel, whose voxel axes i, j, k point towards the patient's right, anterior and superior; a
@@ -57,6 +58,7 @@ from ..atomic import atomic_directory, atomic_path
 from ..errors import UserError
 from . import dicom
 from .intensity import hu_to_unit
+from .orientation import closest_lps, flip_in_plane
 
 READ_FORMATS = "DICOM file or series folder, .nii, .nii.gz, .nrrd, .npy, .npz or .png"
 WRITE_FORMATS = ".npy, .nii, .nii.gz, .nrrd, .png, or a folder (no extension) for a DICOM series"
@@ -276,34 +278,15 @@ def nrrd_volume(data: np.ndarray, header: dict, name: str = "the NRRD image"
         if np.any(norms <= 0):
             raise UserError(f"{name} has a zero space direction: fix its 'space directions' field")
         if data.ndim == 3 and lps.shape[1] >= 3:
-            data, norms = _closest_lps(data, lps[:, :3], norms, name)
+            data, norms = closest_lps(data, lps[:, :3], norms, name)
         else:
-            for k, vector in enumerate(lps):
-                axis = int(np.argmax(np.abs(vector)))
-                if axis < 2 and vector[axis] < 0:
-                    data = np.flip(data, axis=k)
+            data = flip_in_plane(data, lps)
         spacing = tuple(float(n) * scale for n in norms)
     elif spacings is not None and len(spacings) == data.ndim and np.all(np.isfinite(spacings) & (spacings != 0)):
         spacing = tuple(abs(float(s)) * scale for s in spacings)
     else:
         spacing = None
     return np.ascontiguousarray(data), spacing
-
-
-def _closest_lps(volume: np.ndarray, lps: np.ndarray, norms: np.ndarray, name: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flip and permute a C-order volume whose axes run along ``lps`` (rows, C order) to (+z, +y, +x)."""
-    from nibabel.orientations import apply_orientation, io_orientation
-    affine = np.eye(4)
-    affine[:3, :3] = lps[::-1].T  # columns: the x, y, z file axes (Fortran order)
-    ornt = io_orientation(affine)
-    if not np.all(np.isfinite(ornt)):
-        raise UserError(f"{name} has space directions that do not span 3-D space: "
-                        "fix its 'space directions' field")
-    fortran = apply_orientation(volume.T, ornt)  # axis i of the result runs along +LPS axis i
-    steps = np.empty(3)
-    steps[ornt[:, 0].astype(int)] = norms[::-1]
-    return fortran.T, steps[::-1]
 
 
 def _read_npy(path: Path) -> Image:
