@@ -161,10 +161,15 @@ def to_io_layout(values: np.ndarray, spacing, cosines, along_normal: bool, name:
     if cosines is None or len(cosines) != 6:
         return values, spacing
     directions = axis_directions(cosines)
-    if values.ndim == 2 or values.shape[0] == 1 or not along_normal:
+    if not _reorients_volume(values, along_normal):
         return np.ascontiguousarray(flip_in_plane(values, directions[1:])), spacing
-    volume, steps = closest_lps(values, directions, spacing if spacing is not None else np.ones(3), name)
-    return np.ascontiguousarray(volume), (tuple(float(v) for v in steps) if spacing is not None else None)
+    return closest_lps(values, directions, spacing, name)
+
+
+def _reorients_volume(values: np.ndarray, along_normal: bool) -> bool:
+    """Whether a stored array is a volume to flip and permute in 3-D (several slices sorted along
+    the normal) rather than slices whose in-plane axes alone are flipped."""
+    return along_normal and values.ndim == 3 and values.shape[0] > 1
 
 
 def _slice_position(ds: Dataset) -> float | None:
@@ -323,10 +328,8 @@ def _reference_layout(volume: np.ndarray, spacing, refs: list[Dataset], referenc
     along_normal = len(refs) > 1 and all(_slice_position(ds) is not None for ds in refs)
     if cosines is not None and len(cosines) == 6:
         directions = axis_directions(cosines)
-        if along_normal and volume.shape[0] > 1:
-            volume, steps = from_closest_lps(volume, directions, spacing if spacing is not None else np.ones(3),
-                                             str(reference))
-            spacing = tuple(float(v) for v in steps) if spacing is not None else None
+        if _reorients_volume(volume, along_normal):
+            volume, spacing = from_closest_lps(volume, directions, spacing, str(reference))
         else:
             volume = flip_in_plane(volume, directions[1:])
     if len(refs) != volume.shape[0]:

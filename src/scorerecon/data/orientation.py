@@ -29,28 +29,40 @@ def _orientation(directions: np.ndarray, name: str) -> np.ndarray:
     return ornt
 
 
+def _moved_steps(steps, ornt: np.ndarray, inverse: bool) -> tuple[float, ...] | None:
+    """Per-axis steps (C order) permuted as the axes are (None stays None)."""
+    if steps is None:
+        return None
+    fortran = np.asarray(steps, dtype=float)[::-1]
+    axes = ornt[:, 0].astype(int)
+    if inverse:
+        moved = fortran[axes]
+    else:
+        moved = np.empty(3)
+        moved[axes] = fortran
+    return tuple(float(v) for v in moved[::-1])
+
+
 def closest_lps(volume: np.ndarray, directions: np.ndarray, steps, name: str = "the volume"
-                ) -> tuple[np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """``volume`` (C order, axis k along ``directions[k]``) flipped and permuted to (+z, +y, +x),
-    with its per-axis ``steps`` (spacing) permuted alike."""
+    with its per-axis ``steps`` (spacing, or None) permuted alike."""
     from nibabel.orientations import apply_orientation
     ornt = _orientation(directions, name)
     fortran = apply_orientation(volume.T, ornt)  # axis i of the result runs along +LPS axis i
-    moved = np.empty(3)
-    moved[ornt[:, 0].astype(int)] = np.asarray(steps, dtype=float)[::-1]
-    return fortran.T, moved[::-1]
+    return np.ascontiguousarray(fortran.T), _moved_steps(steps, ornt, inverse=False)
 
 
 def from_closest_lps(volume: np.ndarray, directions: np.ndarray, steps, name: str = "the reference"
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """The inverse of :func:`closest_lps`: a (+z, +y, +x) volume and its steps put back on axes
     along ``directions``."""
     from nibabel.orientations import apply_orientation
     ornt = _orientation(directions, name)
     inverse = np.empty_like(ornt)
     inverse[ornt[:, 0].astype(int)] = np.stack([np.arange(3), ornt[:, 1]], axis=1)
-    native_steps = np.asarray(steps, dtype=float)[::-1][ornt[:, 0].astype(int)]
-    return apply_orientation(np.asarray(volume).T, inverse).T, native_steps[::-1]
+    return (np.ascontiguousarray(apply_orientation(np.asarray(volume).T, inverse).T),
+            _moved_steps(steps, ornt, inverse=True))
 
 
 def flip_in_plane(image: np.ndarray, directions: np.ndarray) -> np.ndarray:

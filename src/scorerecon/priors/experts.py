@@ -231,8 +231,8 @@ def read_experts_file(path: str | os.PathLike, device: str = "cpu") -> NoiseLeve
 def _chain_of(name: str) -> tuple[list[Path | str], list[float], list[dict]]:
     """Members (shipped names or absolute paths), switches and selections of the prior ``name``:
     a chain of one for a single network."""
-    from .registry import SHIPPED, shipped_path
-    path = shipped_path(name) if name in SHIPPED else Path(name).expanduser()
+    from .registry import SHIPPED, prior_file
+    path = prior_file(name)
     if path.suffix != ".json":
         return [name if name in SHIPPED else path.resolve()], [], []
     body = read_experts_body(path)
