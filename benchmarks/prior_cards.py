@@ -36,6 +36,7 @@ import torch
 from skimage.restoration import denoise_tv_chambolle
 
 from scorerecon.data.datasets import load_meta, load_split
+from scorerecon.atomic import atomic_path
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
 from scorerecon.priors import load_prior, sample
@@ -83,6 +84,18 @@ def markdown(rows: list[dict], n_slices: int, name: str) -> str:
         cells = [f"{r[k][0]:.2f} / {r[k][1]:.3f}" for k in ("noisy", "tv", "prior")]
         lines.append(f"| {r['sigma']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def replace_denoising_table(card_folder: Path, table: str) -> None:
+    """Write ``table`` as the card's ``denoising.md`` and in place of the old table in its README."""
+    old = (card_folder / "denoising.md").read_text()
+    readme = (card_folder / "README.md").read_text()
+    if old not in readme:
+        raise UserError(f"{card_folder / 'README.md'} does not hold the table of its denoising.md: "
+                        "write the whole card again (without --denoising-only)")
+    for name, text in (("README.md", readme.replace(old, table)), ("denoising.md", table)):
+        with atomic_path(card_folder / name) as tmp:
+            tmp.write_text(text)
 
 
 def plot_loss(logs: list[Path], out: Path) -> None:
@@ -313,6 +326,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--config", nargs="+", default=[], help="the training config of each stage, named in the card")
     parser.add_argument("--hardware", default=None, help="where the prior was trained (default: this machine)")
+    parser.add_argument("--denoising-only", action="store_true",
+                        help="measure the denoising table again and put it in place of the card's old one "
+                             "(after the evaluation split changed); samples and the rest of the card stay")
     args = parser.parse_args()
     torch.set_num_threads(2)
     out = Path(args.out)
@@ -320,8 +336,11 @@ def main() -> None:
     prior = load_prior(args.prior).eval()
     images = load_split(args.dataset, "eval")[: args.slices]
     table = markdown(denoising_table(prior, images), len(images), args.dataset)
-    (out / "denoising.md").write_text(table)
     print(table)
+    if args.denoising_only:
+        replace_denoising_table(out, table)
+        return
+    (out / "denoising.md").write_text(table)
     if args.log:
         plot_loss([Path(log) for log in args.log], out / "loss.png")
     notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png", held_out=images)]
