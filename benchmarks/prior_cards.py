@@ -18,6 +18,9 @@ the training crop size, when it is smaller) and the card ``README.md`` (data and
 crop, steps, wall time, hardware, the pieces above, and how much of each grid lies in the image
 range) into ``--out``.  A prior fine-tuned from another (``[training] init``) is described with
 its stage 1: give both logs and configs, stage 1 first (``--log A B --config A B``).
+
+``--denoising-only`` measures the table again and swaps it into an existing card (e.g. after the
+evaluation split changed), leaving its samples and text as they are.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ import numpy as np
 import torch
 from skimage.restoration import denoise_tv_chambolle
 
-from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.atomic import atomic_path
+from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
 from scorerecon.priors import load_prior, sample
