@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from skimage.restoration import denoise_tv_chambolle
 
-from scorerecon.atomic import atomic_path
+from score_methods import write_result
 from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
@@ -91,14 +91,16 @@ def markdown(rows: list[dict], n_slices: int, name: str) -> str:
 
 def replace_denoising_table(card_folder: Path, table: str) -> None:
     """Write ``table`` as the card's ``denoising.md`` and in place of the old table in its README."""
-    old = (card_folder / "denoising.md").read_text()
-    readme = (card_folder / "README.md").read_text()
+    files = [card_folder / "denoising.md", card_folder / "README.md"]
+    if not all(f.is_file() for f in files):
+        raise UserError(f"{card_folder} holds no card (README.md and denoising.md): write the whole "
+                        "card first (without --denoising-only)")
+    old, readme = (f.read_text() for f in files)
     if old not in readme:
-        raise UserError(f"{card_folder / 'README.md'} does not hold the table of its denoising.md: "
+        raise UserError(f"{files[1]} does not hold the table of its denoising.md: "
                         "write the whole card again (without --denoising-only)")
-    for name, text in (("README.md", readme.replace(old, table)), ("denoising.md", table)):
-        with atomic_path(card_folder / name) as tmp:
-            tmp.write_text(text)
+    write_result(str(files[1]), readme.replace(old, table))
+    write_result(str(files[0]), table)
 
 
 def plot_loss(logs: list[Path], out: Path) -> None:
@@ -334,21 +336,27 @@ def main() -> None:
                              "(after the evaluation split changed); samples and the rest of the card stay")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    try:
+        write_card(args)
+    except UserError as err:
+        sys.exit(f"prior_cards: {err}")
+
+
+def write_card(args: argparse.Namespace) -> None:
+    """The card (or, with ``--denoising-only``, its denoising table) in ``args.out``."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     prior = load_prior(args.prior).eval()
     images = load_split(args.dataset, "eval")[: args.slices]
     table = markdown(denoising_table(prior, images), len(images), args.dataset)
-    print(table)
     if args.denoising_only:
         replace_denoising_table(out, table)
         return
-    (out / "denoising.md").write_text(table)
+    write_result(str(out / "denoising.md"), table)
     if args.log:
         plot_loss([Path(log) for log in args.log], out / "loss.png")
     notes = [sample_grid(prior, args.samples, args.size, args, out / "samples.png", held_out=images)]
     if isinstance(prior, NoiseLevelExperts):
-        (out / "README.md").write_text(experts_card(prior, args.prior, table, notes[0]))
+        write_result(str(out / "README.md"), experts_card(prior, args.prior, table, notes[0]))
         return
     if not _whole(prior.metadata):
         notes.append(sample_grid(prior, args.crop_samples, int(prior.metadata["crop"]), args, out / "samples_crop.png"))
@@ -356,8 +364,8 @@ def main() -> None:
         (out / "samples_crop.png").unlink(missing_ok=True)
     print("\n".join(notes))
     name = args.prior if args.prior in SHIPPED else prior.metadata.get("name", args.dataset)
-    (out / "README.md").write_text(card(prior, name, args.dataset, args.config, table, notes,
-                                        args.hardware or hardware()))
+    write_result(str(out / "README.md"), card(prior, name, args.dataset, args.config, table, notes,
+                                              args.hardware or hardware()))
 
 
 if __name__ == "__main__":

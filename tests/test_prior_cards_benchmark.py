@@ -31,3 +31,10 @@ def test_a_card_without_the_old_table_is_left_alone_with_a_clear_error(tmp_path)
         script.replace_denoising_table(card, NEW)
     assert (card / "denoising.md").read_text() == OLD
     assert (card / "README.md").read_text() == "# Card edited by hand\n"
+
+
+def test_a_folder_without_a_card_gets_a_clear_error(tmp_path):
+    script = load_benchmark("prior_cards")
+    with pytest.raises(UserError, match="holds no card"):
+        script.replace_denoising_table(tmp_path / "missing", NEW)
+    assert not (tmp_path / "missing").exists()
