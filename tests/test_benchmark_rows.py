@@ -95,3 +95,20 @@ def test_slices_from_a_prepared_dataset(bench, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--dataset-slices", "clinical-brain-mri"])
     assert "write NAME:SPLIT" in capsys.readouterr().err
+
+
+def test_the_side_by_side_table_bolds_the_best_psnr_and_marks_the_unmeasured(bench):
+    def stats(psnr, ssim, nfe, samples, seconds):
+        return {"psnr": (psnr, 0.0), "ssim": (ssim, 0.0), "nfe": (nfe, 0.0), "samples": (samples, 0.0),
+                "seconds": (seconds, 0.0)}
+
+    results = {"ct-sparse-view": {"best classical (tv)": stats(33.84, 0.949, 0, 0, 0.6),
+                                  "fast": stats(35.99, 0.965, 48, 4, 51.3),
+                                  "song": stats(35.97, 0.958, 2001, 1, 670.6)},
+               "mri-8x-poisson": {"best classical (cs-tv)": stats(41.45, 0.976, 0, 0, 0.9),
+                                  "dps": stats(46.28, 0.989, 1001, 1, 318.2)}}
+    lines = bench.side_by_side_table(results).splitlines()
+    assert lines[0] == "| task | best classical | fast | song | dps |"
+    assert lines[2] == ("| 23-view CT | 33.84 / 0.949 (tv) | **35.99 / 0.965** (48 × 4, 51) | "
+                        "35.97 / 0.958 (2001, 671) | — |")
+    assert lines[3] == "| MRI 8× Poisson disc | 41.45 / 0.976 (cs-tv) | — | — | **46.28 / 0.989** (1001, 318) |"
