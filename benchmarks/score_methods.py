@@ -245,9 +245,11 @@ SIDE_BY_SIDE_METHODS = ("fast", "song", "chung", "dps", "langevin")
 
 
 def side_by_side_table(results: dict) -> str:
-    """One line per task, one column per method: mean PSNR / SSIM (NFE × K, seconds per slice),
-    the highest PSNR of the line in bold, "—" where a method was not measured."""
-    methods = [m for m in SIDE_BY_SIDE_METHODS if any(m in row for row in results.values())]
+    """One line per task, one column per method (the README's order, then any other method
+    measured): mean PSNR / SSIM (NFE × K, seconds per slice), the highest PSNR of the line in
+    bold, "—" where a method was not measured."""
+    measured = {m for row in results.values() for m in row if not m.startswith("best classical")}
+    methods = [m for m in SIDE_BY_SIDE_METHODS if m in measured] + sorted(measured - set(SIDE_BY_SIDE_METHODS))
     lines = ["| task | best classical | " + " | ".join(methods) + " |", "|---|---" + "|---" * len(methods) + "|"]
     for task, row in results.items():
         best = max(stats["psnr"][0] for stats in row.values())

@@ -112,3 +112,9 @@ def test_the_side_by_side_table_bolds_the_best_psnr_and_marks_the_unmeasured(ben
     assert lines[2] == ("| 23-view CT | 33.84 / 0.949 (tv) | **35.99 / 0.965** (48 × 4, 51) | "
                         "35.97 / 0.958 (2001, 671) | — |")
     assert lines[3] == "| MRI 8× Poisson disc | 41.45 / 0.976 (cs-tv) | — | — | **46.28 / 0.989** (1001, 318) |"
+
+    # a method outside the README's columns gets its own column after them, not dropped
+    results["ct-metal"] = {"best classical (tv)": stats(38.0, 0.974, 0, 0, 5.6), "guidance": stats(30.0, 0.9, 1001, 1, 400.0)}
+    lines = bench.side_by_side_table(results).splitlines()
+    assert lines[0] == "| task | best classical | fast | song | dps | guidance |"
+    assert lines[4] == "| metal-artifact removal | **38.00 / 0.974** (tv) | — | — | — | 30.00 / 0.900 (1001, 400) |"
