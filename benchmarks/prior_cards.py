@@ -89,8 +89,9 @@ def markdown(rows: list[dict], n_slices: int, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_denoising_table(card_folder: Path, table: str) -> None:
-    """Write ``table`` as the card's ``denoising.md`` and in place of the old table in its README."""
+def card_tables(card_folder: Path) -> tuple[str, str]:
+    """(the card's ``denoising.md``, its ``README.md`` that holds that table); a folder without a
+    card, or a README without the table, is a :class:`UserError` naming the fix."""
     files = [card_folder / "denoising.md", card_folder / "README.md"]
     if not all(f.is_file() for f in files):
         raise UserError(f"{card_folder} holds no card (README.md and denoising.md): write the whole "
@@ -99,8 +100,14 @@ def replace_denoising_table(card_folder: Path, table: str) -> None:
     if old not in readme:
         raise UserError(f"{files[1]} does not hold the table of its denoising.md: "
                         "write the whole card again (without --denoising-only)")
-    write_result(str(files[1]), readme.replace(old, table))
-    write_result(str(files[0]), table)
+    return old, readme
+
+
+def replace_denoising_table(card_folder: Path, table: str) -> None:
+    """Write ``table`` as the card's ``denoising.md`` and in place of the old table in its README."""
+    old, readme = card_tables(card_folder)
+    write_result(str(card_folder / "README.md"), readme.replace(old, table))
+    write_result(str(card_folder / "denoising.md"), table)
 
 
 def plot_loss(logs: list[Path], out: Path) -> None:
@@ -345,6 +352,8 @@ def main() -> None:
 def write_card(args: argparse.Namespace) -> None:
     """The card (or, with ``--denoising-only``, its denoising table) in ``args.out``."""
     out = Path(args.out)
+    if args.denoising_only:
+        card_tables(out)  # a missing card fails before minutes of measuring, not after
     prior = load_prior(args.prior).eval()
     images = load_split(args.dataset, "eval")[: args.slices]
     table = markdown(denoising_table(prior, images), len(images), args.dataset)

@@ -242,18 +242,26 @@ TASK_LABELS = {"ct-sparse-view": "23-view CT", "ct-limited-angle": "120° limite
                "ct-metal": "metal-artifact removal", "mri-8x-equispaced": "MRI 8× equispaced",
                "mri-8x-poisson": "MRI 8× Poisson disc", "mri-8coil-4x": "8-coil MRI 4×"}
 SIDE_BY_SIDE_METHODS = ("fast", "song", "chung", "dps", "langevin")
+#: the row of each task's best classical method is named "best classical (METHOD)"
+BEST_CLASSICAL = "best classical"
+
+
+def classical_row(row: dict) -> tuple[str, str]:
+    """(the name of ``row``'s best-classical entry, the classical method it names)."""
+    name = next(name for name in row if name.startswith(BEST_CLASSICAL))
+    return name, name[len(BEST_CLASSICAL) + 2:-1]
 
 
 def side_by_side_table(results: dict) -> str:
     """One line per task, one column per method (the README's order, then any other method
     measured): mean PSNR / SSIM (NFE × K, seconds per slice), the highest PSNR of the line in
     bold, "—" where a method was not measured."""
-    measured = {m for row in results.values() for m in row if not m.startswith("best classical")}
+    measured = {m for row in results.values() for m in row if not m.startswith(BEST_CLASSICAL)}
     methods = [m for m in SIDE_BY_SIDE_METHODS if m in measured] + sorted(measured - set(SIDE_BY_SIDE_METHODS))
     lines = ["| task | best classical | " + " | ".join(methods) + " |", "|---|---" + "|---" * len(methods) + "|"]
     for task, row in results.items():
         best = max(stats["psnr"][0] for stats in row.values())
-        classical = next(name for name in row if name.startswith("best classical"))
+        classical, label = classical_row(row)
 
         def cell(name: str, label: str = "") -> str:
             stats = row.get(name)
@@ -266,7 +274,7 @@ def side_by_side_table(results: dict) -> str:
             samples = f" × {stats['samples'][0]:.0f}" if stats["samples"][0] > 1 else ""
             return f"{text} ({stats['nfe'][0]:.0f}{samples}, {stats['seconds'][0]:.0f})"
 
-        cells = [cell(classical, classical[len("best classical ("):-1])] + [cell(m) for m in methods]
+        cells = [cell(classical, label)] + [cell(m) for m in methods]
         lines.append(f"| {TASK_LABELS.get(task, task)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -327,7 +335,7 @@ def benchmark(args) -> str:
                 print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
                       f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s{' (reused)' if stored else ''}", flush=True)
         label, rows = best_over_slices(classical)
-        per_method = {f"best classical ({label})": rows, **per_method}
+        per_method = {f"{BEST_CLASSICAL} ({label})": rows, **per_method}
         results[task] = {m: mean_rows(rows) for m, rows in per_method.items()}
     where = ("bundled evaluation samples per modality" if not args.dataset_slices else
              f"evenly spaced slices of {args.dataset_slices} for {args.dataset_modality.upper()}, "
