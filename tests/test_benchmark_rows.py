@@ -76,6 +76,21 @@ def test_stored_only_tables_the_stored_rows_and_lists_the_missing(bench, tmp_pat
     assert stop.value.code == 2 and "--stored-only needs --rows" in capsys.readouterr().err
 
 
+def test_stored_only_leaves_out_a_method_stored_for_some_of_the_slices(bench, tmp_path, monkeypatch, capsys):
+    """A mean over one slice beside a classical mean over two would not compare: left out, said."""
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    rows, out = tmp_path / "rows", tmp_path / "t.md"
+    two_slices = ["--quick", "--slices", "2", "--tasks", "ct-sparse-view", "--methods", "fast", "--rows", str(rows)]
+    bench.main([*two_slices, "-o", str(out)])
+    assert "| ct-sparse-view | fast |" in out.read_text()
+    (rows / "ct-sparse-view__ct-head-1__fast.json").unlink()
+    bench.main([*two_slices, "--stored-only", "-o", str(out)])
+    table = out.read_text()
+    assert "| ct-sparse-view | fast |" not in table and "best classical" in table
+    assert "ct-sparse-view: fast (stored for some of the slices only)" in table
+    assert "ct-sparse-view ct-head-1 fast" in table  # and listed among the missing rows
+
+
 def test_slices_from_a_prepared_dataset(bench, tmp_path, monkeypatch, capsys):
     """--dataset-slices NAME:SPLIT measures slices of a prepared dataset, named by index."""
     import numpy as np
