@@ -32,8 +32,9 @@ and reuses it while what it depends on (task, slice, prior, size, steps, K, thre
 method's resolved settings, preset included, and the digest of the prior's weights,
 ``prior_digest``) is unchanged: a run of hours that is stopped
 resumes where it was, and the table's notes name the commit and date each reused row was
-measured at; ``--stored-only`` tables the stored rows alone and lists those still missing.  The
-classical baselines are always measured again.  After changing a sampler's
+measured at; ``--stored-only`` tables the stored rows alone and lists those still missing (a
+method stored for only some of the slices is left out of the table and named, so that every mean
+is over the classical row's slices).  The classical baselines are always measured again.  After changing a sampler's
 code, delete the folder (the key cannot see code).
 """
 
