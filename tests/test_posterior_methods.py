@@ -467,3 +467,29 @@ def test_ct_samplers_approach_the_exact_posterior_mean_through_the_real_ct_opera
         distance = float(np.sqrt(np.mean((out.unit_image - post_mean) ** 2)))
         assert distance < limit, (method, distance, limit)
     assert np.allclose(hu_to_unit(meas.truth), truth, atol=1e-3)
+
+
+def test_validation_picks_share_slices_over_stacks_and_skip_their_edges():
+    """Two stacks of five slices: one pick each at the stack's centre; an odd count gives the
+    extra pick to the first stack; never a stack's first or last slice; never more than a stack holds."""
+    sources = [f"vol.nii:{plane}:{k}" for plane in ("axial", "sagittal") for k in range(0, 10, 2)]
+    assert tuning.validation_picks(sources, 1) == [2]
+    assert tuning.validation_picks(sources, 2) == [2, 7]
+    assert tuning.validation_picks(sources, 3) == [1, 3, 7]
+    assert tuning.validation_picks(sources, 4) == [1, 3, 6, 8]
+    assert tuning.validation_picks(sources, 20) == list(range(10))
+    one_stack = [f"ct:axial:{k}" for k in range(48)]
+    assert tuning.validation_picks(one_stack, 2) == [12, 36]
+
+
+def test_validation_cases_record_their_slice(tmp_path):
+    """Simulated validation cases say which val slice they are (the preset's provenance lists them)."""
+    import numpy as np
+    folder = tmp_path / "brain-mri"
+    folder.mkdir()
+    np.save(folder / "val.npy", np.random.default_rng(0).random((4, 32, 32), dtype=np.float32))
+    slices = [{"source": f"t.nii:{p}:{k}", "spacing_mm": [1.0, 1.0]} for p in ("axial", "coronal") for k in (0, 2)]
+    (folder / "meta.json").write_text(json.dumps({"slices": {"val": slices}}))
+    cases = tuning.validation_cases("mri-single", 2, dataset_dir=folder)
+    assert [c.attrs["validation_slice"] for c in cases] == ["t.nii:axial:2", "t.nii:coronal:2"]
+    assert all(c.truth.shape == (32, 32) for c in cases)

@@ -143,20 +143,47 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     """Measurements with ground truth simulated from ``val.npy`` of the task's dataset, at each
     slice's pixel size (``meta.json``).
 
-    ``slices`` evenly spaced validation slices; ``size`` optionally downsamples them (quick runs).
+    ``slices`` validation slices chosen by :func:`validation_picks`; ``size`` optionally
+    downsamples them (quick runs).
     """
     from ..data.datasets import load_meta, load_split
-    from ..priors.experts import evenly_spaced
     _check_task(task)
     name = TASKS[task]["dataset"]
     images = load_split(name, "val", dataset_dir)
-    spacings = [float(s["spacing_mm"][-1]) for s in load_meta(name, dataset_dir)["slices"]["val"]]
-    picks = evenly_spaced(np.arange(len(images)), slices)
+    meta = load_meta(name, dataset_dir)["slices"]["val"]
+    spacings = [float(s["spacing_mm"][-1]) for s in meta]
     cases = []
-    for k, i in enumerate(picks):
+    for k, i in enumerate(validation_picks([s["source"] for s in meta], slices)):
         image = _resize(images[i], size)
         cases.append(_simulate(task, image, spacings[i] * images[i].shape[-1] / image.shape[-1], seed + k))
+        cases[-1].attrs["validation_slice"] = meta[i]["source"]
     return cases
+
+
+def validation_picks(sources: list[str], count: int) -> list[int]:
+    """Indices of ``count`` (at most) representative validation slices, given each slice's
+    provenance ``"volume:plane:index"`` in stack order (``meta.json``).
+
+    The picks are shared out over the stacks (one volume in one plane), the remainder to stacks
+    evenly spaced over the list, and inside a stack they sit at the centres of equal parts of it.
+    So a stack's first and last slices, the edges of the anatomy (a skull base, a sliver of
+    cortex), are never picked unless a stack has only one or two slices.  Until 2026-12-05
+    ``tune`` took slices evenly spaced from the first to the last, and with ``--slices 2`` those
+    were exactly the two edges.
+    """
+    stacks: dict[str, list[int]] = {}
+    for index, source in enumerate(sources):
+        stacks.setdefault(source.rsplit(":", 1)[0], []).append(index)
+    members = list(stacks.values())
+    shares = [count // len(members)] * len(members)
+    extra = count % len(members)
+    for stack in (np.linspace(0, len(members) - 1, extra).round().astype(int) if extra else []):
+        shares[stack] += 1
+    picks = []
+    for stack, share in zip(members, shares):
+        share = min(share, len(stack))
+        picks += [stack[int((k + 0.5) * len(stack) / share)] for k in range(share)]
+    return picks
 
 
 def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -319,6 +346,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     provenance = {objective: value, f"{objective}_before": baseline, "objective": objective,
                   "trials": trials, "cases": len(cases),
                   "source": cases_dir or validation_source(task),
+                  "slices": [c.attrs.get("validation_slice", "a --cases file") for c in cases],
                   "prior": str(prior or loaded.metadata.get("name")),
                   "steps": steps, "seconds": round(time.perf_counter() - start, 1),
                   "date": time.strftime("%Y-%m-%d")}
