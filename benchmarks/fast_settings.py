@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from score_methods import RESULTS, write_result
+from score_methods import RESULTS, best_over_slices, classical_rows, write_result
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
@@ -47,9 +48,9 @@ def tuning_tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
     return tasks
 
 
-def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict]:
+def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict, dict]:
     """(the task's fast preset, {value of ``setting``: mean PSNR, SSIM and seconds per slice on
-    validation})."""
+    validation}, the best classical method on the same cases)."""
     preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
     cases = tuning.validation_cases(task, args.slices, size=args.size)
     prior = resolve_prior(None, cases[0].modality)
@@ -58,7 +59,16 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     for value in sorted({*candidates, *([own] if own is not None else [])}):
         results[value] = timed_fast_metrics(cases, {setting: value}, prior, args.seed)
         print(f"{task}: {setting} = {value}, K = {preset.get('samples', 1)}: {results[value]}", flush=True)
-    return preset, results
+    return preset, results, best_classical(task, cases)
+
+
+def best_classical(task: str, cases: list) -> dict:
+    """The classical method of highest mean PSNR over ``cases`` (as in score_methods), its mean
+    PSNR and SSIM, and the validation slices the cases were simulated from."""
+    name, rows = best_over_slices([classical_rows(meas, task) for meas in cases])
+    return {"method": name, "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "ssim": float(np.mean([r["ssim"] for r in rows])),
+            "slices": [meas.attrs.get("validation_slice", "?") for meas in cases]}
 
 
 def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str, command: str,
@@ -97,7 +107,9 @@ def table(measured: dict[str, tuple[dict, dict]], args) -> str:
              "(sequential network calls on the batch of K); 2 threads.", "",
              f"| task | {args.setting} | K | steps (NFE) | images through the network | PSNR (dB) | SSIM | s / slice |",
              "|---|---|---|---|---|---|---|---|"]
-    for task, (preset, results) in measured.items():
+    for task, (preset, results, classical) in measured.items():
+        lines.append(f"| {task} | best classical ({classical['method']}) | — | — | — | "
+                     f"{classical['psnr']:.2f} | {classical['ssim']:.4f} | — |")
         for value, r in results.items():
             settings = {**preset, args.setting: value}
             samples, steps = int(settings.get("samples", 1)), settings.get("steps")
@@ -105,6 +117,8 @@ def table(measured: dict[str, tuple[dict, dict]], args) -> str:
             images = samples * steps if steps else "—"
             lines.append(f"| {task} | {value}{mark} | {samples} | {steps or '—'} | {images} | {r['psnr']:.2f} | "
                          f"{r['ssim']:.4f} | {r['seconds']:.1f} |")
+    lines += ["", "Validation slices: " + "; ".join(
+        f"{task}: {', '.join(classical['slices'])}" for task, (_, _, classical) in measured.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +150,7 @@ def main(argv=None) -> None:
     text = table(measured, args)
     if args.write_presets:
         command = "python benchmarks/fast_settings.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        chosen = {task: keep_best(task, args.setting, *measured[task], args.write_presets, command, args.slices)
+        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command, args.slices)
                   for task in tasks}
         text += (f"\n{args.setting} kept (highest validation PSNR): "
                  + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")

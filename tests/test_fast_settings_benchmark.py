@@ -35,3 +35,16 @@ def test_bad_values_are_one_line_errors(capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         script.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_table_shows_the_best_classical_method_on_the_same_validation_slices():
+    import argparse
+    script = load_benchmark("fast_settings")
+    preset = {"start_sigma": 0.5, "samples": 3, "steps": 48}
+    results = {0.25: {"psnr": 26.1, "ssim": 0.85, "seconds": 70.0}, 0.5: {"psnr": 26.9, "ssim": 0.86, "seconds": 71.0}}
+    classical = {"method": "cs-tv", "psnr": 23.24, "ssim": 0.8, "slices": ["ch2.nii.gz:axial:90", "ch2.nii.gz:sagittal:86"]}
+    args = argparse.Namespace(setting="start_sigma", slices=2, seed=0, size=None)
+    text = script.table({"mri-single": (preset, results, classical)}, args)
+    assert "| mri-single | best classical (cs-tv) | — | — | — | 23.24 | 0.8000 | — |" in text
+    assert "| mri-single | 0.5 (preset) | 3 | 48 | 144 | 26.90 |" in text
+    assert "mri-single: ch2.nii.gz:axial:90, ch2.nii.gz:sagittal:86" in text
