@@ -15,7 +15,8 @@ Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise 
 TPE sampler (Bergstra et al. 2011; ``pip install scorerecon[tune]``) proposes settings in
 :data:`SEARCH_SPACES`; each trial reconstructs validation cases and scores their mean SSIM
 (``--objective psnr``: PSNR; the two can disagree, e.g. on multi-coil MRI).
-Validation cases are simulated from ``val.npy`` of the task's prepared dataset (never the
+Validation cases are simulated from ``val.npy`` of the task's prepared dataset, slices
+spread over its stacks and away from their edges (:func:`validation_picks`; never the
 evaluation slices): for CT, chest-ct, whose val is a patient that no shipped network saw
 (presets tuned before 2026-12-04 used head-ct val, slices of the training patient); for MRI,
 brain-mri, slices of the training template held out from training.  Or they are read from a
