@@ -153,11 +153,13 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     images = load_split(name, "val", dataset_dir)
     meta = load_meta(name, dataset_dir)["slices"]["val"]
     spacings = [float(s["spacing_mm"][-1]) for s in meta]
+    # a slice without provenance (a dataset prepared by hand) counts as one stack, val.npy in order
+    sources = [s.get("source", f"{name}:val:{i}") for i, s in enumerate(meta)]
     cases = []
-    for k, i in enumerate(validation_picks([s["source"] for s in meta], slices)):
+    for k, i in enumerate(validation_picks(sources, slices)):
         image = _resize(images[i], size)
         cases.append(_simulate(task, image, spacings[i] * images[i].shape[-1] / image.shape[-1], seed + k))
-        cases[-1].attrs["validation_slice"] = meta[i]["source"]
+        cases[-1].attrs["validation_slice"] = sources[i]
     return cases
 
 
