@@ -493,3 +493,10 @@ def test_validation_cases_record_their_slice(tmp_path):
     cases = tuning.validation_cases("mri-single", 2, dataset_dir=folder)
     assert [c.attrs["validation_slice"] for c in cases] == ["t.nii:axial:2", "t.nii:coronal:2"]
     assert all(c.truth.shape == (32, 32) for c in cases)
+
+
+def test_cases_read_from_a_folder_are_named_by_their_file(ct_files, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
+    assert [c.attrs["validation_slice"] for c in tuning.read_cases(cases)] == ["sparse.h5"]

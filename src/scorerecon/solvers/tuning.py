@@ -174,13 +174,13 @@ def validation_picks(sources: list[str], count: int) -> list[int]:
     ``tune`` took slices evenly spaced from the first to the last, and with ``--slices 2`` those
     were exactly the two edges.
     """
+    from ..priors.experts import evenly_spaced
     stacks: dict[str, list[int]] = {}
     for index, source in enumerate(sources):
         stacks.setdefault(source.rsplit(":", 1)[0], []).append(index)
     members = list(stacks.values())
     shares = [count // len(members)] * len(members)
-    extra = count % len(members)
-    for stack in (np.linspace(0, len(members) - 1, extra).round().astype(int) if extra else []):
+    for stack in evenly_spaced(np.arange(len(members)), count % len(members)):
         shares[stack] += 1
     picks = []
     for stack, share in zip(members, shares):
@@ -207,7 +207,8 @@ def _simulate(task: str, unit_image: np.ndarray, pixel_mm: float, seed: int):
 
 
 def read_cases(folder: str | os.PathLike) -> list:
-    """Measurement files (*.h5) with ground truth from ``folder``."""
+    """Measurement files (*.h5) with ground truth from ``folder``, each named in its
+    ``attrs["validation_slice"]`` as the simulated cases are."""
     from ..data.measurement import read_measurement
     paths = sorted(Path(folder).glob("*.h5"))
     if not paths:
@@ -215,6 +216,8 @@ def read_cases(folder: str | os.PathLike) -> list:
     cases = [read_measurement(p) for p in paths]
     if any(c.truth is None for c in cases):
         raise UserError(f"every case in {folder} needs a ground truth: use simulated measurements")
+    for case, path in zip(cases, paths):
+        case.attrs["validation_slice"] = path.name
     return cases
 
 
@@ -349,7 +352,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     provenance = {objective: value, f"{objective}_before": baseline, "objective": objective,
                   "trials": trials, "cases": len(cases),
                   "source": cases_dir or validation_source(task),
-                  "slices": [c.attrs.get("validation_slice", "a --cases file") for c in cases],
+                  "slices": [c.attrs["validation_slice"] for c in cases],
                   "prior": str(prior or loaded.metadata.get("name")),
                   "steps": steps, "seconds": round(time.perf_counter() - start, 1),
                   "date": time.strftime("%Y-%m-%d")}
