@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from score_methods import RESULTS, best_over_slices, classical_rows, write_result
+from score_methods import RESULTS, best_over_slices, classical_rows, mean_rows, write_result
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
@@ -66,9 +65,9 @@ def best_classical(task: str, cases: list) -> dict:
     """The classical method of highest mean PSNR over ``cases`` (as in score_methods), its mean
     PSNR and SSIM, and the validation slices the cases were simulated from."""
     name, rows = best_over_slices([classical_rows(meas, task) for meas in cases])
-    return {"method": name, "psnr": float(np.mean([r["psnr"] for r in rows])),
-            "ssim": float(np.mean([r["ssim"] for r in rows])),
-            "slices": [meas.attrs.get("validation_slice", "?") for meas in cases]}
+    mean = mean_rows(rows)
+    return {"method": name, "psnr": mean["psnr"][0], "ssim": mean["ssim"][0],
+            "slices": [meas.attrs["validation_slice"] for meas in cases]}
 
 
 def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str, command: str,
