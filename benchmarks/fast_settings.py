@@ -98,7 +98,7 @@ def candidate_values(parser: argparse.ArgumentParser, setting: str, text: str) -
     return values
 
 
-def table(measured: dict[str, tuple[dict, dict]], args) -> str:
+def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
     lines = [f"# Fast sampler: {args.setting} per task on validation slices", "",
              f"{args.slices} validation slices per task ("
              f"{'; '.join(sorted({tuning.validation_source(t) for t in measured}))}; seed {args.seed}) at "

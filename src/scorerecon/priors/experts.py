@@ -121,7 +121,6 @@ class NoiseLevelExperts(nn.Module):
 
 
 # ----------------------------------------------------------------------- choosing the switch
-@torch.no_grad()
 def evenly_spaced(images: np.ndarray, count: int) -> np.ndarray:
     """``count`` slices of ``images`` evenly spaced from the first to the last (all if fewer)."""
     return images[np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)]

@@ -37,6 +37,7 @@ from ..atomic import atomic_path
 from ..cli_types import positive_int
 from ..errors import UserError
 from ..operators.masks import keeps_whole_lines
+from ..priors.experts import evenly_spaced
 
 TASKS: dict[str, dict[str, Any]] = {
     "ct-sparse-view": {"dataset": "chest-ct", "simulate": {"views": 23, "full_views": 180}},
@@ -174,7 +175,6 @@ def validation_picks(sources: list[str], count: int) -> list[int]:
     ``tune`` took slices evenly spaced from the first to the last, and with ``--slices 2`` those
     were exactly the two edges.
     """
-    from ..priors.experts import evenly_spaced
     stacks: dict[str, list[int]] = {}
     for index, source in enumerate(sources):
         stacks.setdefault(source.rsplit(":", 1)[0], []).append(index)
