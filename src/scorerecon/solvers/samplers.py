@@ -37,8 +37,9 @@ import torch
 from ..errors import UserError
 from ..priors.sampling import langevin_corrector, reverse_diffusion_predictor, time_grid
 from ..priors.sde import SDE
-from .conditioning import (InverseProblem, cg_consistency, hard_consistency, likelihood_gradient,
-                           noisy_measurement, randn, sense_schedule, sense_step, song_consistency)
+from .conditioning import (PROJECTION_ITERATIONS, InverseProblem, cg_consistency, hard_consistency,
+                           likelihood_gradient, noisy_measurement, randn, sense_schedule, sense_step,
+                           song_consistency)
 from .optim import power_iteration
 
 Tensor = torch.Tensor
@@ -183,14 +184,25 @@ class NoConsistency:
 
 def likelihood_score(problem: InverseProblem, sde: SDE, state: Tensor, t: float, gamma: float,
                      norm: float) -> Tensor:
-    """∇_{x_t} log p(y | x_t) ≈ A^H (y − A x_t/α) / (α v), v = γ² + L (β/α)² (Jalal et al. 2021).
+    """∇_{x_t} log p(y | x_t) ≈ ∇ log N(y; A x̂, γ² I + s² A A^H), x̂ = x_t/α, s = β/α (Jalal et al. 2021).
 
-    x_t/α estimates x₀ with error variance (β/α)² per pixel, which A maps to ≈ L (β/α)²;
-    γ² is the measurement noise variance (a tuning parameter in Jalal et al.).
+    x̂ estimates x₀ with error variance s² per pixel, which A maps to covariance s² A A^H; γ² is
+    the measurement noise variance (a tuning parameter in Jalal et al.).  Where T⁻¹ projects
+    (MRI: A A^H is the sampling mask, eigenvalues 0 or L) that covariance is v I on the data,
+    v = γ² + L s², and the gradient A^H (y − A x̂) / (α v).  CT's A A^H spreads over decades, and
+    one v = γ² + L s² would shrink the step along an eigenvalue μ by μ / L; there the gradient is
+    (1/α) (γ² I + s² A^H A)⁻¹ A^H (y − A x̂) (push-through identity) = (x* − x̂) / (α s²), with
+    x* = argmin ½‖y − A x‖² + ½ (γ/s)² ‖x − x̂‖² by :data:`PROJECTION_ITERATIONS` CG steps
+    from x̂ (:func:`cg_consistency`).
     """
     a, b = sde.alpha(t), sde.beta(t)
+    image = problem.to_image(state) / a
+    if not problem.operator.inverse_projects:
+        s2 = float(b / a) ** 2
+        fitted = cg_consistency(problem, image, gamma ** 2 / s2, PROJECTION_ITERATIONS)
+        return problem.to_state((fitted - image) / (a * s2))
     variance = gamma ** 2 + norm * (b / a) ** 2
-    return problem.to_state(likelihood_gradient(problem, problem.to_image(state) / a, variance) / a)
+    return problem.to_state(likelihood_gradient(problem, image, variance) / a)
 
 
 class GuidedPrior:
