@@ -188,8 +188,9 @@ def likelihood_score(problem: InverseProblem, sde: SDE, state: Tensor, t: float,
 
     x̂ estimates x₀ with error variance s² per pixel, which A maps to covariance s² A A^H; γ² is
     the measurement noise variance (a tuning parameter in Jalal et al.).  Where T⁻¹ projects
-    (MRI: A A^H is the sampling mask, eigenvalues 0 or L) that covariance is v I on the data,
-    v = γ² + L s², and the gradient A^H (y − A x̂) / (α v).  CT's A A^H spreads over decades, and
+    (MRI) the gradient is A^H (y − A x̂) / (α v) with one variance v = γ² + L s²: exact for
+    single-coil and coil-by-coil MRI, whose A A^H is the sampling mask (eigenvalues 0 or L), an
+    approximation for SENSE, whose A A^H lies between 0 and L.  CT's A A^H spreads over decades, and
     one v = γ² + L s² would shrink the step along an eigenvalue μ by μ / L; there the gradient is
     (1/α) (γ² I + s² A^H A)⁻¹ A^H (y − A x̂) (push-through identity) = (x* − x̂) / (α s²), with
     x* = argmin ½‖y − A x‖² + ½ (γ/s)² ‖x − x̂‖² by :data:`PROJECTION_ITERATIONS` CG steps
