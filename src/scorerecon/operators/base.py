@@ -34,9 +34,15 @@ class MaskedOperator(torch.nn.Module):
     step for SENSE with normalised maps.  Operators whose T⁻¹ is only approximate (CT's FBP) set
     it to False, and data consistency (the hard projection, Song's step) then runs conjugate
     gradients instead.
+
+    ``gram_is_scaled_mask``: whether A A^H = L Λ for a scalar L (a unitary T: single-coil and
+    coil-by-coil Fourier), so that white image noise reaches the measured samples with one
+    variance.  SENSE and CT set it to False, and the likelihood gradient of annealed Langevin then
+    solves with the whole covariance by CG (:func:`~scorerecon.solvers.samplers.likelihood_score`).
     """
 
     inverse_projects = True
+    gram_is_scaled_mask = False
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()

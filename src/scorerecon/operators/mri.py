@@ -58,6 +58,8 @@ def as_complex(x: Tensor) -> Tensor:
 class SingleCoilMRI(MaskedOperator):
     """A x = Λ ⊙ F x for images (B, 1, H, W); ``mask`` (H, W) or broadcastable to (B, 1, H, W)."""
 
+    gram_is_scaled_mask = True
+
     def __init__(self, mask: Tensor):
         super().__init__(torch.as_tensor(mask))
 
