@@ -485,31 +485,39 @@ def test_langevin_on_ct_follows_the_exact_likelihood_of_the_denoised_estimate():
     assert distance < limit, (distance, limit)
 
 
-@pytest.mark.parametrize("coils", [1, 3])
-def test_likelihood_score_is_the_gradient_of_the_whole_gaussian_likelihood(coils, monkeypatch):
-    """``likelihood_score`` against the dense (1/α)(γ² I + s² A^H A)⁻¹ A^H (y − A x̂) of Jalal et
-    al.: single-coil MRI by its one variance (A A^H is the mask), SENSE by CG, given CG steps
-    enough to converge on 16 unknowns."""
+@pytest.mark.parametrize("operator", ["single-coil", "sense", "coil-phase, real images"])
+def test_likelihood_score_is_the_gradient_of_the_whole_gaussian_likelihood(operator, monkeypatch):
+    """``likelihood_score`` against the dense (1/α)(γ² I + s² G)⁻¹ A^H (y − A x̂) of Jalal et al.,
+    G = A^H A on complex images, Re(A^H A) (and Re A^H) on real ones: single-coil MRI by its one
+    variance (A A^H is the mask), SENSE and a phase-rotated operator on real images by CG, given
+    CG steps enough to converge on 16 unknowns."""
+    from scorerecon.operators.mri import CoilPhaseMRI
     from scorerecon.priors.sde import VPSDE
     from scorerecon.solvers import samplers
     monkeypatch.setattr(samplers, "PROJECTION_ITERATIONS", 64)
-    meas = _mri_measurement(coils=coils)
+    meas = _mri_measurement(coils=3 if operator == "sense" else 1)
     mask = torch.from_numpy(meas.mask).float()
-    maps = torch.from_numpy(meas.extras["sensitivity_maps"]) if coils > 1 else None
-    op = SingleCoilMRI(mask) if maps is None else SenseMRI(maps, mask)
-    problem = InverseProblem(op, torch.from_numpy(meas.data)[None], (H, W), complex_image=True)
+    rotation = torch.exp(1j * torch.rand(H, W, generator=torch.Generator().manual_seed(2)))
+    op = {"single-coil": lambda: SingleCoilMRI(mask),
+          "sense": lambda: SenseMRI(torch.from_numpy(meas.extras["sensitivity_maps"]), mask),
+          "coil-phase, real images": lambda: CoilPhaseMRI(mask, rotation.to(torch.complex64)[None])}[operator]()
+    complex_image = operator != "coil-phase, real images"
+    problem = InverseProblem(op, torch.from_numpy(meas.data)[None], (H, W), complex_image=complex_image)
     sde, t, gamma = VPSDE(), 0.3, 0.05
     state = torch.randn(problem.state_shape(1), generator=torch.Generator().manual_seed(1))
-    norm = 1.0  # ‖A^H A‖ for unitary F and normalised maps
+    norm = 1.0  # ‖A^H A‖ for unitary F, normalised maps and a unit-modulus rotation
     got = problem.to_image(samplers.likelihood_score(problem, sde, state, t, gamma, norm)).reshape(-1)
 
     a, s2 = float(sde.alpha(t)), float(sde.beta(t) / sde.alpha(t)) ** 2
     dense = op(torch.eye(H * W, dtype=torch.complex64).reshape(-1, 1, H, W)).reshape(H * W, -1).T
     dense, y = dense.to(torch.complex128), problem.y.reshape(-1).to(torch.complex128)
     estimate = (problem.to_image(state) / a).reshape(-1).to(torch.complex128)
-    gram = dense.conj().T @ dense
-    exact = torch.linalg.solve(gamma ** 2 * torch.eye(H * W) + s2 * gram, dense.conj().T @ (y - dense @ estimate)) / a
-    assert torch.allclose(got.to(torch.complex128), exact, rtol=1e-3, atol=1e-3 * float(exact.abs().max()))
+    gram, data_term = dense.conj().T @ dense, dense.conj().T @ (y - dense @ estimate)
+    if not complex_image:
+        gram, data_term = gram.real, data_term.real
+    exact = torch.linalg.solve(gamma ** 2 * torch.eye(H * W, dtype=gram.dtype) + s2 * gram, data_term) / a
+    got = got.to(exact.dtype)
+    assert torch.allclose(got, exact, rtol=1e-3, atol=1e-3 * float(exact.abs().max()))
 
 
 def test_validation_picks_share_slices_over_stacks_and_skip_their_edges():

@@ -35,10 +35,11 @@ class MaskedOperator(torch.nn.Module):
     it to False, and data consistency (the hard projection, Song's step) then runs conjugate
     gradients instead.
 
-    ``gram_is_scaled_mask``: whether A A^H = L Λ for a scalar L (a unitary T: single-coil and
-    coil-by-coil Fourier), so that white image noise reaches the measured samples with one
-    variance.  SENSE and CT set it to False, and the likelihood gradient of annealed Langevin then
-    solves with the whole covariance by CG (:func:`~scorerecon.solvers.samplers.likelihood_score`).
+    ``gram_is_scaled_mask``: whether A A^H = L Λ for a scalar L on complex images (a unitary T:
+    single-coil and coil-by-coil Fourier), so that white complex image noise reaches the measured
+    samples with one variance.  SENSE and CT set it to False; and on real images, where the Gram
+    operator is Re(A^H A), no operator has it.  Without it the likelihood gradient of annealed
+    Langevin solves with the whole covariance by CG (:func:`~scorerecon.solvers.samplers.likelihood_score`).
     """
 
     inverse_projects = True
