@@ -189,12 +189,15 @@ def likelihood_score(problem: InverseProblem, sde: SDE, state: Tensor, t: float,
     x̂ estimates x₀ with error variance s² per pixel, which A maps to covariance s² A A^H; γ² is
     the measurement noise variance (a tuning parameter in Jalal et al.).  Where A A^H = L Λ
     (``gram_is_scaled_mask``: single-coil and coil-by-coil MRI on complex images) the gradient is
-    A^H (y − A x̂) / (α v) with one variance v = γ² + L s², exact.  Elsewhere the Gram operator
+    A^H (y − A x̂) / (α v) with one variance v = γ² + L s², exact.  Elsewhere the Gram operator G
     has eigenvalues between 0 and L (SENSE; Re(A^H A) on real images, such as the phase frame of
     :func:`~scorerecon.solvers.score.mri_problem`) or spread over decades (CT), and one v would
-    shrink the step along an eigenvalue μ by μ / L; there the gradient is (1/α) (γ² I + s² A^H A)⁻¹ A^H (y − A x̂)
-    (push-through identity) = (x* − x̂) / (α s²), with x* = argmin ½‖y − A x‖² + ½ (γ/s)² ‖x − x̂‖²
-    by :data:`PROJECTION_ITERATIONS` CG steps from x̂ (:func:`cg_consistency`).
+    shrink the step along an eigenvalue μ by μ / L; there the gradient is
+    (1/α) (γ² I + s² G)⁻¹ A^H (y − A x̂) (push-through identity) = (x* − x̂) / (α s²), with
+    x* = argmin ½‖y − A x‖² + ½ (γ/s)² ‖x − x̂‖² by :data:`PROJECTION_ITERATIONS` CG steps from x̂
+    (:func:`cg_consistency`).  On a scaled mask that CG solve ends in one step on the same answer
+    (its first residual A^H (y − A x̂) lies in one eigenspace), so the one-variance form is a
+    shortcut, not a different model.
     """
     a, b = sde.alpha(t), sde.beta(t)
     image = problem.to_image(state) / a
