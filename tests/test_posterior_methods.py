@@ -10,13 +10,13 @@ import torch
 from scorerecon.cli import main
 from scorerecon.data.measurement import Measurement, write_measurement
 from scorerecon.errors import UserError
-from scorerecon.operators.mri import SenseMRI, SingleCoilMRI, fft2c
+from scorerecon.operators.mri import CoilPhaseMRI, SenseMRI, SingleCoilMRI, fft2c
 from scorerecon.priors.analytic import GaussianPrior
 from scorerecon.priors.checkpoint import export_prior
 from scorerecon.priors.network import ScoreUNet
 from scorerecon.priors.prior import ScorePrior
-from scorerecon.priors.sde import VESDE
-from scorerecon.solvers import reconstruct, score, tuning
+from scorerecon.priors.sde import VESDE, VPSDE
+from scorerecon.solvers import reconstruct, samplers, score, tuning
 from scorerecon.solvers.conditioning import (InverseProblem, SenseData, hard_consistency, inverse_step_gain,
                                              sense_step)
 
@@ -491,9 +491,6 @@ def test_likelihood_score_is_the_gradient_of_the_whole_gaussian_likelihood(opera
     G = A^H A on complex images, Re(A^H A) (and Re A^H) on real ones: single-coil MRI by its one
     variance (A A^H is the mask), SENSE and a phase-rotated operator on real images by CG, given
     CG steps enough to converge on 16 unknowns."""
-    from scorerecon.operators.mri import CoilPhaseMRI
-    from scorerecon.priors.sde import VPSDE
-    from scorerecon.solvers import samplers
     monkeypatch.setattr(samplers, "PROJECTION_ITERATIONS", 64)
     meas = _mri_measurement(coils=3 if operator == "sense" else 1)
     mask = torch.from_numpy(meas.mask).float()
@@ -518,6 +515,20 @@ def test_likelihood_score_is_the_gradient_of_the_whole_gaussian_likelihood(opera
     exact = torch.linalg.solve(gamma ** 2 * torch.eye(H * W, dtype=gram.dtype) + s2 * gram, data_term) / a
     got = got.to(exact.dtype)
     assert torch.allclose(got, exact, rtol=1e-3, atol=1e-3 * float(exact.abs().max()))
+
+
+def test_on_a_scaled_mask_the_cg_likelihood_gradient_is_the_one_variance_one(monkeypatch):
+    """Single-coil MRI on complex images: the CG solve of ``likelihood_score``, forced on with its
+    default iterations, lands on the one-variance shortcut A^H (y − A x̂)/(α (γ² + L s²)): its first
+    residual lies in one eigenspace of A^H A, so one CG step is exact."""
+    meas = _mri_measurement()
+    problem = InverseProblem(SingleCoilMRI(torch.from_numpy(meas.mask).float()), torch.from_numpy(meas.data)[None],
+                             (H, W), complex_image=True)
+    state = torch.randn(problem.state_shape(2), generator=torch.Generator().manual_seed(1))
+    shortcut = samplers.likelihood_score(problem, VPSDE(), state, 0.3, 0.05, 1.0)
+    monkeypatch.setattr(SingleCoilMRI, "gram_is_scaled_mask", False)
+    solved = samplers.likelihood_score(problem, VPSDE(), state, 0.3, 0.05, 1.0)
+    assert torch.allclose(solved, shortcut, rtol=1e-5, atol=1e-5 * float(shortcut.abs().max()))
 
 
 def test_validation_picks_share_slices_over_stacks_and_skip_their_edges():

@@ -39,7 +39,8 @@ class MaskedOperator(torch.nn.Module):
     single-coil and coil-by-coil Fourier), so that white complex image noise reaches the measured
     samples with one variance.  SENSE and CT set it to False; and on real images, where the Gram
     operator is Re(A^H A), no operator has it.  Without it the likelihood gradient of annealed
-    Langevin solves with the whole covariance by CG (:func:`~scorerecon.solvers.samplers.likelihood_score`).
+    Langevin solves with the whole covariance by CG
+    (:func:`~scorerecon.solvers.samplers.likelihood_score`).
     """
 
     inverse_projects = True
