@@ -26,6 +26,24 @@ def check_writable_parent(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike) -> Path:
+    """:func:`check_writable_parent`, and ``path`` must not be a folder (a file goes there)."""
+    path = check_writable_parent(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give the output a file name, in that folder or another")
+    return path
+
+
+def _temporary(make, path: Path, **names):
+    """What ``make`` (mkstemp or mkdtemp) returns, made beside ``path``; an OS refusal becomes a
+    UserError."""
+    try:
+        return make(prefix=f".{path.name}.", dir=path.resolve().parent, **names)
+    except OSError as err:
+        raise UserError(f"cannot write in {path.resolve().parent} ({err.strerror}): "
+                        "choose another output path") from None
+
+
 def _default_mode(full: int) -> int:
     """Permissions a plain ``open``/``mkdir`` would give (mkstemp/mkdtemp make 0600/0700)."""
     umask = os.umask(0)
@@ -40,8 +58,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``suffix`` is appended to the temporary name so that writers that dispatch on the
     extension (``.nii.gz``, ``.png``) still see the right one.
     """
-    path = check_writable_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.resolve().parent)
+    path = check_output_file(path)
+    fd, tmp = _temporary(tempfile.mkstemp, path, suffix=f".tmp{suffix}")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,7 +77,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = check_writable_parent(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a folder: choose another output path")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent))
+    tmp = Path(_temporary(tempfile.mkdtemp, path, suffix=".tmp"))
     try:
         yield tmp
         os.chmod(tmp, _default_mode(0o777))

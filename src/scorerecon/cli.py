@@ -98,19 +98,24 @@ def _add_reconstruct(sub) -> None:
 
 
 def _run_reconstruct(args) -> None:
+    from .atomic import check_output_file
     from .data.measurement import read_measurement
-    from .solvers import reconstruct, write_reconstruction
+    from .solvers import check_reconstruction_output, reconstruct, write_reconstruction
     meas = read_measurement(args.measurement)
-    if args.metrics and meas.truth is None:  # fail before any work or output
-        raise UserError(f"{args.measurement} has no ground truth: --metrics needs a simulated file")
+    check_reconstruction_output(args.output)  # fail before any work or output
+    if args.metrics:
+        check_output_file(args.metrics)
+        if meas.truth is None:
+            raise UserError(f"{args.measurement} has no ground truth: --metrics needs a simulated file")
     options = {k: v for k, v in dict(iterations=args.iterations, weight=args.weight, filter=args.filter,
                                       prior=args.prior, steps=args.steps, samples=args.samples,
                                       seed=args.seed).items() if v is not None}
     result = reconstruct(meas, args.method, **options)
+    metrics = result.metrics(meas) if args.metrics else None  # a shape mismatch fails before output
     write_reconstruction(result, meas, args.output, reference=args.reference)
     print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
-    if args.metrics:
-        _write_json(args.metrics, result.metrics(meas))
+    if metrics is not None:
+        _write_json(args.metrics, metrics)
 
 
 # ------------------------------------------------------------------------------ evaluate
@@ -181,8 +186,16 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- main
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, like every other user error (its sub-commands'
+    parsers are of the same class): the problem, and where the options are listed."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scorerecon", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="scorerecon", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_data, _add_simulate, _add_reconstruct, _add_evaluate):
         add(sub)
@@ -210,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except UserError as err:
-        print(f"scorerecon: error: {err}", file=sys.stderr)
+        one_line = " ".join(part.strip() for part in str(err).splitlines())
+        print(f"scorerecon: error: {one_line}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("scorerecon: interrupted", file=sys.stderr)

@@ -160,7 +160,15 @@ def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> 
     path = (Path(root) if root is not None else data_root() / name) / f"{split}.npy"
     if not path.is_file():
         raise UserError(f"{path} does not exist: run 'scorerecon data prepare {name}' first")
-    return np.load(path)
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable array ({err}): prepare it again with "
+                        f"'scorerecon data prepare {name}'") from None
+    if images.ndim != 3:
+        raise UserError(f"{path} has shape {images.shape}, not (slices, H, W): prepare it again with "
+                        f"'scorerecon data prepare {name}'")
+    return images
 
 
 def load_meta(name: str, root: str | os.PathLike | None = None) -> dict:
@@ -169,7 +177,14 @@ def load_meta(name: str, root: str | os.PathLike | None = None) -> dict:
     path = (Path(root) if root is not None else data_root() / name) / "meta.json"
     if not path.is_file():
         raise UserError(f"{path} does not exist: run 'scorerecon data prepare {name}' first")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}): prepare the dataset again with "
+                        f"'scorerecon data prepare {name}'") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} is not a JSON object: prepare the dataset again with 'scorerecon data prepare {name}'")
+    return meta
 
 
 def _check_name(name: str) -> None:

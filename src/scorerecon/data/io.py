@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory, atomic_path
+from ..atomic import atomic_directory, atomic_path, check_output_file, check_writable_parent
 from ..errors import UserError
 from . import dicom
 from .intensity import hu_to_unit
@@ -335,17 +335,34 @@ def write_image(path: str | os.PathLike, array, spacing: tuple[float, ...] | Non
     or series) is used by DICOM output only.  ``modality="ct"`` means values in HU (PNG window,
     int16 DICOM); "mr"/"mri" or None write the values as they are.
     """
-    path = Path(path)
+    path = check_image_output(path)
     volume = _checked(np.asarray(array), path)
     spacing = _per_axis(spacing, volume.ndim)
     modality = normalise_modality(modality)
-    writers = {".npy": _write_npy, ".nii": _write_nifti, ".nii.gz": _write_nifti, ".nrrd": _write_nrrd,
-               ".png": _write_png}
     suffix = _suffix(path)
     if suffix == "":
         _write_dicom(path, volume, spacing, reference, modality)
-    elif suffix in writers:
-        writers[suffix](path, volume, spacing, modality)
+    else:
+        _WRITERS[suffix](path, volume, spacing, modality)
+    return path
+
+
+def check_image_output(path: str | os.PathLike) -> Path:
+    """``path`` as a Path once :func:`write_image` can write there: a known extension, an existing
+    writable folder, no folder where a file goes and, for a DICOM series (no extension), no file
+    where the folder goes nor other files in it.  Callers check before any long work."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == "":
+        check_writable_parent(path)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path} is a file: a DICOM series is written to a folder (or give "
+                            f"an extension: {WRITE_FORMATS})")
+        if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
+            raise UserError(f"output folder {path} exists and holds other files: "
+                            "choose a new folder for the DICOM series")
+    elif suffix in _WRITERS:
+        check_output_file(path)
     else:
         raise UserError(f"cannot write {path.name}: unsupported extension {suffix!r}; use {WRITE_FORMATS}")
     return path
@@ -432,7 +449,9 @@ def _write_dicom(path: Path, volume: np.ndarray, spacing, reference, modality) -
     vol3 = volume[None] if volume.ndim == 2 else volume
     spacing3 = ((1.0,) + tuple(spacing)) if (spacing is not None and volume.ndim == 2) else spacing
     reference = Path(reference) if reference is not None else None
-    if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
-        raise UserError(f"output folder {path} exists and holds other files: choose a new folder for the DICOM series")
     with atomic_directory(path) as tmp:
         dicom.write_series(tmp, vol3, spacing3, reference, modality)
+
+
+_WRITERS = {".npy": _write_npy, ".nii": _write_nifti, ".nii.gz": _write_nifti, ".nrrd": _write_nrrd,
+            ".png": _write_png}

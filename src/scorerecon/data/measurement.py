@@ -88,7 +88,9 @@ def _read_dict(group: h5py.Group) -> dict[str, Any]:
 
 
 def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
-    """Write ``meas`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``meas`` to ``path`` (.h5 or .hdf5) atomically (temporary file, then rename)."""
+    if Path(path).suffix.lower() not in (".h5", ".hdf5"):
+        raise UserError(f"{path}: a measurement file is HDF5: give it the extension .h5")
     meas.validate()
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:

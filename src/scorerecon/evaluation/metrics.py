@@ -24,19 +24,31 @@ def _check(recon: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def psnr(recon, truth, mask=None) -> float:
-    """Peak signal-to-noise ratio in dB with data range 1."""
+    """Peak signal-to-noise ratio in dB with data range 1 (inf for identical images)."""
     recon, truth = _check(recon, truth)
     if mask is None:
-        return float(peak_signal_noise_ratio(truth, recon, data_range=1.0))
+        with np.errstate(divide="ignore"):  # identical images: inf, without a warning
+            return float(peak_signal_noise_ratio(truth, recon, data_range=1.0))
     mse = float(np.mean((recon[mask] - truth[mask]) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
+SSIM_WINDOW = 7  # scikit-image's default window side
+
+
 def ssim(recon, truth, mask=None) -> float:
-    """Structural similarity (scikit-image defaults: 7×7 window) with data range 1."""
+    """Structural similarity (scikit-image defaults: 7×7 window) with data range 1.  A volume
+    (slices, H, W) is compared slice by slice and the slices' SSIMs averaged, as fastMRI does;
+    with a mask, the per-pixel SSIM maps are averaged inside it."""
     recon, truth = _check(recon, truth)
-    value, smap = structural_similarity(truth, recon, data_range=1.0, full=True)
-    return float(value) if mask is None else float(smap[mask].mean())
+    if truth.ndim < 2 or min(truth.shape[-2:]) < SSIM_WINDOW:
+        raise UserError(f"images of shape {truth.shape} are too small for SSIM's {SSIM_WINDOW}×{SSIM_WINDOW} "
+                        f"window: compare slices of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels")
+    slices = [structural_similarity(t, r, data_range=1.0, full=True)
+              for t, r in zip(truth.reshape(-1, *truth.shape[-2:]), recon.reshape(-1, *recon.shape[-2:]))]
+    if mask is None:
+        return float(np.mean([value for value, _ in slices]))
+    return float(np.stack([smap for _, smap in slices]).reshape(truth.shape)[mask].mean())
 
 
 def body_mask(unit_image: np.ndarray, threshold: float = 0.1) -> np.ndarray:

@@ -5,7 +5,7 @@ Only argparse is imported here; torch is imported when a command runs.
 
 from __future__ import annotations
 
-from ..cli_types import positive_int
+from ..cli_types import positive_float, positive_int
 
 
 def add_train(sub) -> None:
@@ -34,7 +34,7 @@ def add_sample(sub) -> None:
     p.add_argument("--sampler", choices=["pc", "em", "ode"], default="pc",
                    help="predictor-corrector, Euler-Maruyama or probability-flow ODE (default pc)")
     p.add_argument("--steps", type=positive_int, default=None, help="time steps (default: the SDE's N)")
-    p.add_argument("--snr", type=float, default=0.16, help="Langevin corrector signal-to-noise ratio (pc)")
+    p.add_argument("--snr", type=positive_float, default=0.16, help="Langevin corrector signal-to-noise ratio (pc)")
     p.add_argument("--size", type=positive_int, default=None,
                    help="image side in pixels (default: the prior's image size)")
     p.add_argument("--seed", type=int, default=0)
@@ -43,7 +43,8 @@ def add_sample(sub) -> None:
 
 def _run_sample(args) -> None:
     from .registry import load_prior
-    from .sampling import sample, write_samples
+    from .sampling import check_samples_output, sample, write_samples
+    check_samples_output(args.output)  # before the run, not after it
     prior = load_prior(args.prior)
     size = args.size or int(prior.metadata.get("image_size") or prior.metadata.get("crop", 64))
     images = sample(prior, args.num, (size, size), sampler=args.sampler, steps=args.steps, snr=args.snr,

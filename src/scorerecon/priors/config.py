@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .parameterization import Parameterization
+from .sde import sde_from_dict
 
 try:
     import tomllib
@@ -77,6 +78,8 @@ def load_config(path: str | os.PathLike) -> dict:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"config {path} not found: give the path of a .toml file (see configs/)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"config {path} cannot be read as text ({err}): give a .toml file") from None
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"config {path} is not valid TOML ({err}): fix the syntax") from None
     raw.setdefault("name", path.stem)
@@ -90,7 +93,7 @@ def resolve_config(raw: dict) -> dict:
         if key not in cfg:
             raise UserError(f"unknown config entry {key!r}: use the tables {', '.join(k for k in cfg if k != 'name')}")
         if key == "sde" and isinstance(value, dict):
-            cfg["sde"] = dict(value)  # parameters depend on the SDE type; checked by sde_from_dict
+            cfg["sde"] = _sde_table(value)
         elif isinstance(cfg[key], dict):
             cfg[key].update(_checked_table(key, value, cfg[key]))
         else:
@@ -102,15 +105,49 @@ def resolve_config(raw: dict) -> dict:
     return cfg
 
 
+def _sde_table(table: dict) -> dict:
+    """[sde]: its parameters depend on the type, so a table of another type than the default's
+    replaces the defaults and one without a type updates them; every parameter is a number."""
+    for key, value in table.items():
+        if key != "type" and not _is_kind(0.0, value):
+            raise UserError(f"[sde] {key} must be a number, got {value!r}")
+    if str(table.get("type", DEFAULTS["sde"]["type"])).lower() == DEFAULTS["sde"]["type"]:
+        return {**DEFAULTS["sde"], **table}
+    return dict(table)  # checked by sde_from_dict when the SDE is built
+
+
 def _checked_table(name: str, table, defaults: dict) -> dict:
     if not isinstance(table, dict):
         raise UserError(f"config entry {name!r} must be a table [{name}]")
     for key, value in table.items():
         if key not in defaults:
             raise UserError(f"unknown key {key!r} in [{name}]: valid keys are {', '.join(defaults)}")
-        if isinstance(defaults[key], bool) != isinstance(value, bool):
-            raise UserError(f"[{name}] {key} must be {'true/false' if isinstance(defaults[key], bool) else 'a number or text'}")
+        if key not in _CHECKED_ELSEWHERE and not _is_kind(defaults[key], value):
+            raise UserError(f"[{name}] {key} must be {_kind_name(defaults[key])}, got {value!r}")
     return table
+
+
+_CHECKED_ELSEWHERE = ("dataset",)  # a name or a list of names: _check_values
+
+
+def _is_kind(default, value) -> bool:
+    """Whether ``value`` is of the kind of ``default``: true/false, a whole number, a number (an
+    integer will do), text, or a list (of the kind of the default's items, when it has any)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, list):
+        return isinstance(value, list) and (not default or all(_is_kind(default[0], v) for v in value))
+    return isinstance(value, type(default))
+
+
+def _kind_name(default) -> str:
+    if isinstance(default, list):
+        return f"a list like {default!r}" if default else "a list"
+    if isinstance(default, bool):
+        return "true or false"
+    return {int: "a whole number", float: "a number", str: "text"}[type(default)]
 
 
 def _check_values(cfg: dict) -> None:
@@ -122,6 +159,7 @@ def _check_values(cfg: dict) -> None:
     if not 0.0 <= cfg["training"]["ema"] < 1.0:
         raise UserError(f"[training] ema must lie in [0, 1), got {cfg['training']['ema']}")
     Parameterization.from_dict(cfg["parameterization"])  # UserError for an unknown type or σ_d ≤ 0
+    sde_from_dict(cfg["sde"])  # UserError for an unknown type or parameter, before any run folder
     downsample = cfg["data"]["downsample"]
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise UserError(f"[data] downsample must be a whole number ≥ 1 (1 = full resolution), got {downsample!r}")

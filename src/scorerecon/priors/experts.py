@@ -246,8 +246,10 @@ def build_experts_file(low: str, high: str, dataset: str, output: str | os.PathL
     SDE's range (above the top switch when ``low`` is an experts prior, whose chain it extends),
     choose the switch (:func:`choose_switch`) and write the experts file; returns its path and a
     Markdown table of the measurements."""
+    from ..atomic import check_output_file
     from ..data.datasets import load_split
     from .registry import SHIPPED, load_prior
+    check_output_file(output)  # before the measurements, not after them
     low_prior, high_prior = load_prior(low), load_prior(high)
     members, switches, selections = _chain_of(low)
     floor = switches[-1] if switches else 0.0

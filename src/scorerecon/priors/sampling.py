@@ -148,15 +148,22 @@ def image_grid(images: torch.Tensor) -> np.ndarray:
     return np.round(grid * 255).astype(np.uint8)
 
 
+def check_samples_output(output: str) -> None:
+    """:func:`write_samples` can write ``output``: a .png or .npy file in a writable folder."""
+    from ..atomic import check_output_file
+    if not output.endswith((".npy", ".png")):
+        raise UserError(f"output {output} must end in .png (grid) or .npy (array)")
+    check_output_file(output)
+
+
 def write_samples(images: torch.Tensor, output: str) -> None:
     """Write samples atomically: ``.npy`` (N, H, W) float32 or ``.png`` grid."""
     from ..atomic import atomic_path
+    check_samples_output(output)
     if output.endswith(".npy"):
         with atomic_path(output, suffix=".npy") as tmp:
             np.save(tmp, images[:, 0].cpu().numpy().astype(np.float32))
-    elif output.endswith(".png"):
+    else:
         from PIL import Image
         with atomic_path(output, suffix=".png") as tmp:
             Image.fromarray(image_grid(images)).save(tmp, format="PNG")
-    else:
-        raise UserError(f"output {output} must end in .png (grid) or .npy (array)")

@@ -356,6 +356,14 @@ class CsvLog:
             csv.writer(handle).writerow([values[k] for k in LOG_FIELDS])
 
 
+def _configured_device(name: str) -> torch.device:
+    """``[training] device`` as a torch device; a name torch does not know is a UserError."""
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"[training] device {name!r} is not a device: use auto, cpu or cuda (or cuda:N)") from None
+
+
 def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment; one process without it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -385,7 +393,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
     retain_freed_memory()
     rank, world, device = init_distributed()
     if cfg["training"]["device"] != "auto":
-        device = torch.device(cfg["training"]["device"])
+        device = _configured_device(cfg["training"]["device"])
     trainer = Trainer(cfg, load_training_images(cfg), rank, world, device)
     if rank == 0 and trainer.opt["bf16"] and bf16_is_emulated(device):
         print(f"warning: [training] bf16 = true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has "

@@ -109,6 +109,13 @@ def _to_native(unit: np.ndarray, meas, offset: bool = True) -> np.ndarray:
     return (np.abs(unit) * float(meas.attrs.get("intensity_scale", 1.0))).astype(np.float32)
 
 
+def check_reconstruction_output(output: str) -> None:
+    """Before any work: :func:`write_reconstruction` can write the image and a std map beside it."""
+    from ..data.io import check_image_output
+    check_image_output(output)
+    check_image_output(_sibling(output, "_std"))
+
+
 def write_reconstruction(result: Reconstruction, meas, output: str, reference: str | None = None) -> None:
     """Write the image (and, beside it, the std map when there is one) by output extension."""
     from ..data.io import write_image

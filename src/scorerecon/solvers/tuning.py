@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output_file
 from ..cli_types import positive_int
 from ..errors import UserError
 from ..operators.masks import keeps_whole_lines
@@ -110,28 +110,48 @@ def load_preset(task: str) -> dict:
     :func:`preset_dirs` (earlier folders win); a malformed file raises UserError."""
     merged: dict = {}
     for folder in reversed(preset_dirs()):
-        path = folder / f"{task}.json"
-        if not path.is_file():
+        preset = _read_preset(folder / f"{task}.json")
+        if preset is None:
             continue
-        try:
-            preset = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"preset {path} is not valid JSON ({err}): fix or delete it") from None
-        if not isinstance(preset, dict) or not isinstance(preset.get("methods", {}), dict):
-            raise UserError(f"preset {path} has no 'methods' table: fix or delete it")
         for key in ("methods", "tuned"):
             merged.setdefault(key, {}).update(preset.get(key, {}))
         merged["task"] = task
     return merged
 
 
+def _read_preset(path: Path) -> dict | None:
+    """The preset stored at ``path`` (None when there is none); a malformed one is a UserError."""
+    if not path.is_file():
+        return None
+    try:
+        preset = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"preset {path} is not valid JSON ({err}): fix or delete it") from None
+    if not isinstance(preset, dict) or not isinstance(preset.get("methods", {}), dict):
+        raise UserError(f"preset {path} has no 'methods' table: fix or delete it")
+    return preset
+
+
+def preset_file(task: str, folder: str | os.PathLike | None = None) -> Path:
+    """``folder``/<task>.json (default: the first of :func:`preset_dirs`), checked before tuning:
+    the folder is made if missing and must be writable, and a preset already there readable."""
+    folder = Path(folder) if folder is not None else preset_dirs()[0]
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file: -o names the folder that presets are written to")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot make the preset folder {folder} ({err.strerror}): choose another -o") from None
+    path = folder / f"{task}.json"
+    _read_preset(path)
+    return check_output_file(path)
+
+
 def save_preset(task: str, method: str, params: dict, provenance: dict,
                 folder: str | os.PathLike | None = None) -> Path:
     """Merge ``params`` for ``method`` into ``folder``/<task>.json (atomically); returns the path."""
-    folder = Path(folder) if folder is not None else preset_dirs()[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{task}.json"
-    preset = json.loads(path.read_text()) if path.is_file() else {"task": task, "methods": {}}
+    path = preset_file(task, folder)
+    preset = _read_preset(path) or {"task": task, "methods": {}}
     preset.setdefault("methods", {})[method] = params
     preset.setdefault("tuned", {})[method] = provenance
     with atomic_path(path, suffix=".json") as tmp:
@@ -152,7 +172,10 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     _check_task(task)
     name = TASKS[task]["dataset"]
     images = load_split(name, "val", dataset_dir)
-    meta = load_meta(name, dataset_dir)["slices"]["val"]
+    meta = load_meta(name, dataset_dir).get("slices", {}).get("val") or []
+    if len(meta) != len(images) or not len(images):
+        raise UserError(f"the {name} dataset's val split holds {len(images)} slices and its meta.json "
+                        f"describes {len(meta)}: prepare it again with 'scorerecon data prepare {name}'")
     spacings = [float(s["spacing_mm"][-1]) for s in meta]
     # a slice without provenance (a dataset prepared by hand) counts as one stack, val.npy in order
     sources = [s.get("source", f"{name}:val:{i}") for i, s in enumerate(meta)]
@@ -210,6 +233,8 @@ def read_cases(folder: str | os.PathLike) -> list:
     """Measurement files (*.h5) with ground truth from ``folder``, each named in its
     ``attrs["validation_slice"]`` as the simulated cases are."""
     from ..data.measurement import read_measurement
+    if not Path(folder).is_dir():
+        raise UserError(f"--cases {folder} is not a folder: give the folder that holds the .h5 cases")
     paths = sorted(Path(folder).glob("*.h5"))
     if not paths:
         raise UserError(f"{folder} holds no .h5 measurement files: simulate some with 'scorerecon simulate'")
@@ -329,10 +354,12 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     (None when no trial beat the current settings)."""
     from .score import resolve_prior, settings_for
     _check_task(task)
+    preset_file(task, output)  # a bad -o fails now, not after the trials
     cases = read_cases(cases_dir) if cases_dir else validation_cases(task, slices, dataset_dir, seed, size)
     wrong = [task_of(c) for c in cases if task_of(c) != task]
     if wrong:
-        raise UserError(f"the cases are {wrong[0]} measurements, not {task}: pass --task {wrong[0]}")
+        raise UserError(f"the cases are {wrong[0]} measurements, not {task}: "
+                        f"tune {wrong[0]} (the first argument) or pass {task} cases")
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings({}, steps)
     name = objective.upper()

@@ -1,0 +1,167 @@
+"""A user's mistake gives one line naming the problem and the fix, exit status 2, no traceback
+and no output left behind: argparse's own errors, outputs that cannot be written, configs of the
+wrong types, datasets and presets that are not what they claim to be."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from conftest import shepp_logan_hu
+from skimage.metrics import structural_similarity
+
+from scorerecon.cli import main
+from scorerecon.data.datasets import load_meta, load_split
+from scorerecon.data.measurement import write_measurement
+from scorerecon.errors import UserError
+from scorerecon.evaluation.metrics import psnr, ssim
+from scorerecon.priors.config import DEFAULTS, resolve_config
+from scorerecon.priors.training import _configured_device
+from scorerecon.simulate.ct import simulate_ct
+from scorerecon.solvers.tuning import preset_file, read_cases, save_preset
+
+pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv", [["reconstruct", "m.h5", "-o", "r.npy", "--steps", "0"],
+                                  ["sample", "--prior", "head-ct", "-o", "s.png", "--snr", "nan"],
+                                  ["no-such-command"], []])
+def test_argparse_errors_are_one_line_with_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "--help" in _one_line(capsys)
+
+
+def test_a_user_error_of_several_lines_is_printed_as_one(monkeypatch, capsys):
+    import scorerecon.data.datasets as datasets
+
+    def fails(*args, **kwargs):
+        raise UserError("cannot unpack (first:\n- method zip: bad\n- method tar: bad): pass --source DIR")
+    monkeypatch.setattr(datasets, "prepare_dataset", fails)
+    assert main(["data", "prepare", "head-ct"]) == 2
+    assert "method zip: bad - method tar: bad" in _one_line(capsys)
+
+
+@pytest.fixture
+def ct_files(tmp_path):
+    np.save(tmp_path / "phantom.npy", shepp_logan_hu(32))
+    assert main(["simulate", "ct", str(tmp_path / "phantom.npy"), "-o", str(tmp_path / "m.h5"),
+                 "--views", "12", "--full-views", "24"]) == 0
+    return tmp_path
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(ct_files, capsys):
+    capsys.readouterr()
+    (ct_files / "taken.h5").mkdir()
+    assert main(["simulate", "ct", str(ct_files / "phantom.npy"), "-o", str(ct_files / "taken.h5")]) == 2
+    assert "is a folder" in _one_line(capsys)
+    (ct_files / "taken.json").mkdir()
+    argv = ["reconstruct", str(ct_files / "m.h5"), "-o", str(ct_files / "r.npy"), "--method", "fbp"]
+    assert main([*argv, "--metrics", str(ct_files / "taken.json")]) == 2
+    assert "is a folder" in _one_line(capsys)
+    assert main([*argv, "--metrics", str(ct_files / "no" / "m.json")]) == 2
+    assert "does not exist" in _one_line(capsys)
+    (ct_files / "r_std.npy").mkdir()  # where a std map would go
+    assert main(argv) == 2
+    assert "r_std.npy is a folder" in _one_line(capsys)
+    assert not (ct_files / "r.npy").exists()
+    assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "r_std.npy", "taken.h5", "taken.json"]
+
+
+def test_a_measurement_must_be_written_as_hdf5(tmp_path):
+    meas = simulate_ct(shepp_logan_hu(32), pixel_size=1.0, views=8, full_views=16)
+    with pytest.raises(UserError, match="extension .h5"):
+        write_measurement(tmp_path / "m.png", meas)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_checks_its_output_before_loading_the_prior(tmp_path, capsys):
+    assert main(["sample", "--prior", "no-such-prior", "-o", str(tmp_path / "grid.jpg")]) == 2
+    assert "must end in .png" in _one_line(capsys)
+    assert main(["sample", "--prior", "no-such-prior", "-o", str(tmp_path / "no" / "grid.png")]) == 2
+    assert "does not exist" in _one_line(capsys)
+
+
+def test_demo_refuses_a_file_as_its_folder(tmp_path, capsys):
+    (tmp_path / "out").write_text("mine")
+    assert main(["demo", "-o", str(tmp_path / "out")]) == 2
+    assert "is a file" in _one_line(capsys)
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+@pytest.mark.parametrize("table, key, value, kind", [
+    ("training", "ema", "x", "a number"), ("training", "steps", 2.5, "a whole number"),
+    ("training", "seed", "a", "a whole number"), ("training", "bf16", 1, "true or false"),
+    ("network", "nf", "x", "a whole number"), ("network", "ch_mult", 5, "a list like"),
+    ("network", "attention_levels", ["3"], "a list like"), ("data", "image_size", "a", "a whole number"),
+    ("data", "path", 3, "text"), ("parameterization", "sigma_data", "x", "a number")])
+def test_config_values_of_the_wrong_kind_are_named(table, key, value, kind):
+    with pytest.raises(UserError, match=rf"\[{table}\] {key} must be {kind}"):
+        resolve_config({table: {key: value}})
+
+
+def test_config_numbers_accept_integers_and_the_sde_table_keeps_its_defaults():
+    cfg = resolve_config({"training": {"lr": 1, "grad_clip": 2}, "sde": {"sigma_max": 40}})
+    assert cfg["training"]["lr"] == 1 and cfg["sde"] == {**DEFAULTS["sde"], "sigma_max": 40}
+    vp = resolve_config({"sde": {"type": "vp", "beta_min": 0.1, "beta_max": 20.0, "N": 1000}})["sde"]
+    assert vp["type"] == "vp" and "sigma_max" not in vp
+    with pytest.raises(UserError, match=r"\[sde\] N must be a number"):
+        resolve_config({"sde": {"N": "x"}})
+    with pytest.raises(UserError, match="bad parameters for the ve SDE"):
+        resolve_config({"sde": {"foo": 1}})
+    with pytest.raises(UserError, match="is not a device"):
+        _configured_device("tpu")
+
+
+def test_unreadable_config_files_are_user_errors(tmp_path):
+    from scorerecon.priors.config import load_config
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00name")
+    with pytest.raises(UserError, match="cannot be read as text"):
+        load_config(tmp_path / "binary.toml")
+    with pytest.raises(UserError, match="cannot be read as text"):
+        load_config(tmp_path)
+
+
+def test_broken_prepared_datasets_are_user_errors(tmp_path):
+    (tmp_path / "meta.json").write_text("{broken")
+    with pytest.raises(UserError, match="not valid JSON.*data prepare head-ct"):
+        load_meta("head-ct", tmp_path)
+    (tmp_path / "val.npy").write_text("not an array")
+    with pytest.raises(UserError, match="not a readable array"):
+        load_split("head-ct", "val", tmp_path)
+    np.save(tmp_path / "val.npy", np.zeros(5, np.float32))
+    with pytest.raises(UserError, match=r"not \(slices, H, W\)"):
+        load_split("head-ct", "val", tmp_path)
+
+
+def test_tune_checks_its_preset_folder_before_the_trials(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        preset_file("ct-sparse-view", tmp_path / "file")
+    (tmp_path / "ct-sparse-view.json").write_text("{broken")
+    with pytest.raises(UserError, match="not valid JSON"):
+        preset_file("ct-sparse-view", tmp_path)
+    path = save_preset("ct-metal", "fast", {"steps": 4}, {"trials": 1}, tmp_path / "new")
+    assert json.loads(path.read_text())["methods"] == {"fast": {"steps": 4}}
+    with pytest.raises(UserError, match="is not a folder"):
+        read_cases(tmp_path / "file")
+
+
+def test_ssim_compares_volumes_slice_by_slice_and_refuses_tiny_images():
+    rng = np.random.default_rng(0)
+    truth = rng.random((3, 24, 24))
+    recon = np.clip(truth + 0.1 * rng.standard_normal(truth.shape), 0, 1)
+    per_slice = [structural_similarity(t, r, data_range=1.0) for t, r in zip(truth, recon)]
+    assert ssim(recon, truth) == pytest.approx(np.mean(per_slice))
+    with pytest.raises(UserError, match="too small for SSIM"):
+        ssim(recon[:, :5, :5], truth[:, :5, :5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert psnr(truth, truth) == float("inf")
