@@ -57,22 +57,45 @@ def ct_files(tmp_path):
     return tmp_path
 
 
-def test_an_output_that_is_a_folder_is_refused_before_any_work(ct_files, capsys):
+def test_an_output_that_is_a_folder_is_refused_before_any_work(ct_files, capsys, monkeypatch):
+    import scorerecon.simulate.ct as simulate_module
+    import scorerecon.solvers as solvers
     capsys.readouterr()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work ran before the output was checked")
+    monkeypatch.setattr(simulate_module, "simulate_ct", no_work)
+    monkeypatch.setattr(solvers, "reconstruct", no_work)
     (ct_files / "taken.h5").mkdir()
     assert main(["simulate", "ct", str(ct_files / "phantom.npy"), "-o", str(ct_files / "taken.h5")]) == 2
     assert "is a folder" in _one_line(capsys)
+    assert main(["simulate", "ct", str(ct_files / "phantom.npy"), "-o", str(ct_files / "m.png")]) == 2
+    assert "extension .h5" in _one_line(capsys)
     (ct_files / "taken.json").mkdir()
     argv = ["reconstruct", str(ct_files / "m.h5"), "-o", str(ct_files / "r.npy"), "--method", "fbp"]
     assert main([*argv, "--metrics", str(ct_files / "taken.json")]) == 2
     assert "is a folder" in _one_line(capsys)
     assert main([*argv, "--metrics", str(ct_files / "no" / "m.json")]) == 2
     assert "does not exist" in _one_line(capsys)
-    (ct_files / "r_std.npy").mkdir()  # where a std map would go
+    (ct_files / "r.npy").mkdir()
     assert main(argv) == 2
-    assert "r_std.npy is a folder" in _one_line(capsys)
+    assert "r.npy is a folder" in _one_line(capsys)
+    assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "r.npy", "taken.h5", "taken.json"]
+
+
+def test_a_std_map_path_is_checked_before_the_image_is_written(ct_files):
+    from scorerecon.data.measurement import read_measurement
+    from scorerecon.solvers import Reconstruction, write_reconstruction
+    meas = read_measurement(ct_files / "m.h5")
+    image = np.zeros((32, 32), np.float32)
+    with_std = Reconstruction(image, image, "fast", 0.0, std=image)
+    (ct_files / "r_std.npy").mkdir()  # where the std map would go
+    with pytest.raises(UserError, match="r_std.npy is a folder"):
+        write_reconstruction(with_std, meas, str(ct_files / "r.npy"))
     assert not (ct_files / "r.npy").exists()
-    assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "r_std.npy", "taken.h5", "taken.json"]
+    write_reconstruction(Reconstruction(image, image, "fbp", 0.0), meas, str(ct_files / "r.npy"))  # no std map
+    write_reconstruction(with_std, meas, str(ct_files / "R.NPY"))  # the extension in any case
+    assert (ct_files / "R.NPY").is_file() and (ct_files / "R_std.NPY").is_file()
 
 
 def test_a_measurement_must_be_written_as_hdf5(tmp_path):
@@ -93,6 +116,8 @@ def test_demo_refuses_a_file_as_its_folder(tmp_path, capsys):
     (tmp_path / "out").write_text("mine")
     assert main(["demo", "-o", str(tmp_path / "out")]) == 2
     assert "is a file" in _one_line(capsys)
+    assert main(["demo", "-o", str(tmp_path / "out" / "sub")]) == 2
+    assert "cannot make a folder in" in _one_line(capsys)
     assert (tmp_path / "out").read_text() == "mine"
 
 
@@ -112,10 +137,24 @@ def test_config_numbers_accept_integers_and_the_sde_table_keeps_its_defaults():
     assert cfg["training"]["lr"] == 1 and cfg["sde"] == {**DEFAULTS["sde"], "sigma_max": 40}
     vp = resolve_config({"sde": {"type": "vp", "beta_min": 0.1, "beta_max": 20.0, "N": 1000}})["sde"]
     assert vp["type"] == "vp" and "sigma_max" not in vp
-    with pytest.raises(UserError, match=r"\[sde\] N must be a number"):
-        resolve_config({"sde": {"N": "x"}})
+    with pytest.raises(UserError, match=r"\[sde\] sigma_max must be a number"):
+        resolve_config({"sde": {"sigma_max": "x"}})
+    with pytest.raises(UserError, match=r"\[sde\] N must be a whole number"):
+        resolve_config({"sde": {"N": 1000.5}})
     with pytest.raises(UserError, match="bad parameters for the ve SDE"):
         resolve_config({"sde": {"foo": 1}})
+
+
+def test_a_partial_sde_table_resumes_a_run_saved_before_the_defaults_were_filled_in():
+    from scorerecon.priors.training import check_resumable
+    cfg = resolve_config({"sde": {"type": "ve", "sigma_max": 80.0}})
+    saved = {**cfg, "sde": {"type": "ve", "sigma_max": 80.0}}
+    check_resumable(cfg, saved)
+    with pytest.raises(UserError, match=r"\[sde\] differs"):
+        check_resumable(cfg, {**cfg, "sde": {"type": "ve", "sigma_max": 40.0}})
+
+
+def test_a_device_torch_does_not_know_is_named():
     with pytest.raises(UserError, match="is not a device"):
         _configured_device("tpu")
 
@@ -141,14 +180,21 @@ def test_broken_prepared_datasets_are_user_errors(tmp_path):
         load_split("head-ct", "val", tmp_path)
 
 
-def test_tune_checks_its_preset_folder_before_the_trials(tmp_path):
+def test_tune_checks_its_preset_folder_before_the_trials(tmp_path, monkeypatch):
+    import scorerecon.solvers.tuning as tuning
+
+    def no_cases(*args, **kwargs):
+        raise AssertionError("the cases were built before the preset folder was checked")
+    monkeypatch.setattr(tuning, "validation_cases", no_cases)
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file"):
-        preset_file("ct-sparse-view", tmp_path / "file")
+        tuning.run_tune("ct-sparse-view", "fast", prior="head-ct", output=str(tmp_path / "file"))
     (tmp_path / "ct-sparse-view.json").write_text("{broken")
     with pytest.raises(UserError, match="not valid JSON"):
-        preset_file("ct-sparse-view", tmp_path)
-    path = save_preset("ct-metal", "fast", {"steps": 4}, {"trials": 1}, tmp_path / "new")
+        tuning.run_tune("ct-sparse-view", "fast", prior="head-ct", output=str(tmp_path))
+    assert preset_file("ct-metal", tmp_path / "new" / "deep") == (tmp_path / "new" / "deep" / "ct-metal.json", None)
+    assert not (tmp_path / "new").exists()  # checking makes nothing
+    path = save_preset("ct-metal", "fast", {"steps": 4}, {"trials": 1}, tmp_path / "new" / "deep")
     assert json.loads(path.read_text())["methods"] == {"fast": {"steps": 4}}
     with pytest.raises(UserError, match="is not a folder"):
         read_cases(tmp_path / "file")

@@ -34,6 +34,18 @@ def check_output_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a Path once a folder can be written there: no file in the way, and its nearest
+    existing ancestor a writable folder (the folder itself may be made later)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file: give a folder for this output")
+    existing = next(p for p in (path.resolve(), *path.resolve().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot make a folder in {existing}: choose another output folder")
+    return path
+
+
 def _temporary(make, path: Path, **names):
     """What ``make`` (mkstemp or mkdtemp) returns, made beside ``path``; an OS refusal becomes a
     UserError."""
@@ -74,9 +86,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``path`` (which must not hold other data)."""
-    path = check_writable_parent(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path} exists and is not a folder: choose another output path")
+    path = check_output_folder(check_writable_parent(path))
     tmp = Path(_temporary(tempfile.mkdtemp, path, suffix=".tmp"))
     try:
         yield tmp

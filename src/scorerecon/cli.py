@@ -99,10 +99,11 @@ def _add_reconstruct(sub) -> None:
 
 def _run_reconstruct(args) -> None:
     from .atomic import check_output_file
+    from .data.io import check_image_output
     from .data.measurement import read_measurement
-    from .solvers import check_reconstruction_output, reconstruct, write_reconstruction
+    from .solvers import reconstruct, write_reconstruction
     meas = read_measurement(args.measurement)
-    check_reconstruction_output(args.output)  # fail before any work or output
+    check_image_output(args.output)  # fail before any work or output (a std map's path: before writing)
     if args.metrics:
         check_output_file(args.metrics)
         if meas.truth is None:

@@ -39,7 +39,7 @@ from ..atomic import atomic_path
 from ..errors import UserError
 from ..operators.coils import check_maps, rss
 from ..operators.mri import center_crop, ifft2c
-from .measurement import Measurement
+from .measurement import Measurement, check_measurement_output
 
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 EXTRAS_GROUP = "scorerecon"
@@ -106,6 +106,7 @@ def write_fastmri(path: str | os.PathLike, kspace: np.ndarray, mask: np.ndarray,
     several multi-coil (1, coils, H, W) with ``reconstruction_rss``.  ``mask`` (H, W) is stored as
     (W,) when it keeps whole columns.  ``extras`` / ``extra_attrs`` go to the ``/scorerecon`` group.
     """
+    check_measurement_output(path)
     kspace = np.asarray(kspace, dtype=np.complex64)
     single = kspace.shape[0] == 1
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:

@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output_file
 from ..errors import UserError
 
 FORMAT = "scorerecon-measurement"
@@ -87,10 +87,17 @@ def _read_dict(group: h5py.Group) -> dict[str, Any]:
     return out
 
 
-def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
-    """Write ``meas`` to ``path`` (.h5 or .hdf5) atomically (temporary file, then rename)."""
-    if Path(path).suffix.lower() not in (".h5", ".hdf5"):
+def check_measurement_output(path: str | os.PathLike) -> Path:
+    """``path`` as a Path once a measurement can be written there: a .h5 file (what ``tune
+    --cases`` and the readers look for) in a writable folder.  Callers check before simulating."""
+    if Path(path).suffix.lower() != ".h5":
         raise UserError(f"{path}: a measurement file is HDF5: give it the extension .h5")
+    return check_output_file(path)
+
+
+def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
+    """Write ``meas`` to ``path`` (.h5) atomically (temporary file, then rename)."""
+    check_measurement_output(path)
     meas.validate()
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output_folder
 from ..data.intensity import hu_to_unit
 from ..data.samples import load_sample
-from ..errors import UserError
 from ..solvers import reconstruct
 from .figures import save_panels
 
@@ -40,8 +39,7 @@ def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None
     methods = demo_methods(steps, samples)
     from ..simulate.ct import simulate_ct
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir} is a file: the demo writes into a folder, give another -o")
+    check_output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = load_sample(DEMO_SAMPLE)
     meas = simulate_ct(sample.array, pixel_size=(sample.spacing or (1.0,))[0],

@@ -39,7 +39,8 @@ SSIM_WINDOW = 7  # scikit-image's default window side
 def ssim(recon, truth, mask=None) -> float:
     """Structural similarity (scikit-image defaults: 7×7 window) with data range 1.  A volume
     (slices, H, W) is compared slice by slice and the slices' SSIMs averaged, as fastMRI does;
-    with a mask, the per-pixel SSIM maps are averaged inside it."""
+    with a mask, the per-pixel SSIM maps are averaged inside it (scikit-image's unmasked mean
+    leaves out a 3-pixel border, so an all-true mask differs slightly)."""
     recon, truth = _check(recon, truth)
     if truth.ndim < 2 or min(truth.shape[-2:]) < SSIM_WINDOW:
         raise UserError(f"images of shape {truth.shape} are too small for SSIM's {SSIM_WINDOW}×{SSIM_WINDOW} "

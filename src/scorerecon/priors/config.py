@@ -107,13 +107,14 @@ def resolve_config(raw: dict) -> dict:
 
 def _sde_table(table: dict) -> dict:
     """[sde]: its parameters depend on the type, so a table of another type than the default's
-    replaces the defaults and one without a type updates them; every parameter is a number."""
+    replaces the defaults and one without a type updates them; every parameter is a number (N a
+    whole one).  Unknown parameters are left to sde_from_dict (:func:`_check_values`)."""
     for key, value in table.items():
-        if key != "type" and not _is_kind(0.0, value):
-            raise UserError(f"[sde] {key} must be a number, got {value!r}")
+        if key != "type" and not _is_kind(DEFAULTS["sde"].get(key, 0.0), value):
+            raise UserError(f"[sde] {key} must be {_kind_name(DEFAULTS['sde'].get(key, 0.0))}, got {value!r}")
     if str(table.get("type", DEFAULTS["sde"]["type"])).lower() == DEFAULTS["sde"]["type"]:
         return {**DEFAULTS["sde"], **table}
-    return dict(table)  # checked by sde_from_dict when the SDE is built
+    return dict(table)
 
 
 def _checked_table(name: str, table, defaults: dict) -> dict:

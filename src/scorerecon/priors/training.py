@@ -320,10 +320,17 @@ def _with_later_defaults(table: str, saved):
     return {**LATER_DEFAULTS[table], **saved}
 
 
+def _comparable(table: str, value):
+    """A config table as resuming compares it: [sde] as the SDE it builds, so a table written
+    before the config filled in [sde]'s defaults still matches the same SDE spelt out."""
+    return sde_from_dict(value).to_dict() if table == "sde" and isinstance(value, dict) else value
+
+
 def check_resumable(cfg: dict, saved: dict) -> None:
     """UserError when the config differs from the checkpoint's in anything but the run length."""
     for table in FROZEN_TABLES:
-        if cfg[table] != _with_later_defaults(table, saved.get(table, LEGACY_TABLES.get(table))):
+        was = _with_later_defaults(table, saved.get(table, LEGACY_TABLES.get(table)))
+        if _comparable(table, cfg[table]) != _comparable(table, was):
             raise UserError(f"the config's [{table}] differs from the checkpoint's: resume with the original "
                             "config or train into a new output folder")
     saved_training = _with_later_defaults("training", saved["training"])

@@ -324,10 +324,9 @@ def simulate_ct_file(image_path, output, *, views: int | None = None, full_views
     The pixel size comes from the image's spacing (1 mm when the format has none, e.g. .npy).
     The output is written atomically: a failure leaves no file behind.
     """
-    from ..atomic import check_writable_parent
     from ..data.io import read_slice
-    from ..data.measurement import write_measurement
-    check_writable_parent(output)
+    from ..data.measurement import check_measurement_output, write_measurement
+    check_measurement_output(output)
     image = read_slice(image_path, slice_index)
     pixel_size = float(image.spacing[-1]) if image.spacing else 1.0
     meas = simulate_ct(image.array, pixel_size=pixel_size, views=views, full_views=full_views,

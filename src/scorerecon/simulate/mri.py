@@ -106,6 +106,8 @@ def simulate_mri_file(image_path: str | os.PathLike, output: str | os.PathLike, 
                       slice_index: int | None = None) -> Measurement:
     """``scorerecon simulate mri``: read a magnitude slice, simulate, write a fastMRI-layout file."""
     from ..data.io import read_slice
+    from ..data.measurement import check_measurement_output
+    check_measurement_output(output)
     image = read_slice(image_path, slice_index)
     spacing = tuple(image.spacing[-2:]) if image.spacing is not None else (1.0, 1.0)
     meas = simulate_mri(image.array, mask=mask, acceleration=acceleration, center_fraction=center_fraction,

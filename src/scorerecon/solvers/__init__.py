@@ -4,8 +4,6 @@
 :mod:`scorerecon.solvers.registry`; modules register their methods on import.
 """
 
-from .registry import (Reconstruction, available_methods, check_reconstruction_output, reconstruct, register,
-                       write_reconstruction)
+from .registry import Reconstruction, available_methods, reconstruct, register, write_reconstruction
 
-__all__ = ["Reconstruction", "available_methods", "check_reconstruction_output", "reconstruct", "register",
-           "write_reconstruction"]
+__all__ = ["Reconstruction", "available_methods", "reconstruct", "register", "write_reconstruction"]

@@ -109,25 +109,23 @@ def _to_native(unit: np.ndarray, meas, offset: bool = True) -> np.ndarray:
     return (np.abs(unit) * float(meas.attrs.get("intensity_scale", 1.0))).astype(np.float32)
 
 
-def check_reconstruction_output(output: str) -> None:
-    """Before any work: :func:`write_reconstruction` can write the image and a std map beside it."""
-    from ..data.io import check_image_output
-    check_image_output(output)
-    check_image_output(_sibling(output, "_std"))
-
-
 def write_reconstruction(result: Reconstruction, meas, output: str, reference: str | None = None) -> None:
-    """Write the image (and, beside it, the std map when there is one) by output extension."""
-    from ..data.io import write_image
+    """Write the image (and, beside it, the std map when there is one) by output extension; both
+    paths are checked before either is written."""
+    from ..data.io import check_image_output, write_image
+    std_path = _sibling(output, "_std") if result.std is not None else None
+    for path in (output, std_path):
+        if path is not None:
+            check_image_output(path)
     spacing = meas.geometry.get("pixel_size")
     write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
-    if result.std is not None:
+    if std_path is not None:
         # no modality: a std map is not an image in HU, so a PNG of it is min-max scaled
-        write_image(_sibling(output, "_std"), result.std, spacing=spacing, reference=None, modality=None)
+        write_image(std_path, result.std, spacing=spacing, reference=None, modality=None)
 
 
 def _sibling(output: str, tag: str) -> str:
     for ext in (".nii.gz", ".npy", ".png", ".nii", ".nrrd"):
-        if output.endswith(ext):
-            return output[: -len(ext)] + tag + ext
+        if output.lower().endswith(ext):
+            return output[: -len(ext)] + tag + output[-len(ext):]
     return output.rstrip("/") + tag

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, check_output_file
+from ..atomic import atomic_path, check_output_folder
 from ..cli_types import positive_int
 from ..errors import UserError
 from ..operators.masks import keeps_whole_lines
@@ -132,26 +132,23 @@ def _read_preset(path: Path) -> dict | None:
     return preset
 
 
-def preset_file(task: str, folder: str | os.PathLike | None = None) -> Path:
-    """``folder``/<task>.json (default: the first of :func:`preset_dirs`), checked before tuning:
-    the folder is made if missing and must be writable, and a preset already there readable."""
-    folder = Path(folder) if folder is not None else preset_dirs()[0]
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder} is a file: -o names the folder that presets are written to")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot make the preset folder {folder} ({err.strerror}): choose another -o") from None
+def preset_file(task: str, folder: str | os.PathLike | None = None) -> tuple[Path, dict | None]:
+    """``folder``/<task>.json (default: the first of :func:`preset_dirs`) and the preset already
+    there (None), checked before tuning without making anything: the folder can be made or
+    written, and that preset is readable."""
+    folder = check_output_folder(folder if folder is not None else preset_dirs()[0])
     path = folder / f"{task}.json"
-    _read_preset(path)
-    return check_output_file(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: move it, or give tune another -o")
+    return path, _read_preset(path)
 
 
 def save_preset(task: str, method: str, params: dict, provenance: dict,
                 folder: str | os.PathLike | None = None) -> Path:
     """Merge ``params`` for ``method`` into ``folder``/<task>.json (atomically); returns the path."""
-    path = preset_file(task, folder)
-    preset = _read_preset(path) or {"task": task, "methods": {}}
+    path, preset = preset_file(task, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    preset = preset or {"task": task, "methods": {}}
     preset.setdefault("methods", {})[method] = params
     preset.setdefault("tuned", {})[method] = provenance
     with atomic_path(path, suffix=".json") as tmp:
@@ -172,11 +169,16 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     _check_task(task)
     name = TASKS[task]["dataset"]
     images = load_split(name, "val", dataset_dir)
-    meta = load_meta(name, dataset_dir).get("slices", {}).get("val") or []
-    if len(meta) != len(images) or not len(images):
+    meta = load_meta(name, dataset_dir).get("slices")
+    meta = meta.get("val") if isinstance(meta, dict) else None
+    try:
+        spacings = [float(s["spacing_mm"][-1]) for s in meta]
+    except (TypeError, KeyError, IndexError, ValueError):
+        spacings = []
+    if len(spacings) != len(images) or not len(images):
         raise UserError(f"the {name} dataset's val split holds {len(images)} slices and its meta.json "
-                        f"describes {len(meta)}: prepare it again with 'scorerecon data prepare {name}'")
-    spacings = [float(s["spacing_mm"][-1]) for s in meta]
+                        f"describes {len(spacings)} with a spacing: prepare it again with "
+                        f"'scorerecon data prepare {name}'")
     # a slice without provenance (a dataset prepared by hand) counts as one stack, val.npy in order
     sources = [s.get("source", f"{name}:val:{i}") for i, s in enumerate(meta)]
     cases = []
