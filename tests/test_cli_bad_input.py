@@ -143,6 +143,8 @@ def test_config_numbers_accept_integers_and_the_sde_table_keeps_its_defaults():
         resolve_config({"sde": {"N": 1000.5}})
     with pytest.raises(UserError, match="bad parameters for the ve SDE"):
         resolve_config({"sde": {"foo": 1}})
+    with pytest.raises(UserError, match="'name' must be text"):
+        resolve_config({"name": 3})
 
 
 def test_a_partial_sde_table_resumes_a_run_saved_before_the_defaults_were_filled_in():

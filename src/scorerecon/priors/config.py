@@ -96,6 +96,8 @@ def resolve_config(raw: dict) -> dict:
             cfg["sde"] = _sde_table(value)
         elif isinstance(cfg[key], dict):
             cfg[key].update(_checked_table(key, value, cfg[key]))
+        elif not _is_kind(cfg[key], value):
+            raise UserError(f"config entry {key!r} must be {_kind_name(cfg[key])}, got {value!r}")
         else:
             cfg[key] = value
     _check_values(cfg)
