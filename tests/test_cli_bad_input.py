@@ -98,6 +98,14 @@ def test_a_std_map_path_is_checked_before_the_image_is_written(ct_files):
     assert (ct_files / "R.NPY").is_file() and (ct_files / "R_std.NPY").is_file()
 
 
+def test_evaluate_checks_its_json_before_printing_metrics(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", np.zeros((8, 8), np.float32))
+    (tmp_path / "m.json").mkdir()
+    assert main(["evaluate", str(tmp_path / "a.npy"), str(tmp_path / "a.npy"), "--json", str(tmp_path / "m.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "m.json is a folder" in captured.err
+
+
 def test_a_measurement_must_be_written_as_hdf5(tmp_path):
     meas = simulate_ct(shepp_logan_hu(32), pixel_size=1.0, views=8, full_views=16)
     with pytest.raises(UserError, match="extension .h5"):

@@ -132,8 +132,11 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> None:
+    from .atomic import check_output_file
     from .data.io import read_image
     from .evaluation.metrics import evaluate_images
+    if args.json:
+        check_output_file(args.json)
     metrics = evaluate_images(read_image(args.recon).array, read_image(args.truth).array,
                               modality=args.modality, body=args.body_mask)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
