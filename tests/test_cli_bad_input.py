@@ -83,6 +83,16 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(ct_files, capsys,
     assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "r.npy", "taken.h5", "taken.json"]
 
 
+def test_score_options_with_a_classical_method_are_refused(ct_files, capsys):
+    capsys.readouterr()
+    argv = ["reconstruct", str(ct_files / "m.h5"), "-o", str(ct_files / "r.npy")]
+    assert main([*argv, "--method", "tv", "--prior", "head-ct", "--steps", "4"]) == 2
+    assert "--prior, --steps apply to score-based methods, not to tv" in _one_line(capsys)
+    assert main([*argv, "--samples", "2"]) == 2
+    assert "not to the default classical method" in _one_line(capsys)
+    assert not (ct_files / "r.npy").exists()
+
+
 def test_a_std_map_path_is_checked_before_the_image_is_written(ct_files):
     from scorerecon.data.measurement import read_measurement
     from scorerecon.solvers import Reconstruction, write_reconstruction

@@ -103,6 +103,7 @@ def _run_reconstruct(args) -> None:
     from .data.measurement import read_measurement
     from .solvers import reconstruct, write_reconstruction
     meas = read_measurement(args.measurement)
+    _check_score_options(args)
     check_image_output(args.output)  # fail before any work or output (a std map's path: before writing)
     if args.metrics:
         check_output_file(args.metrics)
@@ -117,6 +118,17 @@ def _run_reconstruct(args) -> None:
     print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
     if metrics is not None:
         _write_json(args.metrics, metrics)
+
+
+def _check_score_options(args) -> None:
+    """--prior, --steps and --samples steer the score-based samplers only: with a classical
+    method they would be ignored in silence, so they are refused."""
+    from .solvers.score import METHODS
+    given = [f"--{name}" for name in ("prior", "steps", "samples") if getattr(args, name) is not None]
+    if given and args.method not in ("score", *METHODS):
+        names = "|".join(("score", *METHODS))
+        raise UserError(f"{', '.join(given)} apply to score-based methods, not to "
+                        f"{args.method or 'the default classical method'}: drop them or choose --method {names}")
 
 
 # ------------------------------------------------------------------------------ evaluate
