@@ -123,6 +123,16 @@ def test_a_measurement_must_be_written_as_hdf5(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_measurement_of_a_later_layout_version_is_refused(ct_files):
+    import h5py
+
+    from scorerecon.data.measurement import read_measurement
+    with h5py.File(ct_files / "m.h5", "a") as f:
+        f.attrs["version"] = 99
+    with pytest.raises(UserError, match="layout version 99.*upgrade scorerecon"):
+        read_measurement(ct_files / "m.h5")
+
+
 def test_sample_checks_its_output_before_loading_the_prior(tmp_path, capsys):
     assert main(["sample", "--prior", "no-such-prior", "-o", str(tmp_path / "grid.jpg")]) == 2
     assert "must end in .png" in _one_line(capsys)

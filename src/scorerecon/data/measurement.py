@@ -135,6 +135,11 @@ def read_measurement(path: str | os.PathLike) -> Measurement:
                 return read_fastmri(path).validate()
             raise UserError(f"{path} is neither a scorerecon measurement nor a fastMRI file "
                             "(no 'kspace' dataset): simulate one with 'scorerecon simulate'")
+        version = f.attrs.get("version")
+        version = int(version) if isinstance(version, (int, np.integer)) else version
+        if not isinstance(version, int) or not 1 <= version <= VERSION:
+            raise UserError(f"{path} is a measurement of layout version {version!r}, and this scorerecon "
+                            f"reads versions 1 to {VERSION}: upgrade scorerecon or re-create the file")
         for required in ("measurement", "mask", "geometry"):
             if required not in f:
                 raise UserError(f"{path} lacks the '{required}' entry: re-create it with 'scorerecon simulate'")
