@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_directory, atomic_path, check_output_file, check_writable_parent
+from ..atomic import atomic_directory, atomic_path, check_output_file, check_output_folder, check_writable_parent
 from ..errors import UserError
 from . import dicom
 from .intensity import hu_to_unit
@@ -354,10 +354,7 @@ def check_image_output(path: str | os.PathLike) -> Path:
     path = Path(path)
     suffix = _suffix(path)
     if suffix == "":
-        check_writable_parent(path)
-        if path.exists() and not path.is_dir():
-            raise UserError(f"{path} is a file: a DICOM series is written to a folder (or give "
-                            f"an extension: {WRITE_FORMATS})")
+        check_output_folder(check_writable_parent(path))
         if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
             raise UserError(f"output folder {path} exists and holds other files: "
                             "choose a new folder for the DICOM series")

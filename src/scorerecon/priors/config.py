@@ -112,11 +112,15 @@ def _sde_table(table: dict) -> dict:
     replaces the defaults and one without a type updates them; every parameter is a number (N a
     whole one).  Unknown parameters are left to sde_from_dict (:func:`_check_values`)."""
     for key, value in table.items():
-        if key != "type" and not _is_kind(DEFAULTS["sde"].get(key, 0.0), value):
-            raise UserError(f"[sde] {key} must be {_kind_name(DEFAULTS['sde'].get(key, 0.0))}, got {value!r}")
+        default = DEFAULTS["sde"].get(key, 0.0)  # a parameter of another SDE type: a number
+        if key != "type" and not _is_kind(default, value):
+            raise UserError(f"[sde] {key} must be {_kind_name(default)}, got {value!r}")
     if str(table.get("type", DEFAULTS["sde"]["type"])).lower() == DEFAULTS["sde"]["type"]:
         return {**DEFAULTS["sde"], **table}
     return dict(table)
+
+
+_CHECKED_ELSEWHERE = ("dataset",)  # a name or a list of names: _check_values
 
 
 def _checked_table(name: str, table, defaults: dict) -> dict:
@@ -128,9 +132,6 @@ def _checked_table(name: str, table, defaults: dict) -> dict:
         if key not in _CHECKED_ELSEWHERE and not _is_kind(defaults[key], value):
             raise UserError(f"[{name}] {key} must be {_kind_name(defaults[key])}, got {value!r}")
     return table
-
-
-_CHECKED_ELSEWHERE = ("dataset",)  # a name or a list of names: _check_values
 
 
 def _is_kind(default, value) -> bool:
