@@ -116,6 +116,13 @@ def test_evaluate_checks_its_json_before_printing_metrics(tmp_path, capsys):
     assert captured.out == "" and captured.err.count("\n") == 1 and "m.json is a folder" in captured.err
 
 
+def test_an_unreadable_twix_file_gives_one_line_and_prints_nothing_else(tmp_path, capsys):
+    (tmp_path / "scan.dat").write_bytes(np.random.default_rng(0).bytes(300))
+    assert main(["reconstruct", str(tmp_path / "scan.dat"), "-o", str(tmp_path / "r.npy")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "not a readable Siemens twix" in captured.err
+
+
 def test_a_measurement_must_be_written_as_hdf5(tmp_path):
     meas = simulate_ct(shepp_logan_hu(32), pixel_size=1.0, views=8, full_views=16)
     with pytest.raises(UserError, match="extension .h5"):

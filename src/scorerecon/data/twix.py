@@ -15,10 +15,13 @@ root-sum-of-squares image.  A gzipped file (``.dat.gz``) is decompressed to a te
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,11 +69,14 @@ def _map_last_scan(path: Path):
     """twixtools' image mapper of the file's last measurement, configured as described above."""
     import twixtools
 
+    printed = io.StringIO()  # twixtools prints its parse warnings on stdout
     try:
-        scans = twixtools.map_twix(str(path), verbose=False)
+        with contextlib.redirect_stdout(printed):
+            scans = twixtools.map_twix(str(path), verbose=False)
     except (LookupError, ValueError, OSError, EOFError, struct.error) as err:  # twixtools' parse failures
         raise UserError(f"{path.name} is not a readable Siemens twix file ({type(err).__name__}): "
                         "pass a .dat raw-data file") from None
+    sys.stderr.write(printed.getvalue())  # a file that parses keeps its warnings, on stderr
     scan = scans[-1] if isinstance(scans, list) else scans
     if "image" not in scan:
         raise UserError(f"{path.name} holds no imaging data (no 'image' scans): pass an imaging raw-data file")
