@@ -123,12 +123,12 @@ def _run_reconstruct(args) -> None:
 def _check_score_options(args) -> None:
     """--prior, --steps and --samples steer the score-based samplers only: with a classical
     method they would be ignored in silence, so they are refused."""
-    from .solvers.score import METHODS
+    from .solvers.score import REGISTERED_NAMES
     given = [f"--{name}" for name in ("prior", "steps", "samples") if getattr(args, name) is not None]
-    if given and args.method not in ("score", *METHODS):
-        names = "|".join(("score", *METHODS))
+    if given and args.method not in REGISTERED_NAMES:
         raise UserError(f"{', '.join(given)} apply to score-based methods, not to "
-                        f"{args.method or 'the default classical method'}: drop them or choose --method {names}")
+                        f"{args.method or 'the default classical method'}: drop them or choose "
+                        f"--method {'|'.join(REGISTERED_NAMES)}")
 
 
 # ------------------------------------------------------------------------------ evaluate

@@ -163,11 +163,9 @@ def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> 
     try:
         images = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable array ({err}): prepare it again with "
-                        f"'scorerecon data prepare {name}'") from None
+        raise UserError(f"{path} is not a readable array ({err}): {prepare_again(name)}") from None
     if images.ndim != 3:
-        raise UserError(f"{path} has shape {images.shape}, not (slices, H, W): prepare it again with "
-                        f"'scorerecon data prepare {name}'")
+        raise UserError(f"{path} has shape {images.shape}, not (slices, H, W): {prepare_again(name)}")
     return images
 
 
@@ -180,11 +178,15 @@ def load_meta(name: str, root: str | os.PathLike | None = None) -> dict:
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not valid JSON ({err}): prepare the dataset again with "
-                        f"'scorerecon data prepare {name}'") from None
+        raise UserError(f"{path} is not valid JSON ({err}): {prepare_again(name)}") from None
     if not isinstance(meta, dict):
-        raise UserError(f"{path} is not a JSON object: prepare the dataset again with 'scorerecon data prepare {name}'")
+        raise UserError(f"{path} is not a JSON object: {prepare_again(name)}")
     return meta
+
+
+def prepare_again(name: str) -> str:
+    """The fix for a prepared dataset whose files are broken."""
+    return f"prepare the dataset again with 'scorerecon data prepare {name}'"
 
 
 def _check_name(name: str) -> None:

@@ -53,6 +53,8 @@ from .tuning import load_preset, task_of
 
 METHODS = ("song", "chung", "langevin", "guidance", "dps", "fast")
 DEFAULT_METHOD = "fast"
+DEFAULT_ALIAS = "score"  # the registered name of DEFAULT_METHOD
+REGISTERED_NAMES = (DEFAULT_ALIAS, *METHODS)  # every name that reconstruct() runs with a score prior
 DEFAULTS: dict[str, dict[str, Any]] = {
     # Song et al. (2022) tuned λ = 0.841, snr = 0.246 for 23-view CT; presets override per task
     "song": {"lam": 1.0, "snr": 0.16, "corrector_steps": 1},
@@ -277,4 +279,4 @@ def _register(name: str, method: str) -> None:
 
 for _name in METHODS:
     _register(_name, _name)
-_register("score", DEFAULT_METHOD)
+_register(DEFAULT_ALIAS, DEFAULT_METHOD)

@@ -165,7 +165,7 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     ``slices`` validation slices chosen by :func:`validation_picks`; ``size`` optionally
     downsamples them (quick runs).
     """
-    from ..data.datasets import load_meta, load_split
+    from ..data.datasets import load_meta, load_split, prepare_again
     _check_task(task)
     name = TASKS[task]["dataset"]
     images = load_split(name, "val", dataset_dir)
@@ -177,8 +177,7 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
         spacings = []
     if len(spacings) != len(images) or not len(images):
         raise UserError(f"the {name} dataset's val split holds {len(images)} slices and its meta.json "
-                        f"describes {len(spacings)} with a spacing: prepare it again with "
-                        f"'scorerecon data prepare {name}'")
+                        f"describes {len(spacings)} with a spacing: {prepare_again(name)}")
     # a slice without provenance (a dataset prepared by hand) counts as one stack, val.npy in order
     sources = [s.get("source", f"{name}:val:{i}") for i, s in enumerate(meta)]
     cases = []
