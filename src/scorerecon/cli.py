@@ -1,4 +1,4 @@
-"""The command line: a thin layer over the library (DESIGN.md, "The command line").
+"""The command line: a thin layer over the library.
 
 Every user mistake surfaces as one line on stderr and exit status 2 (``UserError``); outputs are
 written atomically, so a failed command never leaves a partial file.

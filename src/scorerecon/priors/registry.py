@@ -43,7 +43,7 @@ SHIPPED = {
     "brain-mri-low": "brain-mri-v1 continued 6,000 steps on σ ≤ 1 only (configs/brain-mri-low.toml)",
     # The low-noise expert on two subjects: brain-mri-low continued on Colin27 and a clinical patient.
     "mri-low": "brain-mri-low continued on Colin27 and a clinical T1 patient, σ ≤ 1 (configs/mri-low.toml)",
-    # Trained on a GPU on three CT patients (head-ct + chest-ct), chosen on a fourth (chest-ct val).
+    # Trained on a GPU on two CT patients (head-ct + chest-ct train), chosen on a third (chest-ct val).
     "ct-low": "head-ct-low continued 900 steps on a GPU on head and chest CT, σ ≤ 1 (configs/ct-low.toml)",
     "ct-full": "head-ct-edm continued 900 steps on a GPU on whole head and chest CT slices (configs/ct-full.toml)",
 }

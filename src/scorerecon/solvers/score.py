@@ -20,7 +20,7 @@ score      the recommended default: ``fast``
 =========  ==================================================================  ===========
 
 N (``steps``) defaults to the prior's own N for the 1000-step samplers and, for ``fast``, to the
-task preset's (K samples of ⌊50 / K⌋ steps) or 20.
+task preset's steps (at most 50) or 20.
 Settings come, in increasing priority, from :data:`DEFAULTS`, the task's tuned preset
 (:func:`scorerecon.solvers.tuning.load_preset`, e.g. ``ct-sparse-view``) and the caller.
 
