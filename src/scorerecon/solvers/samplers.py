@@ -14,7 +14,8 @@ p_0t = N(α x₀, β² I).
     predictor and corrector update, plus (hybrid multi-coil) a SENSE step every m steps;
   - :class:`GuidedPrior` — score-SDE gradient guidance: the unconditional score plus the
     approximate likelihood gradient of :func:`annealed_langevin`.
-  It ends with Tweedie's denoiser at t = ε and the hard projection (:meth:`InverseProblem.project`).
+  It ends with Tweedie's denoiser at t = ε and, but for guidance, the hard projection
+  (:meth:`InverseProblem.project`).
 * :func:`annealed_langevin` — Jalal et al. 2021: annealed Langevin dynamics on
   s(x, t) + ∇ log p(y | x_t), ∇ log p(y | x_t) ≈ A^H (y − A x_t/α) / (α (γ² + L β²/α²)).
 * :func:`dps_sampler` — Chung et al. 2023 (DPS), Algorithm 1: reverse diffusion, then
