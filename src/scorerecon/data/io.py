@@ -81,7 +81,8 @@ class Image:
 
 
 # ------------------------------------------------------------------------------ reading
-def _suffix(path: Path) -> str:
+def image_suffix(path: Path) -> str:
+    """The extension that picks a reader or writer, lower-case (``.nii.gz`` whole; "" for a DICOM folder)."""
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
@@ -144,7 +145,7 @@ def _read_any(path: Path) -> Image:
     readers = {".nii": _read_nifti, ".nii.gz": _read_nifti, ".nrrd": _read_nrrd, ".npy": _read_npy,
                ".npz": _read_npz, ".png": _read_png,
                ".dcm": _read_dicom_file, ".ima": _read_dicom_file, "": _read_dicom_file}
-    reader = readers.get(_suffix(path))
+    reader = readers.get(image_suffix(path))
     if reader is None:
         if not _has_dicom_preamble(path):
             raise UserError(f"unsupported image format {path.suffix!r} ({path.name}): use a {READ_FORMATS}")
@@ -339,7 +340,7 @@ def write_image(path: str | os.PathLike, array, spacing: tuple[float, ...] | Non
     volume = _checked(np.asarray(array), path)
     spacing = _per_axis(spacing, volume.ndim)
     modality = normalise_modality(modality)
-    suffix = _suffix(path)
+    suffix = image_suffix(path)
     if suffix == "":
         _write_dicom(path, volume, spacing, reference, modality)
     else:
@@ -352,7 +353,7 @@ def check_image_output(path: str | os.PathLike) -> Path:
     writable folder, no folder where a file goes and, for a DICOM series (no extension), no file
     where the folder goes nor other files in it.  Callers check before any long work."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = image_suffix(path)
     if suffix == "":
         check_output_folder(check_writable_parent(path))
         if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
@@ -400,7 +401,7 @@ def _write_nifti(path: Path, volume: np.ndarray, spacing, modality) -> None:
     data = np.ascontiguousarray(vol3[:, ::-1, ::-1].transpose(2, 1, 0))
     img = nib.Nifti1Image(data, np.diag([col, row, slice_step, 1.0]))
     img.header.set_xyzt_units("mm")
-    with atomic_path(path, suffix=_suffix(path)) as tmp:
+    with atomic_path(path, suffix=image_suffix(path)) as tmp:
         nib.save(img, tmp)
 
 

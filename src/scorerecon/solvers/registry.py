@@ -125,7 +125,12 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
 
 
 def _sibling(output: str, tag: str) -> str:
-    for ext in (".nii.gz", ".npy", ".png", ".nii", ".nrrd"):
-        if output.lower().endswith(ext):
-            return output[: -len(ext)] + tag + output[-len(ext):]
-    return output.rstrip("/") + tag
+    """``output`` with ``tag`` before its extension (as :func:`~scorerecon.data.io.image_suffix`
+    reads it, case kept), or after a DICOM folder's name."""
+    from pathlib import Path
+
+    from ..data.io import image_suffix
+    size = len(image_suffix(Path(output)))
+    if not size:
+        return output.rstrip("/") + tag
+    return output[:-size] + tag + output[-size:]
