@@ -253,12 +253,17 @@ def classical_row(row: dict) -> tuple[str, str]:
     return name, name[len(BEST_CLASSICAL) + 2:-1]
 
 
+def method_columns(results: dict) -> list[str]:
+    """The score-based methods measured in ``results``: the README's order, then any other."""
+    measured = {m for row in results.values() for m in row if not m.startswith(BEST_CLASSICAL)}
+    return [m for m in SIDE_BY_SIDE_METHODS if m in measured] + sorted(measured - set(SIDE_BY_SIDE_METHODS))
+
+
 def side_by_side_table(results: dict) -> str:
     """One line per task, one column per method (the README's order, then any other method
     measured): mean PSNR / SSIM (NFE × K, seconds per slice), the highest PSNR of the line in
     bold, "—" where a method was not measured."""
-    measured = {m for row in results.values() for m in row if not m.startswith(BEST_CLASSICAL)}
-    methods = [m for m in SIDE_BY_SIDE_METHODS if m in measured] + sorted(measured - set(SIDE_BY_SIDE_METHODS))
+    methods = method_columns(results)
     lines = ["| task | best classical | " + " | ".join(methods) + " |", "|---|---" + "|---" * len(methods) + "|"]
     for task, row in results.items():
         best = max(stats["psnr"][0] for stats in row.values())
@@ -280,8 +285,21 @@ def side_by_side_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gains_table(results: dict) -> str:
+    """Each method's mean PSNR minus the best classical method's, per task, from the unrounded
+    means (the differences the README quotes; rounding both means first can move one by 0.01)."""
+    methods = method_columns(results)
+    lines = ["| task | " + " | ".join(methods) + " |", "|---" + "|---" * len(methods) + "|"]
+    for task, row in results.items():
+        classical = row[classical_row(row)[0]]["psnr"][0]
+        cells = [f"{row[m]['psnr'][0] - classical:+.2f}" if m in row else "—" for m in methods]
+        lines.append(f"| {TASK_LABELS.get(task, task)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def format_table(results: dict, notes: list[str]) -> str:
-    """The long table (a line per task and method) and below it the side-by-side one."""
+    """The long table (a line per task and method), below it the side-by-side one and the gains
+    over the best classical method."""
     lines = ["# Score-based methods vs the best classical method", "", *notes, "",
              "| task | method | PSNR (dB) | SSIM | NFE | K | s / slice | r(std, abs err) | abs err ≤ 2 std |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -296,7 +314,8 @@ def format_table(results: dict, notes: list[str]) -> str:
                 f"{stats['seconds'][0]:.1f} | {'—' if r is None else f'{r[0]:.2f}'} | "
                 f"{'—' if cover is None else f'{cover[0]:.2f}'} |")
     lines += ["", "Side by side: PSNR dB / SSIM (NFE × K, s / slice); the best PSNR of each task in bold.", ""]
-    return "\n".join(lines) + "\n" + side_by_side_table(results)
+    gains = ["", "PSNR gain over the best classical method of the task (dB, from the unrounded means):", ""]
+    return "\n".join(lines) + "\n" + side_by_side_table(results) + "\n".join(gains) + "\n" + gains_table(results)
 
 
 def benchmark(args) -> str:

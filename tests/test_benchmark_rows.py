@@ -133,3 +133,17 @@ def test_the_side_by_side_table_bolds_the_best_psnr_and_marks_the_unmeasured(ben
     lines = bench.side_by_side_table(results).splitlines()
     assert lines[0] == "| task | best classical | fast | song | dps | guidance |"
     assert lines[4] == "| metal-artifact removal | **38.00 / 0.974** (tv) | — | — | — | 30.00 / 0.900 (1001, 400) |"
+
+
+def test_the_gains_table_subtracts_unrounded_means(bench):
+    """36.2251 − 34.1308 is +2.09, where the rounded means (36.23 − 34.13) would give +2.10."""
+    def stats(psnr):
+        return {"psnr": (psnr, 0.0), "ssim": (0.9, 0.0), "nfe": (1.0, 0.0), "samples": (1.0, 0.0), "seconds": (1.0, 0.0)}
+
+    results = {"ct-sparse-view": {"best classical (tv)": stats(34.1308), "song": stats(36.2251)},
+               "mri-8x-equispaced": {"best classical (cs-tv)": stats(28.7641), "fast": stats(30.0579),
+                                     "guidance": stats(26.1347)}}
+    lines = bench.gains_table(results).splitlines()
+    assert lines[0] == "| task | fast | song | guidance |"
+    assert lines[2] == "| 23-view CT | — | +2.09 | — |"
+    assert lines[3] == "| MRI 8× equispaced | +1.29 | — | -2.63 |"
