@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from fast_settings import timed_fast_metrics, tuning_tasks
+from fast_settings import timed_metrics, tuning_tasks
 from score_methods import write_result
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
@@ -36,7 +36,7 @@ def measure(task: str, priors: dict[str, str], args) -> dict[str, dict]:
     results = {}
     for label, name in priors.items():
         prior = resolve_prior(name, cases[0].modality)
-        results[label] = timed_fast_metrics(cases, settings, prior, args.seed)
+        results[label] = timed_metrics(cases, "fast", settings, prior, args.seed)
         print(f"{task}, {label} {name}: {results[label]}", flush=True)
     return results
 

@@ -1,15 +1,19 @@
-"""One setting of the fast sampler, swept on validation slices with the rest of the preset kept.
+"""One setting of a sampler (the fast one unless ``--method``), swept on validation slices with
+the rest of the preset kept.
 
 A line search beside ``scorerecon tune``'s joint Bayesian search: this script scores each task's
-preset at its own value of ``--setting`` (default ``steps``) and at the candidate ``--values`` on
-the tuner's validation cases (``val.npy`` of the task's dataset, never the evaluation slices).
-With ``--write-presets DIR`` it keeps, in each task's preset, the value of highest mean
-validation PSNR (the issue's metric) and records the measurements in the preset's provenance
-(``<setting>_choice``).  Steps are capped by the issue's budget of 50 network evaluations,
-counted as in every table here: sequential calls on the batch of K.
+preset at its own value of ``--setting`` (default ``steps``; where the preset has no value, the
+method's default) and at the candidate ``--values`` on the tuner's validation cases (``val.npy``
+of the task's dataset, never the evaluation slices).  With ``--write-presets DIR`` it keeps, in
+each task's preset, the value of highest mean validation PSNR (the issue's metric) and records
+the measurements in the preset's provenance (``<setting>_choice``).  The fast sampler's steps are
+capped by the issue's budget of 50 network evaluations, counted as in every table here:
+sequential calls on the batch of K; the other samplers run the prior's N steps unless the preset
+says otherwise.
 
     python benchmarks/fast_settings.py --slices 2 --write-presets src/scorerecon/solvers/presets
     python benchmarks/fast_settings.py --tasks ct-sparse-view --setting start_sigma --values 0.1,0.2,0.4
+    python benchmarks/fast_settings.py --method dps --tasks ct-limited-angle --setting zeta --values 0.3,3
     python benchmarks/fast_settings.py --quick          # 1 slice at 64², checks the script
 """
 
@@ -27,14 +31,19 @@ from score_methods import RESULTS, best_over_slices, classical_rows, mean_rows, 
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
-from scorerecon.solvers.score import resolve_prior
+from scorerecon.solvers.score import DEFAULTS, resolve_prior
 
 
-def timed_fast_metrics(cases: list, settings: dict, prior, seed: int) -> dict[str, float]:
-    """Mean PSNR and SSIM of the fast sampler over ``cases`` (the task's preset, ``settings`` over
-    it), and its seconds per slice."""
+#: table titles of the samplers (others by their method name)
+METHOD_TITLES = {"fast": "Fast sampler", "dps": "DPS", "song": "Song et al.", "chung": "Chung & Ye",
+                 "langevin": "Langevin", "guidance": "Score-SDE guidance"}
+
+
+def timed_metrics(cases: list, method: str, settings: dict, prior, seed: int) -> dict[str, float]:
+    """Mean PSNR and SSIM of ``method`` over ``cases`` (the task's preset, ``settings`` over it),
+    and its seconds per slice."""
     start = time.perf_counter()
-    result = tuning.mean_metrics(cases, "fast", settings, prior, seed)
+    result = tuning.mean_metrics(cases, method, settings, prior, seed)
     return {**result, "seconds": (time.perf_counter() - start) / len(cases)}
 
 
@@ -47,16 +56,22 @@ def tuning_tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
     return tasks
 
 
+def current_value(method: str, preset: dict, setting: str):
+    """The value of ``setting`` that ``reconstruct`` uses now: the preset's, else the method's
+    default (None when neither has one)."""
+    return preset.get(setting, DEFAULTS.get(method, {}).get(setting))
+
+
 def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict, dict]:
-    """(the task's fast preset, {value of ``setting``: mean PSNR, SSIM and seconds per slice on
-    validation}, the best classical method on the same cases)."""
-    preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
+    """(the task's preset of ``args.method``, {value of ``setting``: mean PSNR, SSIM and seconds
+    per slice on validation}, the best classical method on the same cases)."""
+    preset = tuning.load_preset(task).get("methods", {}).get(args.method, {})
     cases = tuning.validation_cases(task, args.slices, size=args.size)
     prior = resolve_prior(None, cases[0].modality)
-    own = preset.get(setting)
+    own = current_value(args.method, preset, setting)
     results = {}
     for value in sorted({*candidates, *([own] if own is not None else [])}):
-        results[value] = timed_fast_metrics(cases, {setting: value}, prior, args.seed)
+        results[value] = timed_metrics(cases, args.method, {setting: value}, prior, args.seed)
         print(f"{task}: {setting} = {value}, K = {preset.get('samples', 1)}: {results[value]}", flush=True)
     return preset, results, best_classical(task, cases)
 
@@ -71,23 +86,26 @@ def best_classical(task: str, cases: list) -> dict:
 
 
 def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str, command: str,
-              cases: int):
-    """Write the value of ``setting`` of highest validation PSNR into ``folder``/<task>.json (other
-    settings and the tuner's provenance kept); returns it."""
+              cases: int, method: str = "fast"):
+    """Write the value of ``setting`` of highest validation PSNR into ``method``'s entry of
+    ``folder``/<task>.json (other settings and the tuner's provenance kept); returns it."""
     best = max(results, key=lambda value: results[value]["psnr"])
-    provenance = dict(tuning.load_preset(task).get("tuned", {}).get("fast", {}))
+    provenance = dict(tuning.load_preset(task).get("tuned", {}).get(method, {}))
     provenance[f"{setting}_choice"] = {
         "psnr": {str(k): round(v["psnr"], 4) for k, v in results.items()},
         "ssim": {str(k): round(v["ssim"], 4) for k, v in results.items()},
         "cases": cases, "source": tuning.validation_source(task), "command": command,
         "date": time.strftime("%Y-%m-%d")}
-    tuning.save_preset(task, "fast", {**preset, setting: best}, provenance, folder)
+    tuning.save_preset(task, method, {**preset, setting: best}, provenance, folder)
     return best
 
 
-def candidate_values(parser: argparse.ArgumentParser, setting: str, text: str) -> list:
-    """The comma-separated ``--values`` of ``setting``, typed and checked against its search space."""
-    kind, low, high = tuning.SEARCH_SPACES["fast"][setting]
+def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str) -> list:
+    """The comma-separated ``--values`` of ``method``'s ``setting``, typed and checked against its
+    search space."""
+    if setting not in tuning.SEARCH_SPACES[method]:
+        parser.error(f"--setting {setting}: {method} has {', '.join(sorted(tuning.SEARCH_SPACES[method]))}")
+    kind, low, high = tuning.SEARCH_SPACES[method][setting]
     cast = int if kind in ("int", "log-int") else float
     try:
         values = [cast(v) for v in text.split(",")]
@@ -99,11 +117,11 @@ def candidate_values(parser: argparse.ArgumentParser, setting: str, text: str) -
 
 
 def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
-    lines = [f"# Fast sampler: {args.setting} per task on validation slices", "",
+    lines = [f"# {METHOD_TITLES.get(args.method, args.method)}: {args.setting} per task on validation slices", "",
              f"{args.slices} validation slices per task ("
              f"{'; '.join(sorted({tuning.validation_source(t) for t in measured}))}; seed {args.seed}) at "
-             f"{args.size or 256}²; each task's preset with only {args.setting} changed; NFE = steps "
-             "(sequential network calls on the batch of K); 2 threads.", "",
+             f"{args.size or 256}²; each task's preset with only {args.setting} changed; steps: the "
+             "preset's (— : the prior's N), sequential network calls on the batch of K; 2 threads.", "",
              f"| task | {args.setting} | K | steps (NFE) | images through the network | PSNR (dB) | SSIM | s / slice |",
              "|---|---|---|---|---|---|---|---|"]
     for task, (preset, results, classical) in measured.items():
@@ -112,7 +130,8 @@ def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
         for value, r in results.items():
             settings = {**preset, args.setting: value}
             samples, steps = int(settings.get("samples", 1)), settings.get("steps")
-            mark = " (preset)" if value == preset.get(args.setting) else ""
+            mark = " (preset)" if value == preset.get(args.setting) else (
+                " (default)" if value == current_value(args.method, preset, args.setting) else "")
             images = samples * steps if steps else "—"
             lines.append(f"| {task} | {value}{mark} | {samples} | {steps or '—'} | {images} | {r['psnr']:.2f} | "
                          f"{r['ssim']:.4f} | {r['seconds']:.1f} |")
@@ -124,8 +143,9 @@ def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default=",".join(tuning.TASKS), help="comma-separated subset of the tuning tasks")
-    p.add_argument("--setting", default="steps", choices=sorted(tuning.SEARCH_SPACES["fast"]),
-                   help="the preset setting to sweep (default steps)")
+    p.add_argument("--method", default="fast", choices=sorted(tuning.SEARCH_SPACES),
+                   help="the sampler whose preset setting is swept (default fast)")
+    p.add_argument("--setting", default="steps", help="the preset setting to sweep (default steps)")
     p.add_argument("--values", default="48", help="comma-separated candidate values (default 48 steps)")
     p.add_argument("--slices", type=positive_int, default=2, help="validation slices per task (the presets' tuning used 2)")
     p.add_argument("--size", type=positive_int, default=None, help="downsample the validation slices (quick runs)")
@@ -134,13 +154,13 @@ def main(argv=None) -> None:
                    help="1 slice at 64² (4 steps when sweeping steps), written to the temporary folder: checks the script")
     p.add_argument("--write-presets", default=None, help="preset folder to write the chosen values into")
     p.add_argument("-o", "--output", default=None,
-                   help="results file (default benchmarks/results/fast_<setting>.md)")
+                   help="results file (default benchmarks/results/<method>_<setting>.md)")
     args = p.parse_args(argv)
     if args.quick:
         args.slices, args.size, args.values = 1, 64, "4" if args.setting == "steps" else args.values
         args.output = args.output or str(Path(tempfile.gettempdir()) / "fast_settings_quick.md")
     tasks = tuning_tasks(p, args.tasks)
-    candidates = candidate_values(p, args.setting, args.values)
+    candidates = candidate_values(p, args.method, args.setting, args.values)
     torch.set_num_threads(2)
     try:
         measured = {task: measure(task, args.setting, candidates, args) for task in tasks}
@@ -149,11 +169,11 @@ def main(argv=None) -> None:
     text = table(measured, args)
     if args.write_presets:
         command = "python benchmarks/fast_settings.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command, args.slices)
-                  for task in tasks}
+        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command,
+                                  args.slices, args.method) for task in tasks}
         text += (f"\n{args.setting} kept (highest validation PSNR): "
                  + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")
-    write_result(args.output or str(RESULTS / f"fast_{args.setting}.md"), text)
+    write_result(args.output or str(RESULTS / f"{args.method}_{args.setting}.md"), text)
 
 
 if __name__ == "__main__":

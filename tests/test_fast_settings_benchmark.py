@@ -1,4 +1,4 @@
-"""benchmarks/fast_settings.py keeps, in a task's preset, the value of highest validation PSNR."""
+"""benchmarks/fast_settings.py keeps, in a task's preset of a sampler, the value of highest validation PSNR."""
 
 import json
 
@@ -25,10 +25,27 @@ def test_the_value_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, mon
     assert script.keep_best("ct-sparse-view", setting, preset, results, str(tmp_path / "presets"), "cmd", 2) == low
 
 
+def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    script = load_benchmark("fast_settings")
+    fast = {"eta": 0.5, "samples": 4, "steps": 12}
+    script.tuning.save_preset("ct-limited-angle", "fast", fast, {"trials": 16}, tmp_path / "presets")
+    results = {0.3: {"psnr": 27.0, "ssim": 0.85}, 1.0: {"psnr": 26.5, "ssim": 0.86}}
+    kept = script.keep_best("ct-limited-angle", "zeta", {}, results, str(tmp_path / "presets"), "cmd", 1, "dps")
+    written = json.loads((tmp_path / "presets" / "ct-limited-angle.json").read_text())
+    assert kept == 0.3 and written["methods"] == {"fast": fast, "dps": {"zeta": 0.3}}
+    assert written["tuned"]["fast"] == {"trials": 16} and set(written["tuned"]["dps"]) == {"zeta_choice"}
+    # the value measured beside the candidates: the preset's, else the method's default
+    assert script.current_value("dps", {}, "zeta") == script.DEFAULTS["dps"]["zeta"] == 1.0
+    assert script.current_value("dps", {"zeta": 0.3}, "zeta") == 0.3
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--setting", "steps", "--values", "60"], "between 4 and 50"),
     (["--setting", "samples", "--values", "2.5"], "takes comma-separated int values"),
     (["--tasks", "ct-sideways"], "unknown task(s) ct-sideways"),
+    (["--method", "dps"], "--setting steps: dps has zeta"),
+    (["--method", "dps", "--setting", "zeta", "--values", "20"], "between 0.01 and 10.0"),
 ])
 def test_bad_values_are_one_line_errors(capsys, argv, message):
     script = load_benchmark("fast_settings")
@@ -43,7 +60,7 @@ def test_the_table_shows_the_best_classical_method_on_the_same_validation_slices
     preset = {"start_sigma": 0.5, "samples": 3, "steps": 48}
     results = {0.25: {"psnr": 26.1, "ssim": 0.85, "seconds": 70.0}, 0.5: {"psnr": 26.9, "ssim": 0.86, "seconds": 71.0}}
     classical = {"method": "cs-tv", "psnr": 23.24, "ssim": 0.8, "slices": ["ch2.nii.gz:axial:90", "ch2.nii.gz:sagittal:86"]}
-    args = argparse.Namespace(setting="start_sigma", slices=2, seed=0, size=None)
+    args = argparse.Namespace(method="fast", setting="start_sigma", slices=2, seed=0, size=None)
     text = script.table({"mri-single": (preset, results, classical)}, args)
     assert "| mri-single | best classical (cs-tv) | — | — | — | 23.24 | 0.8000 | — |" in text
     assert "| mri-single | 0.5 (preset) | 3 | 48 | 144 | 26.90 |" in text
