@@ -26,9 +26,9 @@ def load_benchmark(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def isolated_matrix_cache(tmp_path_factory):
-    """Keep the CT system-matrix cache of a test module out of the user's cache folder."""
+    """Keep the CT system-matrix cache of every test out of the user's cache folder."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCORERECON_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from scorerecon.allocator import glibc_mallopt, retain_freed_memory
+from scorerecon import allocator
+from scorerecon.allocator import glibc_mallopt
 
 # A U-Net-like step (conv activations of 2 MiB, kept and released) and an FFT, as in a sampler.
 CHILD = """
@@ -65,7 +66,23 @@ def test_retained_memory_serves_repeated_steps_without_page_faults():
     assert retained["faults"] <= default["faults"] + 1024, (retained, default)
 
 
-@glibc
-def test_settings_apply_once_and_report_it():
-    assert retain_freed_memory() is True
-    assert retain_freed_memory() is True
+def test_settings_apply_once_and_report_it(monkeypatch):
+    """mallopt runs once per process: the first accepted threshold, then the two settings; a
+    refused call, SCORERECON_MALLOC=default or a C library without mallopt report False."""
+    calls = []
+
+    def fake_mallopt(param, value):
+        calls.append((param, value))
+        return 0 if (param, value) == (allocator.M_MMAP_THRESHOLD, 1 << 30) else 1  # refuses 1 GiB
+    monkeypatch.setattr(allocator, "glibc_mallopt", lambda: fake_mallopt)
+    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.delenv("SCORERECON_MALLOC", raising=False)
+    assert allocator.retain_freed_memory() is True and allocator.retain_freed_memory() is True
+    assert calls == [(allocator.M_MMAP_THRESHOLD, 1 << 30), (allocator.M_MMAP_THRESHOLD, 32 << 20),
+                     *allocator.SETTINGS]
+    for env, mallopt in (("default", fake_mallopt), (None, None)):
+        monkeypatch.setattr(allocator, "_applied", None)
+        monkeypatch.setattr(allocator, "glibc_mallopt", lambda: mallopt)
+        if env:
+            monkeypatch.setenv("SCORERECON_MALLOC", env)
+        assert allocator.retain_freed_memory() is False

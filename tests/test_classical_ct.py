@@ -21,8 +21,6 @@ from scorerecon.solvers.classical_ct import (
 from scorerecon.solvers.optim import tv_norm
 from scorerecon.solvers.registry import reconstruct
 
-pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
-
 
 def smooth_phantom(n: int = 64) -> np.ndarray:
     return shepp_logan_hu(n, smooth=True)

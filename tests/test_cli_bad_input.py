@@ -20,8 +20,6 @@ from scorerecon.priors.training import _configured_device
 from scorerecon.simulate.ct import simulate_ct
 from scorerecon.solvers.tuning import preset_file, read_cases, save_preset
 
-pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
-
 
 def _one_line(capsys) -> str:
     err = capsys.readouterr().err.strip()

@@ -42,8 +42,9 @@ def test_block_means_of_the_exact_posterior_mean_are_the_coarse_posterior_mean(s
     t = torch.tensor([0.2, 0.5, 0.9])
     out = denoise_through_block_means(coarse_denoiser, sde, x.float(), t, f)
     expected = F.avg_pool2d(fine.denoise(x, t), f)
-    assert out.shape == x.shape
     assert torch.allclose(seen[0].double(), expected, atol=1e-5)
+    upsampled = F.interpolate(seen[0], scale_factor=f, mode="bilinear", align_corners=False)
+    assert torch.allclose(out, upsampled)  # the coarse estimate, brought back to full size
 
 
 def test_a_prior_trained_on_block_means_applies_to_full_size_images(tmp_path):
@@ -55,6 +56,8 @@ def test_a_prior_trained_on_block_means_applies_to_full_size_images(tmp_path):
     assert prior.downsample == 2 and prior.size_multiple == 4
     x = torch.rand(2, 1, 16, 16)
     assert prior.denoise(x, 0.5).shape == x.shape and prior.score(x, torch.tensor([0.3, 0.7])).shape == x.shape
+    within_blocks = 0.1 * torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 8)  # zero mean in every block
+    assert torch.allclose(prior.denoise(x, 0.5), prior.denoise(x + within_blocks, 0.5), atol=1e-6)
     with pytest.raises(UserError, match="multiple of 2"):
         prior.score(torch.rand(1, 1, 15, 15), 0.5)
     saved = {**cfg, "data": {k: v for k, v in cfg["data"].items() if k != "downsample"}}

@@ -26,8 +26,6 @@ from scorerecon.operators.ct import (
     view_mask,
 )
 
-pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
-
 
 def phantom(n: int, sigma: float = 0.0) -> np.ndarray:
     img = resize(shepp_logan_phantom(), (n, n), anti_aliasing=True)

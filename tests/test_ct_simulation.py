@@ -30,8 +30,6 @@ from scorerecon.simulate.ct import (
     water_precorrection,
 )
 
-pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
-
 
 def test_noise_free_sinogram_is_scaled_radon_transform_of_unit_image():
     hu = shepp_logan_hu()

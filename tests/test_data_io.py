@@ -172,7 +172,6 @@ def test_nrrd_bad_files_raise_one_line_user_errors_naming_the_file(tmp_path):
         assert str(path) in str(info.value) and "\n" not in str(info.value), name
 
 
-@pytest.mark.usefixtures("isolated_matrix_cache")
 def test_cli_simulate_from_nrrd_reconstruct_and_evaluate_nrrd(tmp_path, capsys):
     from scorerecon.solvers.registry import _sibling
     y, x = np.mgrid[:32, :32]
@@ -212,12 +211,13 @@ def test_png_min_max_and_16bit_read(tmp_path):
 
 
 # ------------------------------------------------------------------------- DICOM
-def test_dicom_rescale_matches_pydicom(tmp_path, dicom_file):
+def test_dicom_rescale_slope_and_intercept_are_applied(tmp_path, dicom_file):
     ds = pydicom.dcmread(dicom_file)
     ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
     ds.save_as(tmp_path / "scaled.dcm")
     image = read_image(tmp_path / "scaled.dcm")
-    assert np.array_equal(image.array, apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+    expected = ds.pixel_array.astype(np.float64) * 2 - 1000  # the rescale, written out
+    assert np.array_equal(image.array, expected.astype(np.float32)) and image.array.min() < -500
     assert image.modality == "ct" and image.spacing == pytest.approx((0.661468, 0.661468))
     assert image.dicom_reference == tmp_path / "scaled.dcm"
 
@@ -394,11 +394,9 @@ def test_enhanced_multiframe_uses_per_frame_rescale_and_positions(tmp_path):
 
 
 def test_pydicom_enhanced_ct_sample_reads_as_volume():
-    data = pytest.importorskip("pydicom.data")
-    path = data.get_testdata_file("eCT_Supplemental.dcm")
-    if path is None:
-        pytest.skip("pydicom-data not installed")
-    image = read_image(path)
+    pytest.importorskip("data_store", reason="pydicom-data not installed")
+    from scorerecon.data.datasets import testdata_file
+    image = read_image(testdata_file("eCT_Supplemental.dcm"))
     assert image.array.shape == (2, 512, 512) and image.modality == "ct" and image.array.min() >= -1024
 
 
@@ -481,13 +479,22 @@ def test_samples_load_with_expected_units():
         load_sample("nope")
 
 
+def test_a_missing_pydicom_test_file_is_named_and_never_downloaded(monkeypatch):
+    import pydicom.data
+    from scorerecon.data.datasets import testdata_file
+    calls = []
+    monkeypatch.setattr(pydicom.data, "get_testdata_file", lambda name, **kw: calls.append(kw))
+    with pytest.raises(UserError, match="CT_nope.dcm is missing: pip install pydicom-data"):
+        testdata_file("CT_nope.dcm")
+    assert calls == [{"download": False}]
+
+
 def test_bundled_ct_samples_match_their_source():
     pytest.importorskip("data_store", reason="pydicom-data not installed")
-    from scorerecon.data.datasets import resample_ct
+    from scorerecon.data.datasets import resample_ct, testdata_file
     from scorerecon.data.samples import CT_SAMPLES
-    from pydicom.data import get_testdata_file
     for name, file in CT_SAMPLES.items():
-        source = read_image(get_testdata_file(file))
+        source = read_image(testdata_file(file))
         hu, spacing = resample_ct(source.array, source.spacing)
         sample = load_sample(name)
         assert np.abs(sample.array - hu).max() <= 0.5 and sample.spacing == pytest.approx(spacing)

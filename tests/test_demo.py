@@ -6,8 +6,6 @@ import pytest
 
 from scorerecon.cli import main
 
-pytestmark = pytest.mark.usefixtures("isolated_matrix_cache")
-
 
 def test_demo_writes_the_figure_and_the_metrics_of_every_method(tmp_path):
     out = tmp_path / "demo"

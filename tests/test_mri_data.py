@@ -1,5 +1,7 @@
 """MRI data: simulation, the fastMRI layout both ways, Siemens twix, and bad input."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -158,7 +160,12 @@ def test_cli_simulate_and_reconstruct(tmp_path):
                  "--acceleration", "3", "--coils", "3", "--noise", "0.01", "--seed", "1"]) == 0
     assert main(["reconstruct", str(meas), "-o", str(tmp_path / "r.npy"), "--method", "zero-filled",
                  "--metrics", str(tmp_path / "m.json")]) == 0
-    assert np.load(tmp_path / "r.npy").shape == (40, 40) and (tmp_path / "m.json").is_file()
+    stored = read_measurement(meas)
+    assert stored.data.shape == (3, 40, 40) and stored.truth is not None
+    expected = reconstruct(stored, "zero-filled")
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), expected.image, rtol=1e-6)
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["psnr"] == pytest.approx(expected.metrics(stored)["psnr"])
 
 
 @pytest.mark.parametrize("options, message", [

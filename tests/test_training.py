@@ -14,7 +14,8 @@ from scorerecon.cli import main
 from scorerecon.errors import UserError
 from scorerecon.priors.checkpoint import read_checkpoint
 from scorerecon.priors.config import load_config, resolve_config
-from scorerecon.priors.registry import load_prior, shipped_path
+from scorerecon.priors import registry
+from scorerecon.priors.registry import load_prior
 from scorerecon.priors.training import Trainer, _prepare_output, batch_indices, max_pairwise_distance, train
 
 
@@ -145,7 +146,7 @@ def test_init_starts_a_new_run_from_a_prior_on_larger_crops_and_refuses_a_mismat
         train(cfg, progress=False)
 
 
-def test_exported_prior_round_trip_and_bad_files(tmp_path):
+def test_exported_prior_round_trip_and_bad_files(tmp_path, monkeypatch):
     cfg = _config(tmp_path, steps=2)
     path = train(cfg, progress=False)
     prior = load_prior(path)
@@ -171,7 +172,8 @@ def test_exported_prior_round_trip_and_bad_files(tmp_path):
     old = {k: v for k, v in header.items() if k != "parameterization"} | {"network": json.dumps(cfg["network"])}
     save_file(load_file(str(path)), str(bad), metadata=old)   # written before the option existed
     assert load_prior(bad).parameterization.kind == "noise"
-    if not shipped_path("head-ct").exists():
+    with monkeypatch.context() as patch:  # an install whose weights are gone
+        patch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")
         with pytest.raises(UserError, match="prior 'head-ct' is not installed"):
             load_prior("head-ct")
     with pytest.raises(UserError, match="neither"):

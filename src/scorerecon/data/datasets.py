@@ -434,12 +434,11 @@ def _ct_evaluation_source() -> dict:
             "licence": LICENCES["pydicom-data"], "files": [f for f, _ in CT_EVAL_FILES]}
 
 
-def _testdata_file(name: str) -> Path:
-    try:
-        from pydicom.data import get_testdata_file
-        found = get_testdata_file(name)
-    except Exception:  # pydicom tries a download when pydicom-data is missing
-        found = None
+def testdata_file(name: str) -> Path:
+    """The pydicom test file ``name``, from pydicom or pydicom-data, never downloaded (pydicom's
+    default would fetch a missing one from GitHub); a missing one is a UserError naming the fix."""
+    from pydicom.data import get_testdata_file
+    found = get_testdata_file(name, download=False)
     if found is None:
         raise UserError(f"the evaluation file {name} is missing: pip install pydicom-data")
     return Path(found)
@@ -459,7 +458,7 @@ def ct_evaluation_slices() -> list[tuple[np.ndarray, str, tuple[float, float]]]:
     from .io import read_image
     out = []
     for name, part in CT_EVAL_FILES:
-        image = read_image(_testdata_file(name))
+        image = read_image(testdata_file(name))
         hu, spacing = resample_ct(image.array, image.spacing)
         out.append((hu, f"pydicom:{name}:{part}", spacing))
     return out

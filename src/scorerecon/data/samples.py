@@ -63,13 +63,11 @@ def load_sample(name: str) -> Image:
 # --------------------------------------------------------------------------- rebuilding
 def build_samples(folder: str | Path | None = None) -> list[Path]:
     """Regenerate the bundled sample files into ``folder`` (default: the package's samples)."""
-    from pydicom.data import get_testdata_file
-
-    from .datasets import fit_slice, mni152_volume, resample_ct, template_planes
+    from .datasets import fit_slice, mni152_volume, resample_ct, template_planes, testdata_file
     folder = Path(folder) if folder is not None else samples_dir()
     written = []
     for name, file in CT_SAMPLES.items():
-        source = read_image(get_testdata_file(file))
+        source = read_image(testdata_file(file))
         hu, spacing = resample_ct(source.array, source.spacing)
         written.append(_save(folder / f"{name}.npz", np.rint(hu).astype(np.int16), 1.0, spacing,
                              "ct", f"pydicom test file {file}"))
@@ -82,7 +80,7 @@ def build_samples(folder: str | Path | None = None) -> list[Path]:
                              f"nilearn MNI152 2009a T1 template, {key[0]} slice {key[1]}"))
     for name, file in DICOM_SAMPLES.items():
         with atomic_path(folder / f"{name}.dcm", suffix=".dcm") as tmp:
-            shutil.copyfile(get_testdata_file(file), tmp)
+            shutil.copyfile(testdata_file(file), tmp)
         written.append(folder / f"{name}.dcm")
     return written
 
