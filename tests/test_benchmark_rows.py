@@ -147,3 +147,17 @@ def test_the_gains_table_subtracts_unrounded_means(bench):
     assert lines[0] == "| task | fast | song | guidance |"
     assert lines[2] == "| 23-view CT | — | +2.09 | — |"
     assert lines[3] == "| MRI 8× equispaced | +1.29 | — | -2.63 |"
+
+
+def test_the_fast_table_compares_with_the_best_other_sampler_by_mean_and_per_slice(bench):
+    """Metal in session 41: guidance (39.591, 41.258) is the best other sampler by its mean, not
+    Langevin (39.081, 41.175); fast (39.705, 41.999) is +0.43 over it: +0.11 and +0.74 per slice."""
+    def stats(*psnr):
+        return {"psnr": (sum(psnr) / len(psnr), 0.0), "psnr_slices": list(psnr)}
+
+    results = {"ct-metal": {"best classical (tv)": stats(38.0, 40.3), "fast": stats(39.705, 41.999),
+                            "langevin": stats(39.081, 41.175), "guidance": stats(39.591, 41.258)},
+               "ct-sparse-view": {"best classical (tv)": stats(34.13), "song": stats(36.23)}}
+    lines = bench.fast_table(results).splitlines()
+    assert lines[2:] == ["| metal-artifact removal | +0.43 (guidance) | +0.11, +0.74 |"]  # no fast row: no line
+    assert bench.fast_table({"ct-sparse-view": results["ct-sparse-view"]}) == ""
