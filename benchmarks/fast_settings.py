@@ -56,6 +56,10 @@ def tuning_tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
     return tasks
 
 
+#: the steps of a --quick run (any sampler), so that it checks the script in seconds
+QUICK_STEPS = 4
+
+
 def current_value(method: str, preset: dict, setting: str):
     """The value of ``setting`` that ``reconstruct`` uses now: the preset's, else the method's
     default (None when neither has one)."""
@@ -71,7 +75,8 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     own = current_value(args.method, preset, setting)
     results = {}
     for value in sorted({*candidates, *([own] if own is not None else [])}):
-        results[value] = timed_metrics(cases, args.method, {setting: value}, prior, args.seed)
+        settings = {setting: value, **({"steps": QUICK_STEPS} if args.quick and setting != "steps" else {})}
+        results[value] = timed_metrics(cases, args.method, settings, prior, args.seed)
         print(f"{task}: {setting} = {value}, K = {preset.get('samples', 1)}: {results[value]}", flush=True)
     return preset, results, best_classical(task, cases)
 
@@ -146,19 +151,24 @@ def main(argv=None) -> None:
     p.add_argument("--method", default="fast", choices=sorted(tuning.SEARCH_SPACES),
                    help="the sampler whose preset setting is swept (default fast)")
     p.add_argument("--setting", default="steps", help="the preset setting to sweep (default steps)")
-    p.add_argument("--values", default="48", help="comma-separated candidate values (default 48 steps)")
+    p.add_argument("--values", default=None,
+                   help="comma-separated candidate values (required but for --setting steps: default 48)")
     p.add_argument("--slices", type=positive_int, default=2, help="validation slices per task (the presets' tuning used 2)")
     p.add_argument("--size", type=positive_int, default=None, help="downsample the validation slices (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="1 slice at 64² (4 steps when sweeping steps), written to the temporary folder: checks the script")
+                   help="1 slice at 64², 4 steps, written to the temporary folder: checks the script")
     p.add_argument("--write-presets", default=None, help="preset folder to write the chosen values into")
     p.add_argument("-o", "--output", default=None,
                    help="results file (default benchmarks/results/<method>_<setting>.md)")
     args = p.parse_args(argv)
+    if args.values is None and args.setting != "steps":
+        p.error(f"--setting {args.setting} needs --values: the candidate values to measure")
     if args.quick:
-        args.slices, args.size, args.values = 1, 64, "4" if args.setting == "steps" else args.values
+        args.slices, args.size = 1, 64
+        args.values = str(QUICK_STEPS) if args.setting == "steps" else args.values
         args.output = args.output or str(Path(tempfile.gettempdir()) / "fast_settings_quick.md")
+    args.values = args.values or "48"
     tasks = tuning_tasks(p, args.tasks)
     candidates = candidate_values(p, args.method, args.setting, args.values)
     torch.set_num_threads(2)

@@ -243,6 +243,8 @@ TASK_LABELS = {"ct-sparse-view": "23-view CT", "ct-limited-angle": "120° limite
                "ct-metal": "metal-artifact removal", "mri-8x-equispaced": "MRI 8× equispaced",
                "mri-8x-poisson": "MRI 8× Poisson disc", "mri-8coil-4x": "8-coil MRI 4×"}
 SIDE_BY_SIDE_METHODS = ("fast", "song", "chung", "dps", "langevin")
+#: the fast sampler's names (``score`` is its alias)
+FAST_NAMES = ("fast", "score")
 #: the row of each task's best classical method is named "best classical (METHOD)"
 BEST_CLASSICAL = "best classical"
 
@@ -303,12 +305,13 @@ def fast_table(results: dict) -> str:
     and the same difference on each slice (the issue's bound: within 0.5 dB)."""
     lines = ["| task | fast against the best other sampler | per slice |", "|---|---|---|"]
     for task, row in results.items():
-        others = [m for m in row if m != "fast" and not m.startswith(BEST_CLASSICAL)]
-        if "fast" not in row or not others:
+        fast = next((m for m in FAST_NAMES if m in row), None)
+        others = [m for m in row if m not in FAST_NAMES and not m.startswith(BEST_CLASSICAL)]
+        if fast is None or not others:
             continue
         best = max(others, key=lambda m: row[m]["psnr"][0])
-        per_slice = [f - b for f, b in zip(row["fast"]["psnr_slices"], row[best]["psnr_slices"])]
-        lines.append(f"| {TASK_LABELS.get(task, task)} | {row['fast']['psnr'][0] - row[best]['psnr'][0]:+.2f} "
+        per_slice = [f - b for f, b in zip(row[fast]["psnr_slices"], row[best]["psnr_slices"])]
+        lines.append(f"| {TASK_LABELS.get(task, task)} | {row[fast]['psnr'][0] - row[best]['psnr'][0]:+.2f} "
                      f"({best}) | " + ", ".join(f"{d:+.2f}" for d in per_slice) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
@@ -358,7 +361,7 @@ def benchmark(args) -> str:
             print(f"{task} {name} classical PSNR: "
                   + ", ".join(f"{m} {r['psnr']:.2f}" for m, r in classical[-1].items()), flush=True)
             for method in args.methods:
-                fast = method in ("fast", "score")
+                fast = method in FAST_NAMES
                 extra = {"start_sigma": args.start_sigma} if fast and args.start_sigma is not None else {}
                 options = dict(prior=priors[modality], steps=args.fast_steps if fast else args.steps,
                                samples=args.samples, seed=0, **extra)

@@ -80,9 +80,13 @@ def test_settings_apply_once_and_report_it(monkeypatch):
     assert allocator.retain_freed_memory() is True and allocator.retain_freed_memory() is True
     assert calls == [(allocator.M_MMAP_THRESHOLD, 1 << 30), (allocator.M_MMAP_THRESHOLD, 32 << 20),
                      *allocator.SETTINGS]
-    for env, mallopt in (("default", fake_mallopt), (None, None)):
+    def refusing_mallopt(param, value):
+        return 0
+    for env, mallopt in (("default", fake_mallopt), (None, None), (None, refusing_mallopt)):
         monkeypatch.setattr(allocator, "_applied", None)
         monkeypatch.setattr(allocator, "glibc_mallopt", lambda: mallopt)
         if env:
             monkeypatch.setenv("SCORERECON_MALLOC", env)
-        assert allocator.retain_freed_memory() is False
+        else:
+            monkeypatch.delenv("SCORERECON_MALLOC", raising=False)
+        assert allocator.retain_freed_memory() is False, (env, mallopt)

@@ -161,3 +161,5 @@ def test_the_fast_table_compares_with_the_best_other_sampler_by_mean_and_per_sli
     lines = bench.fast_table(results).splitlines()
     assert lines[2:] == ["| metal-artifact removal | +0.43 (guidance) | +0.11, +0.74 |"]  # no fast row: no line
     assert bench.fast_table({"ct-sparse-view": results["ct-sparse-view"]}) == ""
+    alias = {name if name != "fast" else "score": row for name, row in results["ct-metal"].items()}
+    assert bench.fast_table({"ct-metal": alias}).splitlines()[2:] == lines[2:]  # `score` is the fast sampler

@@ -84,7 +84,7 @@ def test_atomic_path_refuses_missing_or_readonly_folder(tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     # root ignores permission bits, so the folder is made unwritable where atomic_path asks
-    monkeypatch.setattr("scorerecon.atomic.os.access", lambda path, mode: Path(path).resolve() != locked.resolve())
+    monkeypatch.setattr("scorerecon.atomic.os.access", lambda path, mode, **kw: Path(path).resolve() != locked.resolve())
     with pytest.raises(UserError, match="not writable"):
         with atomic_path(locked / "x.npy"):
             pass

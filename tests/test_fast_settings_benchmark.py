@@ -44,7 +44,8 @@ def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monk
     (["--setting", "steps", "--values", "60"], "between 4 and 50"),
     (["--setting", "samples", "--values", "2.5"], "takes comma-separated int values"),
     (["--tasks", "ct-sideways"], "unknown task(s) ct-sideways"),
-    (["--method", "dps"], "--setting steps: dps has zeta"),
+    (["--method", "dps", "--setting", "steps", "--values", "4"], "--setting steps: dps has zeta"),
+    (["--method", "dps", "--setting", "zeta"], "--setting zeta needs --values"),
     (["--method", "dps", "--setting", "zeta", "--values", "20"], "between 0.01 and 10.0"),
 ])
 def test_bad_values_are_one_line_errors(capsys, argv, message):

@@ -351,6 +351,8 @@ def test_tune_finds_settings_in_the_search_space_and_saves_a_preset(ct_files, ti
     cases = [read_measurement(ct_files / "sparse.h5")]
     best, value = tuning.tune(cases, "fast", score.resolve_prior(tiny_prior, "ct"), trials=3, steps=2)
     assert set(best) == set(tuning.SEARCH_SPACES["fast"]) and best["steps"] == 2
+    for name, (_, low, high) in tuning.SEARCH_SPACES["fast"].items():
+        assert name == "steps" or low <= best[name] <= high, name
     assert value == pytest.approx(tuning.score_settings(cases, "fast", best, score.resolve_prior(tiny_prior, "ct"), 0))
     path = tuning.save_preset("ct-sparse-view", "fast", best, {"ssim": value}, tmp_path / "presets")
     assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == best and path.is_file()
