@@ -31,7 +31,7 @@ from score_methods import RESULTS, best_over_slices, classical_rows, mean_rows, 
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
-from scorerecon.solvers.score import DEFAULTS, resolve_prior
+from scorerecon.solvers.score import resolve_prior, settings_for
 
 
 #: table titles of the samplers (others by their method name)
@@ -60,10 +60,9 @@ def tuning_tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
 QUICK_STEPS = 4
 
 
-def current_value(method: str, preset: dict, setting: str):
-    """The value of ``setting`` that ``reconstruct`` uses now: the preset's, else the method's
-    default (None when neither has one)."""
-    return preset.get(setting, DEFAULTS.get(method, {}).get(setting))
+def base_settings(args) -> dict:
+    """The settings every run of the sweep shares beside the preset: 4 steps under --quick."""
+    return {"steps": QUICK_STEPS} if args.quick else {}
 
 
 def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict, dict]:
@@ -72,10 +71,10 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     preset = tuning.load_preset(task).get("methods", {}).get(args.method, {})
     cases = tuning.validation_cases(task, args.slices, size=args.size)
     prior = resolve_prior(None, cases[0].modality)
-    own = current_value(args.method, preset, setting)
+    own = settings_for(args.method, task, {}).get(setting)  # the preset's value, else the default
     results = {}
     for value in sorted({*candidates, *([own] if own is not None else [])}):
-        settings = {setting: value, **({"steps": QUICK_STEPS} if args.quick and setting != "steps" else {})}
+        settings = {**base_settings(args), setting: value}
         results[value] = timed_metrics(cases, args.method, settings, prior, args.seed)
         print(f"{task}: {setting} = {value}, K = {preset.get('samples', 1)}: {results[value]}", flush=True)
     return preset, results, best_classical(task, cases)
@@ -132,11 +131,12 @@ def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
     for task, (preset, results, classical) in measured.items():
         lines.append(f"| {task} | best classical ({classical['method']}) | — | — | — | "
                      f"{classical['psnr']:.2f} | {classical['ssim']:.4f} | — |")
+        current = settings_for(args.method, task, base_settings(args))
         for value, r in results.items():
-            settings = {**preset, args.setting: value}
+            settings = {**current, args.setting: value}
             samples, steps = int(settings.get("samples", 1)), settings.get("steps")
             mark = " (preset)" if value == preset.get(args.setting) else (
-                " (default)" if value == current_value(args.method, preset, args.setting) else "")
+                " (default)" if value == current.get(args.setting) else "")
             images = samples * steps if steps else "—"
             lines.append(f"| {task} | {value}{mark} | {samples} | {steps or '—'} | {images} | {r['psnr']:.2f} | "
                          f"{r['ssim']:.4f} | {r['seconds']:.1f} |")

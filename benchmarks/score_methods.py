@@ -56,7 +56,7 @@ from scorerecon.data.intensity import hu_to_unit
 from scorerecon.evaluation.metrics import image_metrics
 from scorerecon.priors.registry import prior_digest
 from scorerecon.solvers.registry import reconstruct
-from scorerecon.solvers.score import DEFAULT_METHOD, settings_for
+from scorerecon.solvers.score import DEFAULT_ALIAS, DEFAULT_METHOD, settings_for
 from scorerecon.solvers.tuning import task_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -189,13 +189,18 @@ def _commit() -> str:
         return "unknown"
 
 
+def sampler(method: str) -> str:
+    """The sampler a method name runs: ``score`` is the alias of the default (fast) sampler."""
+    return DEFAULT_METHOD if method == DEFAULT_ALIAS else method
+
+
 def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) -> dict:
     """Everything a score-based row depends on but the code: the reuse key of ``--rows``.  The
     prior's weights are in it by digest, not by name, so a shipped prior retrained under the same
     name is measured again (with ``--dataset-slices``, the slice itself is in it by digest too)."""
     key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
            "threads": args.threads, "options": options, "prior_sha256": prior_digest(options["prior"]),
-           "settings": settings_for(DEFAULT_METHOD if method == "score" else method, task_of(meas), {})}
+           "settings": settings_for(sampler(method), task_of(meas), {})}
     if args.dataset_slices:  # a dataset prepared again may hold other images under the same index
         key["truth_sha256"] = hashlib.sha256(np.ascontiguousarray(meas.truth, np.float32).tobytes()).hexdigest()[:16]
     return json.loads(json.dumps(key))
@@ -243,8 +248,6 @@ TASK_LABELS = {"ct-sparse-view": "23-view CT", "ct-limited-angle": "120° limite
                "ct-metal": "metal-artifact removal", "mri-8x-equispaced": "MRI 8× equispaced",
                "mri-8x-poisson": "MRI 8× Poisson disc", "mri-8coil-4x": "8-coil MRI 4×"}
 SIDE_BY_SIDE_METHODS = ("fast", "song", "chung", "dps", "langevin")
-#: the fast sampler's names (``score`` is its alias)
-FAST_NAMES = ("fast", "score")
 #: the row of each task's best classical method is named "best classical (METHOD)"
 BEST_CLASSICAL = "best classical"
 
@@ -305,8 +308,8 @@ def fast_table(results: dict) -> str:
     and the same difference on each slice (the issue's bound: within 0.5 dB)."""
     lines = ["| task | fast against the best other sampler | per slice |", "|---|---|---|"]
     for task, row in results.items():
-        fast = next((m for m in FAST_NAMES if m in row), None)
-        others = [m for m in row if m not in FAST_NAMES and not m.startswith(BEST_CLASSICAL)]
+        fast = next((m for m in row if sampler(m) == "fast"), None)
+        others = [m for m in row if sampler(m) != "fast" and not m.startswith(BEST_CLASSICAL)]
         if fast is None or not others:
             continue
         best = max(others, key=lambda m: row[m]["psnr"][0])
@@ -361,7 +364,7 @@ def benchmark(args) -> str:
             print(f"{task} {name} classical PSNR: "
                   + ", ".join(f"{m} {r['psnr']:.2f}" for m, r in classical[-1].items()), flush=True)
             for method in args.methods:
-                fast = method in FAST_NAMES
+                fast = sampler(method) == "fast"
                 extra = {"start_sigma": args.start_sigma} if fast and args.start_sigma is not None else {}
                 options = dict(prior=priors[modality], steps=args.fast_steps if fast else args.steps,
                                samples=args.samples, seed=0, **extra)

@@ -73,13 +73,12 @@ def test_settings_apply_once_and_report_it(monkeypatch):
 
     def fake_mallopt(param, value):
         calls.append((param, value))
-        return 0 if (param, value) == (allocator.M_MMAP_THRESHOLD, 1 << 30) else 1  # refuses 1 GiB
+        return 0 if (param, value) == (allocator.M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLDS[0]) else 1
     monkeypatch.setattr(allocator, "glibc_mallopt", lambda: fake_mallopt)
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.delenv("SCORERECON_MALLOC", raising=False)
     assert allocator.retain_freed_memory() is True and allocator.retain_freed_memory() is True
-    assert calls == [(allocator.M_MMAP_THRESHOLD, 1 << 30), (allocator.M_MMAP_THRESHOLD, 32 << 20),
-                     *allocator.SETTINGS]
+    assert calls == [*((allocator.M_MMAP_THRESHOLD, v) for v in allocator.MMAP_THRESHOLDS), *allocator.SETTINGS]
     def refusing_mallopt(param, value):
         return 0
     for env, mallopt in (("default", fake_mallopt), (None, None), (None, refusing_mallopt)):

@@ -189,6 +189,8 @@ def test_cli_simulate_from_nrrd_reconstruct_and_evaluate_nrrd(tmp_path, capsys):
     assert main(["evaluate", str(out), str(tmp_path / "slice.nrrd")]) == 0
     assert "PSNR" in capsys.readouterr().out
     assert _sibling(str(out), "_std") == str(tmp_path / "fbp_std.nrrd")
+    assert _sibling("r.NII.GZ", "_std") == "r_std.NII.GZ" and _sibling("r.npy/", "_std") == "r_std.npy"
+    assert _sibling("dicom_out/", "_std") == "dicom_out_std"  # a DICOM folder: the tag after its name
 
 
 def test_png_ct_window_within_8bit_quantisation(tmp_path):

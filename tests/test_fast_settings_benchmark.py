@@ -35,9 +35,6 @@ def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monk
     written = json.loads((tmp_path / "presets" / "ct-limited-angle.json").read_text())
     assert kept == 0.3 and written["methods"] == {"fast": fast, "dps": {"zeta": 0.3}}
     assert written["tuned"]["fast"] == {"trials": 16} and set(written["tuned"]["dps"]) == {"zeta_choice"}
-    # the value measured beside the candidates: the preset's, else the method's default
-    assert script.current_value("dps", {}, "zeta") == script.DEFAULTS["dps"]["zeta"] == 1.0
-    assert script.current_value("dps", {"zeta": 0.3}, "zeta") == 0.3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -61,8 +58,25 @@ def test_the_table_shows_the_best_classical_method_on_the_same_validation_slices
     preset = {"start_sigma": 0.5, "samples": 3, "steps": 48}
     results = {0.25: {"psnr": 26.1, "ssim": 0.85, "seconds": 70.0}, 0.5: {"psnr": 26.9, "ssim": 0.86, "seconds": 71.0}}
     classical = {"method": "cs-tv", "psnr": 23.24, "ssim": 0.8, "slices": ["ch2.nii.gz:axial:90", "ch2.nii.gz:sagittal:86"]}
-    args = argparse.Namespace(method="fast", setting="start_sigma", slices=2, seed=0, size=None)
+    args = argparse.Namespace(method="fast", setting="start_sigma", slices=2, seed=0, size=None, quick=False)
     text = script.table({"mri-single": (preset, results, classical)}, args)
     assert "| mri-single | best classical (cs-tv) | — | — | — | 23.24 | 0.8000 | — |" in text
     assert "| mri-single | 0.5 (preset) | 3 | 48 | 144 | 26.90 |" in text
     assert "mri-single: ch2.nii.gz:axial:90, ch2.nii.gz:sagittal:86" in text
+
+
+def test_a_sweep_of_a_setting_without_a_preset_marks_the_methods_default():
+    """DPS has no preset at 120°: the value measured beside the candidates is its default ζ = 1,
+    and the table runs the prior's N steps (—), or 4 under --quick."""
+    import argparse
+    script = load_benchmark("fast_settings")
+    results = {0.3: {"psnr": 23.25, "ssim": 0.64, "seconds": 624.0}, 1.0: {"psnr": 31.03, "ssim": 0.89, "seconds": 690.0}}
+    classical = {"method": "tv", "psnr": 31.64, "ssim": 0.92, "slices": ["lung1:axial:24"]}
+    args = argparse.Namespace(method="dps", setting="zeta", slices=1, seed=0, size=None, quick=False)
+    text = script.table({"ct-limited-angle": ({}, results, classical)}, args)
+    assert text.startswith("# DPS: zeta per task")
+    assert "| ct-limited-angle | 1.0 (default) | 1 | — | — | 31.03 |" in text
+    assert "| ct-limited-angle | 0.3 | 1 | — | — | 23.25 |" in text
+    args.quick = True
+    assert "| ct-limited-angle | 1.0 (default) | 1 | 4 | 4 | 31.03 |" in script.table(
+        {"ct-limited-angle": ({}, results, classical)}, args)

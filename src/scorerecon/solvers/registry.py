@@ -130,7 +130,6 @@ def _sibling(output: str, tag: str) -> str:
     from pathlib import Path
 
     from ..data.io import image_suffix
+    output = output.rstrip("/")
     size = len(image_suffix(Path(output)))
-    if not size:
-        return output.rstrip("/") + tag
-    return output[:-size] + tag + output[-size:]
+    return output[:len(output) - size] + tag + output[len(output) - size:]
