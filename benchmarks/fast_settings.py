@@ -65,13 +65,19 @@ def base_settings(args) -> dict:
     return {"steps": QUICK_STEPS} if args.quick else {}
 
 
+def current_settings(args, task: str) -> dict:
+    """What ``reconstruct`` would run for ``task`` now: the method's defaults, the task's preset
+    over them, and the sweep's shared settings over both."""
+    return settings_for(args.method, task, base_settings(args))
+
+
 def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict, dict]:
     """(the task's preset of ``args.method``, {value of ``setting``: mean PSNR, SSIM and seconds
     per slice on validation}, the best classical method on the same cases)."""
     preset = tuning.load_preset(task).get("methods", {}).get(args.method, {})
     cases = tuning.validation_cases(task, args.slices, size=args.size)
     prior = resolve_prior(None, cases[0].modality)
-    own = settings_for(args.method, task, {}).get(setting)  # the preset's value, else the default
+    own = current_settings(args, task).get(setting)
     results = {}
     for value in sorted({*candidates, *([own] if own is not None else [])}):
         settings = {**base_settings(args), setting: value}
@@ -131,7 +137,7 @@ def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
     for task, (preset, results, classical) in measured.items():
         lines.append(f"| {task} | best classical ({classical['method']}) | — | — | — | "
                      f"{classical['psnr']:.2f} | {classical['ssim']:.4f} | — |")
-        current = settings_for(args.method, task, base_settings(args))
+        current = current_settings(args, task)
         for value, r in results.items():
             settings = {**current, args.setting: value}
             samples, steps = int(settings.get("samples", 1)), settings.get("steps")

@@ -131,5 +131,5 @@ def _sibling(output: str, tag: str) -> str:
 
     from ..data.io import image_suffix
     output = output.rstrip("/")
-    size = len(image_suffix(Path(output)))
-    return output[:len(output) - size] + tag + output[len(output) - size:]
+    cut = len(output) - len(image_suffix(Path(output)))
+    return output[:cut] + tag + output[cut:]
