@@ -88,7 +88,21 @@ def test_score_options_with_a_classical_method_are_refused(ct_files, capsys):
     assert "--prior, --steps apply to score-based methods, not to tv" in _one_line(capsys)
     assert main([*argv, "--samples", "2"]) == 2
     assert "not to the default classical method" in _one_line(capsys)
+    assert main([*argv, "--method", "fbp", "--save-samples"]) == 2
+    assert "--save-samples apply to score-based methods, not to fbp" in _one_line(capsys)
     assert not (ct_files / "r.npy").exists()
+
+
+def test_samples_to_a_png_are_refused_before_any_work(ct_files, capsys, monkeypatch):
+    import scorerecon.solvers
+    monkeypatch.setattr(scorerecon.solvers, "reconstruct", lambda *a, **k: pytest.fail("reconstructed"))
+    argv = ["reconstruct", str(ct_files / "m.h5"), "--method", "fast", "--save-samples"]
+    assert main([*argv, "-o", str(ct_files / "r.png")]) == 2
+    assert "a PNG holds one slice, not a stack of posterior samples" in _one_line(capsys)
+    (ct_files / "r_samples.npy").mkdir()  # where the samples would go
+    assert main([*argv, "-o", str(ct_files / "r.npy")]) == 2
+    assert "r_samples.npy is a folder" in _one_line(capsys)
+    assert not (ct_files / "r.png").exists() and not (ct_files / "r.npy").exists()
 
 
 def test_a_std_map_path_is_checked_before_the_image_is_written(ct_files):

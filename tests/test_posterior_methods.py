@@ -328,6 +328,29 @@ def test_cli_reconstruct_writes_image_and_std(ct_files, tiny_prior, tmp_path):
     assert same.std.shape == (30, 30) and same.std.max() > 0  # two samples differ
 
 
+def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_std_map(ct_files, tiny_prior,
+                                                                                        tmp_path):
+    """--save-samples writes the K samples (HU) as a stack beside the image, in the image's format;
+    their mean over K is the image and their standard deviation the std map."""
+    out = tmp_path / "recon.nii.gz"
+    code = main(["reconstruct", str(ct_files / "sparse.h5"), "--method", "fast", "--prior", tiny_prior,
+                 "--steps", "2", "--samples", "3", "--save-samples", "-o", str(out)])
+    from scorerecon.data.io import read_image
+    image = read_image(out).array
+    samples, std = read_image(tmp_path / "recon_samples.nii.gz").array, read_image(tmp_path / "recon_std.nii.gz").array
+    assert code == 0 and samples.shape == (3, 30, 30) and not np.array_equal(samples[0], samples[1])
+    np.testing.assert_allclose(samples.mean(axis=0), image, atol=1e-3)
+    np.testing.assert_allclose(samples.std(axis=0), std, atol=1e-3)
+
+
+def test_mri_samples_are_the_magnitudes_behind_the_image():
+    meas = _mri_measurement()
+    out = reconstruct(meas, "fast", prior=_gaussian(), steps=4, samples=3, progress=False)
+    assert out.samples.shape == (3, H, W) and np.all(out.samples >= 0)
+    np.testing.assert_allclose(out.samples.mean(axis=0), out.image, rtol=1e-5)  # no negative sample here
+    assert reconstruct(meas, "cs-tv").samples is None
+
+
 def test_metal_is_put_back(ct_files, tiny_prior):
     from scorerecon.data.measurement import read_measurement
     meas = read_measurement(ct_files / "metal.h5")

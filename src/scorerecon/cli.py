@@ -87,6 +87,9 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--samples", type=positive_int, default=None,
                    help="posterior samples K: mean image and, for K > 1, a std map beside it "
                         "(default: the method's preset; fast 2 or its tuned K, others 1)")
+    p.add_argument("--save-samples", action="store_true",
+                   help="also write the K posterior samples as a stack beside the image (OUT_samples; "
+                        "score-based methods, not to .png)")
     p.add_argument("--iterations", type=positive_int, default=None, help="iterations of iterative methods")
     p.add_argument("--weight", type=float, default=None, help="regularisation weight (tv, cs-*)")
     p.add_argument("--filter", default="ramp", choices=["ramp", "shepp-logan", "cosine", "hann"],
@@ -99,12 +102,13 @@ def _add_reconstruct(sub) -> None:
 
 def _run_reconstruct(args) -> None:
     from .atomic import check_output_file
-    from .data.io import check_image_output
     from .data.measurement import read_measurement
     from .solvers import reconstruct, write_reconstruction
+    from .solvers.registry import check_reconstruction_outputs
     meas = read_measurement(args.measurement)
     _check_score_options(args)
-    check_image_output(args.output)  # fail before any work or output (a std map's path: before writing)
+    # fail before any work or output (a std map's path: before writing, when K is known)
+    check_reconstruction_outputs(args.output, std=False, samples=args.save_samples)
     if args.metrics:
         check_output_file(args.metrics)
         if meas.truth is None:
@@ -114,17 +118,18 @@ def _run_reconstruct(args) -> None:
                                       seed=args.seed).items() if v is not None}
     result = reconstruct(meas, args.method, **options)
     metrics = result.metrics(meas) if args.metrics else None  # a shape mismatch fails before output
-    write_reconstruction(result, meas, args.output, reference=args.reference)
+    write_reconstruction(result, meas, args.output, reference=args.reference, samples=args.save_samples)
     print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
     if metrics is not None:
         _write_json(args.metrics, metrics)
 
 
 def _check_score_options(args) -> None:
-    """--prior, --steps and --samples steer the score-based samplers only: with a classical
-    method they would be ignored in silence, so they are refused."""
+    """--prior, --steps, --samples and --save-samples steer the score-based samplers only: with a
+    classical method they would be ignored in silence, so they are refused."""
     from .solvers.score import REGISTERED_NAMES
     given = [f"--{name}" for name in ("prior", "steps", "samples") if getattr(args, name) is not None]
+    given += ["--save-samples"] if args.save_samples else []
     if given and args.method not in REGISTERED_NAMES:
         raise UserError(f"{', '.join(given)} apply to score-based methods, not to "
                         f"{args.method or 'the default classical method'}: drop them or choose "

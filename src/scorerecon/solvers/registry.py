@@ -2,8 +2,8 @@
 
 A method is a function ``fn(measurement, **options) -> MethodOutput`` registered with
 ``@register(modality, name)``.  It returns the image in the *unit* domain ([0, 1] window for CT,
-magnitude scaled so the data's reference peaks near 1 for MRI) plus optional std map and info;
-this module converts back to native units (HU for CT, input units for MRI).
+magnitude scaled so the data's reference peaks near 1 for MRI) plus optional std map, posterior
+samples and info; this module converts back to native units (HU for CT, input units for MRI).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,11 +35,15 @@ class MethodOutput:
     std: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     complex_image: np.ndarray | None = None
+    samples: np.ndarray | None = None  # score-based methods: the K posterior samples (K, H, W)
 
 
 @dataclass
 class Reconstruction:
-    """A reconstruction in native units, with its unit-domain image and timing."""
+    """A reconstruction in native units, with its unit-domain image and timing.  Score-based
+    methods keep their K posterior ``samples`` (K, H, W) too: ``image`` is their mean and ``std``
+    their standard deviation (for MRI the samples are magnitudes, so the mean of the samples
+    equals the image only where no sample is negative in the sampling frame)."""
 
     image: np.ndarray
     unit_image: np.ndarray
@@ -46,6 +51,7 @@ class Reconstruction:
     seconds: float
     std: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    samples: np.ndarray | None = None
 
     def metrics(self, meas) -> dict[str, float]:
         """PSNR / SSIM against the measurement's stored truth (UserError when there is none)."""
@@ -94,11 +100,10 @@ def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     start = time.perf_counter()
     out: MethodOutput = fn(meas, **options)
     seconds = time.perf_counter() - start
-    image, std = _to_native(out.unit_image, meas), None
-    if out.std is not None:
-        std = _to_native(out.std, meas, offset=False)
-    return Reconstruction(image=image, unit_image=out.unit_image, method=method, seconds=seconds,
-                          std=std, info=out.info)
+    std = None if out.std is None else _to_native(out.std, meas, offset=False)
+    samples = None if out.samples is None else _to_native(out.samples, meas)
+    return Reconstruction(image=_to_native(out.unit_image, meas), unit_image=out.unit_image,
+                          method=method, seconds=seconds, std=std, info=out.info, samples=samples)
 
 
 def _to_native(unit: np.ndarray, meas, offset: bool = True) -> np.ndarray:
@@ -109,26 +114,46 @@ def _to_native(unit: np.ndarray, meas, offset: bool = True) -> np.ndarray:
     return (np.abs(unit) * float(meas.attrs.get("intensity_scale", 1.0))).astype(np.float32)
 
 
-def write_reconstruction(result: Reconstruction, meas, output: str, reference: str | None = None) -> None:
-    """Write the image (and, beside it, the std map when there is one) by output extension; both
-    paths are checked before either is written."""
-    from ..data.io import check_image_output, write_image
-    std_path = _sibling(output, "_std") if result.std is not None else None
-    for path in (output, std_path):
-        if path is not None:
-            check_image_output(path)
+def write_reconstruction(result: Reconstruction, meas, output: str, reference: str | None = None,
+                         samples: bool = False) -> None:
+    """Write the image by output extension and, beside it, the std map when there is one
+    (``OUT_std``) and, with ``samples``, the stack of posterior samples (``OUT_samples``); every
+    path is checked before any is written."""
+    from ..data.io import write_image
+    if samples and result.samples is None:
+        raise UserError(f"{result.method} draws no posterior samples: saving samples needs a "
+                        "score-based method")
+    std_path, samples_path = check_reconstruction_outputs(output, std=result.std is not None,
+                                                          samples=samples)
     spacing = meas.geometry.get("pixel_size")
     write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
     if std_path is not None:
         # no modality: a std map is not an image in HU, so a PNG of it is min-max scaled
         write_image(std_path, result.std, spacing=spacing, reference=None, modality=None)
+    if samples_path is not None:
+        write_image(samples_path, result.samples, spacing=spacing, reference=None, modality=meas.modality)
+
+
+def check_reconstruction_outputs(output: str, std: bool = True, samples: bool = False
+                                 ) -> tuple[str | None, str | None]:
+    """Check, before any work, that the image, its std map and (``samples``) the stack of samples
+    can be written; return the std map's and the samples' paths (None where not written)."""
+    from ..data.io import check_image_output, image_suffix
+    check_image_output(output)
+    std_path = _sibling(output, "_std") if std else None
+    samples_path = _sibling(output, "_samples") if samples else None
+    if samples_path is not None and image_suffix(Path(output)) == ".png":
+        raise UserError(f"a PNG holds one slice, not a stack of posterior samples: write {output} "
+                        "as .npy, .nii.gz, .nrrd or a DICOM folder to save the samples")
+    for path in (std_path, samples_path):
+        if path is not None:
+            check_image_output(path)
+    return std_path, samples_path
 
 
 def _sibling(output: str, tag: str) -> str:
     """``output`` with ``tag`` before its extension (as :func:`~scorerecon.data.io.image_suffix`
     reads it, case kept), or after a DICOM folder's name."""
-    from pathlib import Path
-
     from ..data.io import image_suffix
     output = output.rstrip("/")
     cut = len(output) - len(image_suffix(Path(output)))

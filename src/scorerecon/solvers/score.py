@@ -265,7 +265,7 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     info = {"method": method, "task": task, "nfe": out.nfe, "samples": samples, "seed": int(seed),
             **out.info, **problem_options}
     std = images.std(axis=0).astype(np.float32) if samples > 1 else None
-    return MethodOutput(unit_image=images.mean(axis=0).astype(np.float32), std=std, info=info)
+    return MethodOutput(unit_image=images.mean(axis=0).astype(np.float32), std=std, info=info, samples=images)
 
 
 def _register(name: str, method: str) -> None:
