@@ -22,6 +22,7 @@ method's PSNR on each slice is printed).
     python benchmarks/score_methods.py --steps 200 --methods song,fast --tasks ct-sparse-view
     python benchmarks/score_methods.py --slices 1 --rows benchmarks/results/rows_1000_steps  # resumable
     python benchmarks/score_methods.py --methods fast --dataset-slices clinical-brain-mri:val --slices 2
+    python benchmarks/score_methods.py --methods song,song-k4 --tasks ct-sparse-view   # K = 1 and 4
 
 ``--dataset-slices NAME:SPLIT`` takes the slices of the tasks of that dataset's modality from a
 prepared dataset instead (evenly spaced, named ``NAME-SPLIT-INDEX``), e.g. the clinical brain
@@ -189,9 +190,18 @@ def _commit() -> str:
         return "unknown"
 
 
+def split_samples(method: str) -> tuple[str, int | None]:
+    """``NAME-kK`` (e.g. ``song-k4``): the method NAME with K posterior samples, a column of its
+    own beside NAME at its preset K; any other name: (the name, None)."""
+    name, sep, samples = method.rpartition("-k")
+    return (name, int(samples)) if sep and name and samples.isdigit() and int(samples) > 0 else (method, None)
+
+
 def sampler(method: str) -> str:
-    """The sampler a method name runs: ``score`` is the alias of the default (fast) sampler."""
-    return DEFAULT_METHOD if method == DEFAULT_ALIAS else method
+    """The sampler a method name runs: ``score`` is the alias of the default (fast) sampler, and
+    ``NAME-kK`` runs NAME."""
+    name = split_samples(method)[0]
+    return DEFAULT_METHOD if name == DEFAULT_ALIAS else name
 
 
 def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) -> dict:
@@ -364,10 +374,11 @@ def benchmark(args) -> str:
             print(f"{task} {name} classical PSNR: "
                   + ", ".join(f"{m} {r['psnr']:.2f}" for m, r in classical[-1].items()), flush=True)
             for method in args.methods:
+                registered, samples = split_samples(method)
                 fast = sampler(method) == "fast"
                 extra = {"start_sigma": args.start_sigma} if fast and args.start_sigma is not None else {}
                 options = dict(prior=priors[modality], steps=args.fast_steps if fast else args.steps,
-                               samples=args.samples, seed=0, **extra)
+                               samples=samples or args.samples, seed=0, **extra)
                 key = row_key(args, meas, task, name, method, options)
                 stored = cached_row(folder, key)
                 if stored:
@@ -377,7 +388,7 @@ def benchmark(args) -> str:
                     missing.append(f"{task} {name} {method}")
                     continue
                 else:
-                    row = run(meas, method, progress=False, **options)
+                    row = run(meas, registered, progress=False, **options)
                     store_row(folder, key, row)
                 per_method.setdefault(method, []).append(row)
                 print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
@@ -414,7 +425,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 slice (unless --slices says) at 64², 3 steps, 2 samples: checks the script")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ", ".join(TASKS))
-    p.add_argument("--methods", default=",".join(SCORE_METHODS), help="comma-separated score-based methods")
+    p.add_argument("--methods", default=",".join(SCORE_METHODS), help="comma-separated score-based methods; NAME-kK (e.g. song-k4) runs NAME with K "
+                        "posterior samples, a column of its own")
     p.add_argument("--prior-ct", default="head-ct")
     p.add_argument("--prior-mri", default="brain-mri")
     p.add_argument("--steps", type=int, default=None, help="steps of the 1000-step samplers (default: prior N)")

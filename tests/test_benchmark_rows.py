@@ -53,6 +53,24 @@ def test_rows_are_stored_reused_and_remeasured_when_the_preset_or_the_weights_ch
     assert json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())["key"]["prior_sha256"] == "retrained"
 
 
+def test_a_method_with_a_samples_suffix_is_its_own_column_with_its_own_k(bench, tmp_path, monkeypatch, capsys):
+    """fast-k3 runs the fast sampler with K = 3 beside fast at the run's K (2 under --quick), each
+    stored under its own name and key."""
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    rows, out = tmp_path / "rows", tmp_path / "t.md"
+    bench.main(["--quick", "--tasks", "ct-sparse-view", "--methods", "fast,fast-k3", "--rows", str(rows),
+                "-o", str(out)])
+    plain = json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())
+    three = json.loads((rows / "ct-sparse-view__ct-head-0__fast-k3.json").read_text())
+    assert (plain["row"]["samples"], three["row"]["samples"]) == (2, 3)
+    assert three["key"]["options"]["samples"] == 3 and three["key"]["settings"] == plain["key"]["settings"]
+    table = out.read_text()
+    assert "| fast | fast-k3 |" in table and "| ct-sparse-view | fast-k3 |" in table
+    assert [bench.split_samples(m) for m in ("song-k4", "score-k12", "song", "song-k", "song-k0", "-k4")] == [
+        ("song", 4), ("score", 12), ("song", None), ("song-k", None), ("song-k0", None), ("-k4", None)]
+    assert bench.sampler("score-k4") == "fast"
+
+
 def test_a_damaged_row_file_is_measured_again(bench, tmp_path):
     key = {"task": "t", "slice": "s", "method": "m"}
     bench.store_row(tmp_path, key, {"psnr": 1.0})
