@@ -66,9 +66,17 @@ def test_a_method_with_a_samples_suffix_is_its_own_column_with_its_own_k(bench, 
     assert three["key"]["options"]["samples"] == 3 and three["key"]["settings"] == plain["key"]["settings"]
     table = out.read_text()
     assert "| fast | fast-k3 |" in table and "| ct-sparse-view | fast-k3 |" in table
-    assert [bench.split_samples(m) for m in ("song-k4", "score-k12", "song", "song-k", "song-k0", "-k4")] == [
+    assert [bench.split_k_suffix(m) for m in ("song-k4", "score-k12", "song", "song-k", "song-k0", "-k4")] == [
         ("song", 4), ("score", 12), ("song", None), ("song-k", None), ("song-k0", None), ("-k4", None)]
     assert bench.sampler("score-k4") == "fast"
+    # the fast table compares the fast sampler at its preset K, not fast-kK, with the others
+    stats = {"psnr": (30.0, 0.0), "psnr_slices": [30.0]}
+    row = {"best classical (tv)": stats, "fast-k3": {**stats, "psnr": (33.0, 0.0), "psnr_slices": [33.0]},
+           "fast": stats, "song": {**stats, "psnr": (31.0, 0.0), "psnr_slices": [31.0]}}
+    assert "| -1.00 (song) | -1.00 |" in bench.fast_table({"ct-sparse-view": row})
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--quick", "--methods", "fast,song-k0", "-o", str(out)])
+    assert stop.value.code == 2 and "unknown score-based method(s) song-k0" in capsys.readouterr().err
 
 
 def test_a_damaged_row_file_is_measured_again(bench, tmp_path):

@@ -89,7 +89,7 @@ def test_score_options_with_a_classical_method_are_refused(ct_files, capsys):
     assert main([*argv, "--samples", "2"]) == 2
     assert "not to the default classical method" in _one_line(capsys)
     assert main([*argv, "--method", "fbp", "--save-samples"]) == 2
-    assert "--save-samples apply to score-based methods, not to fbp" in _one_line(capsys)
+    assert "--save-samples applies to score-based methods, not to fbp" in _one_line(capsys)
     assert not (ct_files / "r.npy").exists()
 
 

@@ -343,12 +343,28 @@ def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_st
     np.testing.assert_allclose(samples.std(axis=0), std, atol=1e-3)
 
 
-def test_mri_samples_are_the_magnitudes_behind_the_image():
-    meas = _mri_measurement()
-    out = reconstruct(meas, "fast", prior=_gaussian(), steps=4, samples=3, progress=False)
-    assert out.samples.shape == (3, H, W) and np.all(out.samples >= 0)
-    np.testing.assert_allclose(out.samples.mean(axis=0), out.image, rtol=1e-5)  # no negative sample here
-    assert reconstruct(meas, "cs-tv").samples is None
+def test_mri_samples_are_the_magnitudes_of_the_signed_samples_behind_the_image(tmp_path):
+    """The unit-domain samples' mean and std are the image and std map; the native samples are
+    their magnitudes in the data's units, written as a stack with the pixel spacing."""
+    from scorerecon.data.io import read_image
+    from scorerecon.simulate.mri import simulate_mri
+    from scorerecon.solvers import write_reconstruction
+    size = 8
+    image = 0.5 + 0.2 * np.random.default_rng(0).random((size, size), dtype=np.float32)
+    meas = simulate_mri(image, acceleration=2, center_fraction=0.25, pixel_size=(0.8, 0.8), seed=0)
+    options = dict(prior=_gaussian(size), steps=4, samples=3, progress=False)
+    unit = score.run_method(meas, "fast", **options)
+    np.testing.assert_allclose(unit.samples.mean(axis=0), unit.unit_image, atol=1e-6)
+    np.testing.assert_allclose(unit.samples.std(axis=0), unit.std, atol=1e-6)
+    out = reconstruct(meas, "fast", **options)
+    np.testing.assert_allclose(out.samples, np.abs(unit.samples) * meas.attrs["intensity_scale"], rtol=1e-6)
+    write_reconstruction(out, meas, str(tmp_path / "r.nii.gz"), samples=True)
+    stack = read_image(tmp_path / "r_samples.nii.gz")
+    np.testing.assert_allclose(stack.array, out.samples, rtol=1e-6)
+    assert stack.spacing == pytest.approx((1.0, 0.8, 0.8))
+    with pytest.raises(UserError, match="cs-tv draws no posterior samples"):
+        write_reconstruction(reconstruct(meas, "cs-tv"), meas, str(tmp_path / "c.npy"), samples=True)
+    assert not (tmp_path / "c.npy").exists()
 
 
 def test_metal_is_put_back(ct_files, tiny_prior):

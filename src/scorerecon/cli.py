@@ -131,7 +131,7 @@ def _check_score_options(args) -> None:
     given = [f"--{name}" for name in ("prior", "steps", "samples") if getattr(args, name) is not None]
     given += ["--save-samples"] if args.save_samples else []
     if given and args.method not in REGISTERED_NAMES:
-        raise UserError(f"{', '.join(given)} apply to score-based methods, not to "
+        raise UserError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to score-based methods, not to "
                         f"{args.method or 'the default classical method'}: drop them or choose "
                         f"--method {'|'.join(REGISTERED_NAMES)}")
 

@@ -42,8 +42,9 @@ class MethodOutput:
 class Reconstruction:
     """A reconstruction in native units, with its unit-domain image and timing.  Score-based
     methods keep their K posterior ``samples`` (K, H, W) too: ``image`` is their mean and ``std``
-    their standard deviation (for MRI the samples are magnitudes, so the mean of the samples
-    equals the image only where no sample is negative in the sampling frame)."""
+    their standard deviation.  For MRI the samples are magnitudes of the sampled (phase-frame)
+    images, while the image and std come from the signed ones: the two agree wherever no sample
+    changes sign at a pixel."""
 
     image: np.ndarray
     unit_image: np.ndarray
@@ -126,12 +127,14 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
     std_path, samples_path = check_reconstruction_outputs(output, std=result.std is not None,
                                                           samples=samples)
     spacing = meas.geometry.get("pixel_size")
+    # the samples' axis has no physical spacing: 1 (mm), the pixel spacing along the other two
+    stack_spacing = None if spacing is None else (1.0, *np.broadcast_to(np.asarray(spacing, float), 2))
     write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
     if std_path is not None:
         # no modality: a std map is not an image in HU, so a PNG of it is min-max scaled
         write_image(std_path, result.std, spacing=spacing, reference=None, modality=None)
     if samples_path is not None:
-        write_image(samples_path, result.samples, spacing=spacing, reference=None, modality=meas.modality)
+        write_image(samples_path, result.samples, spacing=stack_spacing, reference=None, modality=meas.modality)
 
 
 def check_reconstruction_outputs(output: str, std: bool = True, samples: bool = False
