@@ -192,7 +192,7 @@ def _commit() -> str:
 
 def split_k_suffix(method: str) -> tuple[str, int | None]:
     """``NAME-kK`` (e.g. ``song-k4``): the method NAME with K posterior samples, a column of its
-    own (after the README's columns) besides NAME at its preset K; any other name: (it, None)."""
+    own (after the README's columns) beside NAME at its preset K; any other name: (it, None)."""
     name, sep, samples = method.rpartition("-k")
     return (name, int(samples)) if sep and name and samples.isdigit() and int(samples) > 0 else (method, None)
 
