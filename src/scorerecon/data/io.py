@@ -338,7 +338,7 @@ def write_image(path: str | os.PathLike, array, spacing: tuple[float, ...] | Non
     """
     path = check_image_output(path)
     volume = _checked(np.asarray(array), path)
-    spacing = _per_axis(spacing, volume.ndim)
+    spacing = spacing_per_axis(spacing, volume.ndim)
     modality = normalise_modality(modality)
     suffix = image_suffix(path)
     if suffix == "":
@@ -366,7 +366,9 @@ def check_image_output(path: str | os.PathLike) -> Path:
     return path
 
 
-def _per_axis(spacing, ndim: int) -> tuple[float, ...] | None:
+def spacing_per_axis(spacing, ndim: int) -> tuple[float, ...] | None:
+    """``spacing`` (mm) as one value per axis of an ``ndim``-dimensional image: a single value is
+    isotropic; None stays None; any other count is a UserError."""
     if spacing is None:
         return None
     values = tuple(float(v) for v in np.atleast_1d(np.asarray(spacing, dtype=float)))

@@ -120,7 +120,7 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
     """Write the image by output extension and, beside it, the std map when there is one
     (``OUT_std``) and, with ``samples``, the stack of posterior samples (``OUT_samples``); every
     path is checked before any is written."""
-    from ..data.io import write_image
+    from ..data.io import spacing_per_axis, write_image
     if samples and result.samples is None:
         raise UserError(f"{result.method} draws no posterior samples: saving samples needs a "
                         "score-based method")
@@ -128,7 +128,7 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
                                                           samples=samples)
     spacing = meas.geometry.get("pixel_size")
     # the samples' axis has no physical spacing: 1 (mm), the pixel spacing along the other two
-    stack_spacing = None if spacing is None else (1.0, *np.broadcast_to(np.asarray(spacing, float), 2))
+    stack_spacing = None if spacing is None else (1.0, *spacing_per_axis(spacing, 2))
     write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
     if std_path is not None:
         # no modality: a std map is not an image in HU, so a PNG of it is min-max scaled
@@ -137,8 +137,7 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
         write_image(samples_path, result.samples, spacing=stack_spacing, reference=None, modality=meas.modality)
 
 
-def check_reconstruction_outputs(output: str, std: bool = True, samples: bool = False
-                                 ) -> tuple[str | None, str | None]:
+def check_reconstruction_outputs(output: str, *, std: bool, samples: bool) -> tuple[str | None, str | None]:
     """Check, before any work, that the image, its std map and (``samples``) the stack of samples
     can be written; return the std map's and the samples' paths (None where not written)."""
     from ..data.io import check_image_output, image_suffix
