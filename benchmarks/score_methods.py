@@ -12,7 +12,8 @@ every method puts the same metal back), network evaluations (NFE: sequential cal
 on the batch of K posterior samples, so K · NFE images pass through it), K (``--samples``,
 default: each method's preset), seconds per slice on 2 threads, and with K ≥ 2 how well the
 posterior std predicts the error: Pearson r between std and |mean − truth| and the fraction of
-pixels with |error| ≤ 2 std.  "best classical" is the
+pixels with |error| ≤ 2 std (the std map as ``reconstruct`` writes it: times the preset's
+``std_scale`` where ``scorerecon tune --calibrate-std`` set one).  "best classical" is the
 method with the highest PSNR among fbp / sart / tv (/ li-mar) for CT and zero-filled / sense /
 cs-wavelet / cs-tv for MRI, chosen per task by its mean PSNR over the slices (every classical
 method's PSNR on each slice is printed).
@@ -54,7 +55,7 @@ import torch
 
 from scorerecon.atomic import atomic_path
 from scorerecon.data.intensity import hu_to_unit
-from scorerecon.evaluation.metrics import image_metrics
+from scorerecon.evaluation.metrics import error_and_std, image_metrics, std_coverage
 from scorerecon.priors.registry import prior_digest
 from scorerecon.solvers.registry import reconstruct
 from scorerecon.solvers.score import DEFAULT_ALIAS, DEFAULT_METHOD, REGISTERED_NAMES, settings_for
@@ -145,14 +146,7 @@ def uncertainty_calibration(result, meas) -> dict[str, float]:
     """Pearson r(std, |error|) and the fraction of pixels with |error| ≤ k std (k = 1, 2)."""
     if result.std is None:
         return {}
-    error = np.abs(result.image - meas.truth).ravel()
-    std = result.std.ravel()
-    metal = meas.extras.get("metal_mask")
-    keep = np.ones_like(error, bool) if metal is None else ~(np.asarray(metal) != 0).ravel()
-    error, std = error[keep], std[keep]
-    r = float(np.corrcoef(std, error)[0, 1]) if std.std() > 0 and error.std() > 0 else float("nan")
-    return {"r_std_err": r, "within_1std": float(np.mean(error <= std)),
-            "within_2std": float(np.mean(error <= 2 * std))}
+    return std_coverage(*error_and_std(result.image, result.std, meas.truth, meas.extras.get("metal_mask")))
 
 
 def run(meas, method: str, **options) -> dict[str, float]:
@@ -410,7 +404,8 @@ def benchmark(args) -> str:
              f"priors: CT {args.prior_ct}, MRI {args.prior_mri}; steps: {args.steps or 'the prior N'} "
              f"(fast: {args.fast_steps or 'the preset of the task, else 20'}, warm start σ = "
              f"{PRESET_NOTE if args.start_sigma is None else args.start_sigma or 'none (cold)'}); "
-             f"K = {args.samples or 'the preset'} posterior samples per slice (a NAME-kK column: K); "
+             f"K = {args.samples or 'the preset'} posterior samples per slice (a NAME-kK column: K), their std "
+             "times the preset's calibrated std_scale where it has one; "
              f"{args.threads} threads; mean ± std over slices.  Noise-free simulations "
              "(metal: polychromatic, 10⁵ photons)."]
     if reused:

@@ -105,6 +105,28 @@ def test_samples_to_a_png_are_refused_before_any_work(ct_files, capsys, monkeypa
     assert not (ct_files / "r.png").exists() and not (ct_files / "r.npy").exists()
 
 
+def test_a_std_map_path_is_refused_before_any_work_when_k_is_above_one(ct_files, capsys, monkeypatch):
+    import scorerecon.solvers
+
+    class Reconstructed(Exception):
+        pass
+
+    def reached(*args, **kwargs):
+        raise Reconstructed
+    monkeypatch.setattr(scorerecon.solvers, "reconstruct", reached)
+    (ct_files / "r_std.npy").mkdir()  # where the std map would go
+    argv = ["reconstruct", str(ct_files / "m.h5"), "-o", str(ct_files / "r.npy")]
+    for method in ("fast", "score"):  # the preset's K > 1, no --samples given
+        assert main([*argv, "--method", method]) == 2
+        assert "r_std.npy is a folder" in _one_line(capsys)
+    assert main([*argv, "--method", "song", "--samples", "2"]) == 2
+    assert "r_std.npy is a folder" in _one_line(capsys)
+    for extra in (["--method", "song"], ["--method", "fast", "--samples", "1"], ["--method", "fbp"]):
+        with pytest.raises(Reconstructed):  # one sample, or a classical method: no std map to write
+            main([*argv, *extra])
+    assert not (ct_files / "r.npy").exists()
+
+
 def test_a_std_map_path_is_checked_before_the_image_is_written(ct_files):
     from scorerecon.data.measurement import read_measurement
     from scorerecon.solvers import Reconstruction, write_reconstruction
@@ -227,6 +249,11 @@ def test_broken_prepared_datasets_are_user_errors(tmp_path):
     np.save(tmp_path / "val.npy", np.zeros(5, np.float32))
     with pytest.raises(UserError, match=r"not \(slices, H, W\)"):
         load_split("head-ct", "val", tmp_path)
+
+
+def test_calibrating_the_std_map_refuses_the_search_options(capsys):
+    assert main(["tune", "ct-sparse-view", "--method", "fast", "--calibrate-std", "--trials", "3"]) == 2
+    assert "--trials steer the search, which --calibrate-std does not run" in _one_line(capsys)
 
 
 def test_tune_checks_its_preset_folder_before_the_trials(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ from scorerecon.cli import main
 from scorerecon.data.intensity import hu_to_unit, unit_to_hu
 from scorerecon.data.measurement import Measurement, read_measurement, write_measurement
 from scorerecon.errors import UserError
-from scorerecon.evaluation.metrics import body_mask, evaluate_images, psnr, ssim
+from scorerecon.evaluation.metrics import (GAUSSIAN_WITHIN_1STD, body_mask, error_and_std, evaluate_images, psnr, ssim,
+                                          std_coverage, std_scale_for_coverage)
 
 
 def _measurement(**overrides):
@@ -109,6 +110,38 @@ def test_metrics_follow_scikit_image():
     assert psnr(recon, truth, mask) == pytest.approx(10 * np.log10(1 / mse))
     with pytest.raises(UserError, match="shape"):
         psnr(recon[:30], truth)
+
+
+def test_a_std_map_half_the_true_error_scale_is_calibrated_by_a_factor_of_two():
+    """Errors drawn from N(0, σ²) against a std map of σ / 2: the 68.27 % quantile of |error| / std
+    is 2 (the Gaussian's), after which 68 % and 95 % of the pixels lie within 1 and 2 std."""
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(size=(400, 400))
+    sigma = 0.05 * (1 + truth)  # a different σ per pixel: the map has to follow it
+    image = truth + sigma * rng.standard_normal(truth.shape)
+    error, std = error_and_std(image, sigma / 2, truth)
+    before = std_coverage(error, std)
+    assert before["within_1std"] == pytest.approx(0.383, abs=0.005) and before["r_std_err"] > 0.1
+    scale = std_scale_for_coverage(error, std)
+    assert scale == pytest.approx(2.0, rel=0.01)
+    after = std_coverage(error, scale * std)
+    assert after["within_1std"] == pytest.approx(GAUSSIAN_WITHIN_1STD, abs=1e-4)
+    assert after["within_2std"] == pytest.approx(0.954, abs=0.005)
+    keep = np.zeros(truth.shape, bool)
+    keep[:10] = True  # excluded pixels (e.g. metal) are left out
+    assert error_and_std(image, sigma, truth, exclude=~keep)[0].size == keep.sum()
+
+
+def test_std_maps_that_cannot_be_calibrated_are_named():
+    error, std = np.array([0.0, 0.1, 0.2, 0.3]), np.zeros(4)
+    with pytest.raises(UserError, match="the std map is 0 on 75% of the pixels, where the error is not"):
+        std_scale_for_coverage(error, std)
+    with pytest.raises(UserError, match="the error is 0 on at least 50% of the pixels"):
+        std_scale_for_coverage(np.array([0.0, 0.0, 0.0, 1.0]), np.ones(4), coverage=0.5)
+    # a pixel with std 0 and no error counts as covered: 3 of 4 within 0.2 std
+    assert std_scale_for_coverage(np.array([0.0, 0.1, 0.2, 0.4]), np.array([0.0, 1.0, 1.0, 1.0]), 0.75) == 0.2
+    with pytest.raises(UserError, match="coverage must lie between 0 and 1"):
+        std_scale_for_coverage(error, std + 1, coverage=1.0)
 
 
 def test_body_mask_and_ct_evaluation():

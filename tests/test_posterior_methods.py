@@ -451,6 +451,38 @@ def test_tune_of_the_fast_sampler_searches_its_steps_within_the_evaluation_budge
     assert score.settings_for("fast", "ct-sparse-view", {"samples": 1})["samples"] == 1
 
 
+def test_calibrate_std_saves_the_scale_that_covers_68_percent_beside_the_preset(
+        ct_files, tiny_prior, tmp_path, monkeypatch):
+    """--calibrate-std keeps the preset's settings and its provenance, adds std_scale; reconstruct
+    then multiplies the samples' std by it (the image unchanged), and on the calibration case
+    |error| ≤ std holds on 68 % of the pixels."""
+    from scorerecon.data.measurement import read_measurement
+    cases, presets = tmp_path / "cases", tmp_path / "presets"
+    cases.mkdir()
+    (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
+    settings = {"steps": 3, "samples": 3, "start_sigma": 0.1}
+    tuning.save_preset("ct-sparse-view", "fast", settings, {"trials": 5}, presets)
+    monkeypatch.setenv("SCORERECON_PRESETS", str(presets))
+    path = tuning.run_calibrate_std("ct-sparse-view", "fast", prior=tiny_prior, cases_dir=str(cases),
+                                    output=str(presets), log=lambda *_: None)
+    preset = json.loads(path.read_text())
+    fast, tuned = preset["methods"]["fast"], preset["tuned"]["fast"]
+    assert {k: fast[k] for k in settings} == settings and fast["std_scale"] > 0 and tuned["trials"] == 5
+    assert tuned["std_calibration"]["after"]["within_1std"] == pytest.approx(0.6827, abs=0.002)
+    meas = read_measurement(cases / "sparse.h5")
+    raw = reconstruct(meas, "fast", prior=tiny_prior, progress=False, std_scale=1.0)
+    scaled = reconstruct(meas, "fast", prior=tiny_prior, progress=False)
+    np.testing.assert_array_equal(scaled.image, raw.image)
+    np.testing.assert_allclose(scaled.std, fast["std_scale"] * raw.std, rtol=1e-5)
+    assert scaled.info["std_scale"] == fast["std_scale"]
+    covered = np.mean(np.abs(scaled.image - meas.truth) <= scaled.std)
+    assert covered == pytest.approx(0.6827, abs=0.01)
+    with pytest.raises(UserError, match="song draws one posterior sample for ct-sparse-view"):
+        tuning.calibrate_std([meas], "song", score.resolve_prior(tiny_prior, "ct"))
+    with pytest.raises(UserError, match="std_scale must be positive"):
+        reconstruct(meas, "fast", prior=tiny_prior, progress=False, std_scale=0.0)
+
+
 def test_tune_starts_from_the_given_settings(ct_files, tiny_prior, monkeypatch):
     """The first trial runs ``start`` (the current preset in run_tune); settings outside the
     search space are drawn by TPE instead."""

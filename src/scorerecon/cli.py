@@ -85,8 +85,8 @@ def _add_reconstruct(sub) -> None:
                                                 "or file: .safetensors, experts .json, checkpoint.pt (score-based methods)")
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--samples", type=positive_int, default=None,
-                   help="posterior samples K: mean image and, for K > 1, a std map beside it "
-                        "(default: the method's preset; fast 2 or its tuned K, others 1)")
+                   help="posterior samples K: mean image and, for K > 1, a std map beside it (times the preset's "
+                        "calibrated std_scale, if any; default K: the method's preset, fast 2 or its tuned K, others 1)")
     p.add_argument("--save-samples", action="store_true",
                    help="also write the K posterior samples as a stack beside the image (OUT_samples; "
                         "score-based methods, not to .png)")
@@ -107,8 +107,8 @@ def _run_reconstruct(args) -> None:
     from .solvers.registry import check_reconstruction_outputs
     meas = read_measurement(args.measurement)
     _check_score_options(args)
-    # fail before any work or output (a std map's path: before writing, when K is known)
-    check_reconstruction_outputs(args.output, std=False, samples=args.save_samples)
+    # fail before any work or output
+    check_reconstruction_outputs(args.output, std=_writes_std_map(meas, args), samples=args.save_samples)
     if args.metrics:
         check_output_file(args.metrics)
         if meas.truth is None:
@@ -122,6 +122,12 @@ def _run_reconstruct(args) -> None:
     print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
     if metrics is not None:
         _write_json(args.metrics, metrics)
+
+
+def _writes_std_map(meas, args) -> bool:
+    """Whether reconstruct will write a std map beside the image: a score-based method with K > 1."""
+    from .solvers.score import REGISTERED_NAMES, posterior_sample_count
+    return args.method in REGISTERED_NAMES and posterior_sample_count(meas, args.method, args.samples) > 1
 
 
 def _check_score_options(args) -> None:

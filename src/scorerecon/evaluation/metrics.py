@@ -1,4 +1,5 @@
-"""PSNR and SSIM with scikit-image's conventions on images in [0, 1] (data range 1).
+"""PSNR and SSIM with scikit-image's conventions on images in [0, 1] (data range 1), and how well
+a standard-deviation map predicts the error.
 
 Both accept an optional boolean mask (e.g. the body): PSNR is computed from the mean squared
 error inside the mask, SSIM averages scikit-image's full SSIM map inside the mask.
@@ -90,3 +91,44 @@ def evaluate_images(recon, truth, modality: str = "ct", body: bool = False,
         keep = ~np.asarray(exclude, dtype=bool).reshape(truth_unit.shape)
         mask = keep if mask is None else mask & keep
     return image_metrics(recon_unit, truth_unit, mask)
+
+
+#: the fraction of a Gaussian's mass within one standard deviation of its mean
+GAUSSIAN_WITHIN_1STD = 0.6827
+
+
+def error_and_std(image, std, truth, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+    """|image − truth| and ``std`` over the pixels kept (all but ``exclude``, e.g. the metal), as
+    flat arrays, in the units of the images."""
+    image, truth = _check(image, truth)
+    std = np.asarray(std, dtype=np.float64).reshape(truth.shape)
+    keep = np.ones(truth.shape, bool) if exclude is None else ~np.asarray(exclude, bool).reshape(truth.shape)
+    return np.abs(image - truth)[keep], std[keep]
+
+
+def std_coverage(error: np.ndarray, std: np.ndarray) -> dict[str, float]:
+    """How well a std map predicts the error: Pearson r(std, |error|) and the fractions of pixels
+    with |error| ≤ k·std for k = 1, 2 (a calibrated Gaussian posterior: 0.683 and 0.954)."""
+    varies = std.std() > 0 and error.std() > 0
+    r = float(np.corrcoef(std, error)[0, 1]) if varies else float("nan")
+    return {"r_std_err": r, "within_1std": float(np.mean(error <= std)),
+            "within_2std": float(np.mean(error <= 2 * std))}
+
+
+def std_scale_for_coverage(error: np.ndarray, std: np.ndarray, coverage: float = GAUSSIAN_WITHIN_1STD) -> float:
+    """The factor c for which |error| ≤ c·std holds on the fraction ``coverage`` of the pixels:
+    the ``coverage`` quantile of |error| / std (split-conformal calibration of a scalar scale,
+    Angelopoulos & Bates 2021, "A gentle introduction to conformal prediction", section 2.3).  A
+    pixel with std 0 counts as covered only where its error is 0 too."""
+    if not 0 < coverage < 1:
+        raise UserError(f"coverage must lie between 0 and 1, got {coverage}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(error == 0, 0.0, error / std)  # error > 0 with std 0: inf
+    scale = float(np.quantile(ratio, coverage, method="inverted_cdf"))
+    if not np.isfinite(scale):
+        raise UserError(f"the std map is 0 on {np.mean(np.isinf(ratio)):.0%} of the pixels, where the error is "
+                        "not: draw more posterior samples (K) before calibrating its scale")
+    if scale == 0:
+        raise UserError(f"the error is 0 on at least {coverage:.0%} of the pixels: "
+                        "there is no scale to calibrate on these images")
+    return scale

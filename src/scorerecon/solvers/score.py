@@ -34,7 +34,9 @@ complex image whose real and imaginary parts the magnitude prior samples togethe
 step every ``sense_every`` steps; the default for ``chung``).
 
 K posterior samples (``samples``) run in one batch; the output is their mean with their
-standard deviation as the uncertainty map.
+standard deviation as the uncertainty map, times the ``std_scale`` that a preset calibrated on
+validation slices (``scorerecon tune --calibrate-std``: then |error| ≤ std on 68 % of their
+pixels), 1 where none was calibrated.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ _SAMPLER = {"song": samplers.pc_sampler, "chung": samplers.pc_sampler, "guidance
             "langevin": samplers.annealed_langevin, "dps": samplers.dps_sampler, "fast": samplers.fast_sampler}
 _PROBLEM_OPTIONS = ("coils", "real", "phase")
 _CLI_GENERIC = ("iterations", "weight", "filter")  # options of classical methods, ignored here
+# settings every method takes: K, N, and the factor on the std map that a preset's calibration
+# chose (``scorerecon tune --calibrate-std``; 1 = the samples' own standard deviation)
+_COMMON_SETTINGS = ("steps", "samples", "std_scale")
 
 
 # ------------------------------------------------------------------------------- prior
@@ -223,7 +228,7 @@ def build_problem(meas, prior, device, **problem_options) -> tuple[InverseProble
 # ------------------------------------------------------------------------ the methods
 def settings_for(method: str, task: str, options: dict) -> dict:
     """DEFAULTS < the task's preset < explicit options; unknown options raise UserError."""
-    allowed = set(DEFAULTS[method]) | {"steps", "samples"} | set(_PROBLEM_OPTIONS)
+    allowed = set(DEFAULTS[method]) | set(_COMMON_SETTINGS) | set(_PROBLEM_OPTIONS)
     unknown = sorted(set(options) - allowed - set(_CLI_GENERIC))
     if unknown:
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to method {method!r}: "
@@ -238,6 +243,14 @@ def settings_for(method: str, task: str, options: dict) -> dict:
     return chosen
 
 
+def posterior_sample_count(meas, method: str, samples: int | None = None) -> int:
+    """K, the posterior samples a score-based ``method`` (or its registered alias) draws for
+    ``meas``: ``samples`` where given, else the task's preset, else :data:`DEFAULTS` (1 where
+    neither sets it).  Lets a caller know, before any work, whether a std map will be written."""
+    method = DEFAULT_METHOD if method == DEFAULT_ALIAS else method
+    return int(settings_for(method, task_of(meas), {"samples": samples}).get("samples", 1))
+
+
 def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int | None = None,
                seed: int = 0, progress: bool = True, **options) -> MethodOutput:
     """Reconstruct ``meas`` with a score-based ``method``: K = ``samples`` posterior samples in
@@ -250,6 +263,9 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     task = task_of(meas)
     settings = settings_for(method, task, {**options, "steps": steps, "samples": samples})
     samples = int(settings.pop("samples", 1))
+    std_scale = float(settings.pop("std_scale", 1.0))
+    if not (np.isfinite(std_scale) and std_scale > 0):
+        raise UserError(f"std_scale must be positive, got {std_scale}: the factor on the std map (1 = none)")
     prior = resolve_prior(prior, meas.modality)
     problem_options = {k: settings.pop(k) for k in _PROBLEM_OPTIONS if k in settings}
     problem, finish, warm_start = build_problem(meas, prior, _device(prior), **problem_options)
@@ -263,8 +279,8 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
                                **settings, **warm)
     images = finish(out.images.cpu().numpy().astype(np.float32))
     info = {"method": method, "task": task, "nfe": out.nfe, "samples": samples, "seed": int(seed),
-            **out.info, **problem_options}
-    std = images.std(axis=0).astype(np.float32) if samples > 1 else None
+            **out.info, **problem_options, **({"std_scale": std_scale} if samples > 1 else {})}
+    std = (std_scale * images.std(axis=0)).astype(np.float32) if samples > 1 else None
     return MethodOutput(unit_image=images.mean(axis=0).astype(np.float32), std=std, info=info, samples=images)
 
 

@@ -21,6 +21,12 @@ evaluation slices): for CT, chest-ct, whose val is a patient that no shipped net
 (presets tuned before 2026-12-04 used head-ct val, slices of the training patient); for MRI,
 brain-mri, slices of the training template held out from training.  Or they are read from a
 folder of measurement files with ground truth (``--cases``).
+
+Calibration (``tune --calibrate-std``).  The standard deviation of K posterior samples is a
+std map that can be too narrow (the fast sampler's samples, for one, all start from one warm
+start); on the same validation cases :func:`calibrate_std` finds the factor that makes
+|error| ≤ std hold on 68 % of the pixels, as for a Gaussian, and stores it in the preset as
+``std_scale``.
 """
 
 from __future__ import annotations
@@ -354,13 +360,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     """The ``scorerecon tune`` command: build cases, tune, save the preset; returns its path
     (None when no trial beat the current settings)."""
     from .score import resolve_prior, settings_for
-    _check_task(task)
-    preset_file(task, output)  # a bad -o fails now, not after the trials
-    cases = read_cases(cases_dir) if cases_dir else validation_cases(task, slices, dataset_dir, seed, size)
-    wrong = [task_of(c) for c in cases if task_of(c) != task]
-    if wrong:
-        raise UserError(f"the cases are {wrong[0]} measurements, not {task}: "
-                        f"tune {wrong[0]} (the first argument) or pass {task} cases")
+    cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings({}, steps)
     name = objective.upper()
@@ -392,6 +392,70 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     return path
 
 
+def _tuning_cases(task: str, output: str | None, slices: int, cases_dir: str | None,
+                  dataset_dir: str | None, seed: int, size: int | None) -> list:
+    """The validation cases of ``tune`` (read from ``cases_dir``, else simulated), once the preset
+    folder ``output`` is known to be writable (a bad -o fails before the work)."""
+    _check_task(task)
+    preset_file(task, output)
+    cases = read_cases(cases_dir) if cases_dir else validation_cases(task, slices, dataset_dir, seed, size)
+    wrong = [task_of(c) for c in cases if task_of(c) != task]
+    if wrong:
+        raise UserError(f"the cases are {wrong[0]} measurements, not {task}: "
+                        f"tune {wrong[0]} (the first argument) or pass {task} cases")
+    return cases
+
+
+def calibrate_std(cases: list, method: str, prior, seed: int = 0) -> dict:
+    """Calibrate the scale of ``method``'s std map on validation ``cases`` (split-conformal,
+    :func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with the
+    task's preset and no scale, pool |error| and std over all their pixels (outside any metal), and
+    return the factor c that puts |error| ≤ c·std on 68.27 % of them, with the coverage before
+    and after (:func:`~scorerecon.evaluation.metrics.std_coverage`)."""
+    from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
+    from .registry import reconstruct
+    from .score import posterior_sample_count
+    if posterior_sample_count(cases[0], method) < 2:  # before any work
+        raise UserError(f"{method} draws one posterior sample for {task_of(cases[0])}: a std map to calibrate "
+                        "needs K > 1 samples in the task's preset (tune it, or set its 'samples')")
+    pairs = []
+    for meas in cases:
+        result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, std_scale=1.0)
+        pairs.append(error_and_std(result.image, result.std, meas.truth, meas.extras.get("metal_mask")))
+    error, std = (np.concatenate(parts) for parts in zip(*pairs))
+    scale = std_scale_for_coverage(error, std)
+    return {"std_scale": scale, "before": std_coverage(error, std), "after": std_coverage(error, scale * std)}
+
+
+def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int = 4, cases_dir: str | None = None,
+                      dataset_dir: str | None = None, size: int | None = None, output: str | None = None,
+                      seed: int = 0, log=print) -> Path:
+    """``scorerecon tune TASK --calibrate-std``: calibrate the std map of the preset in effect for
+    ``method`` (:func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
+    ``tune`` of the method replaces the whole entry, the scale with it (it fits the old settings)."""
+    from ..evaluation.metrics import GAUSSIAN_WITHIN_1STD
+    from .score import resolve_prior
+    cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
+    loaded = resolve_prior(prior, cases[0].modality)
+    start = time.perf_counter()
+    fit = calibrate_std(cases, method, loaded, seed)
+    current = load_preset(task)
+    params = {**current.get("methods", {}).get(method, {}), "std_scale": round(fit["std_scale"], 4)}
+    rounded = {when: {k: round(v, 4) for k, v in fit[when].items()} for when in ("before", "after")}
+    calibration = {"coverage": GAUSSIAN_WITHIN_1STD, **rounded, "cases": len(cases),
+                   "source": cases_dir or validation_source(task),
+                   "slices": [c.attrs.get("validation_slice") for c in cases], "size": size,
+                   "prior": str(prior or loaded.metadata.get("name")),
+                   "seconds": round(time.perf_counter() - start, 1), "date": time.strftime("%Y-%m-%d")}
+    provenance = {**current.get("tuned", {}).get(method, {}), "std_calibration": calibration}
+    path = save_preset(task, method, params, provenance, output)
+    log(f"{task} {method}: std × {params['std_scale']} puts |error| within 1 std on "
+        f"{rounded['after']['within_1std']:.0%} of the pixels of {len(cases)} validation case{'s' * (len(cases) > 1)} "
+        f"(before {rounded['before']['within_1std']:.0%}); within 2 std {rounded['after']['within_2std']:.0%} "
+        f"(before {rounded['before']['within_2std']:.0%}): wrote {path}")
+    return path
+
+
 # ------------------------------------------------------------------------ command line
 def add_tune_command(sub) -> None:
     """``scorerecon tune TASK``: registered in cli._EXTRA_COMMANDS."""
@@ -400,7 +464,7 @@ def add_tune_command(sub) -> None:
     p.add_argument("task", choices=list(TASKS), help="the task whose preset is tuned")
     p.add_argument("--method", default="song", choices=list(SEARCH_SPACES), help="method to tune (default song)")
     p.add_argument("--prior", default=None, help="prior name or file (default: the modality's shipped prior)")
-    p.add_argument("--trials", type=positive_int, default=20, help="optimisation trials (default 20)")
+    p.add_argument("--trials", type=positive_int, default=None, help="optimisation trials (default 20)")
     p.add_argument("--steps", type=positive_int, default=None, help="sampler steps N (default: the method's; "
                    "the fast sampler searches them up to the budget of 50 network evaluations)")
     p.add_argument("--slices", type=positive_int, default=4, help="validation slices from val.npy (default 4)")
@@ -409,13 +473,24 @@ def add_tune_command(sub) -> None:
     p.add_argument("--data", default=None, help="prepared dataset folder (default: the user cache)")
     p.add_argument("--size", type=positive_int, default=None, help="downsample validation slices (quick runs)")
     p.add_argument("-o", "--output", default=None, help="preset folder (default: the user presets folder)")
-    p.add_argument("--objective", default="ssim", choices=OBJECTIVES,
+    p.add_argument("--objective", default=None, choices=OBJECTIVES,
                    help="mean metric over the cases to maximise (default ssim, as Song et al.)")
+    p.add_argument("--calibrate-std", action="store_true",
+                   help="instead of tuning: scale the std map of the method's preset so that |error| <= std "
+                        "on 68%% of the validation pixels, and save that factor in the preset")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_tune_command)
 
 
 def _run_tune_command(args) -> None:
-    run_tune(args.task, args.method, prior=args.prior, trials=args.trials, steps=args.steps,
+    if args.calibrate_std:
+        searched = [f"--{name}" for name in ("trials", "steps", "objective") if getattr(args, name) is not None]
+        if searched:
+            raise UserError(f"{', '.join(searched)} steer the search, which --calibrate-std does not run: "
+                            "drop them, or tune first and calibrate after")
+        run_calibrate_std(args.task, args.method, prior=args.prior, slices=args.slices, cases_dir=args.cases,
+                          dataset_dir=args.data, size=args.size, output=args.output, seed=args.seed)
+        return
+    run_tune(args.task, args.method, prior=args.prior, trials=args.trials or 20, steps=args.steps,
              slices=args.slices, cases_dir=args.cases, dataset_dir=args.data, size=args.size,
-             output=args.output, seed=args.seed, objective=args.objective)
+             output=args.output, seed=args.seed, objective=args.objective or "ssim")
