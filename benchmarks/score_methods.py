@@ -12,7 +12,7 @@ every method puts the same metal back), network evaluations (NFE: sequential cal
 on the batch of K posterior samples, so K · NFE images pass through it), K (``--samples``,
 default: each method's preset), seconds per slice on 2 threads, and with K ≥ 2 how well the
 posterior std predicts the error: Pearson r between std and |mean − truth| and the fraction of
-pixels with |error| ≤ 2 std (the std map as ``reconstruct`` writes it: times the preset's
+pixels with |error| ≤ 1 and 2 std (the std map as ``reconstruct`` writes it: times the preset's
 ``std_scale`` where ``scorerecon tune --calibrate-std`` set one).  "best classical" is the
 method with the highest PSNR among fbp / sart / tv (/ li-mar) for CT and zero-filled / sense /
 cs-wavelet / cs-tv for MRI, chosen per task by its mean PSNR over the slices (every classical
@@ -329,18 +329,17 @@ def format_table(results: dict, notes: list[str]) -> str:
     """The long table (a line per task and method), below it the side-by-side one, the gains over
     the best classical method and the fast sampler against the best other sampler."""
     lines = ["# Score-based methods vs the best classical method", "", *notes, "",
-             "| task | method | PSNR (dB) | SSIM | NFE | K | s / slice | r(std, abs err) | abs err ≤ 2 std |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| task | method | PSNR (dB) | SSIM | NFE | K | s / slice | r(std, abs err) | abs err ≤ 1 std | "
+             "abs err ≤ 2 std |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, methods in results.items():
         for method, stats in methods.items():
-            r = stats.get("r_std_err")
-            cover = stats.get("within_2std")
+            std_columns = [stats.get(name) for name in ("r_std_err", "within_1std", "within_2std")]
             lines.append(
                 f"| {task} | {method} | {stats['psnr'][0]:.2f} ± {stats['psnr'][1]:.2f} | "
                 f"{stats['ssim'][0]:.3f} ± {stats['ssim'][1]:.3f} | {stats['nfe'][0]:.0f} | "
-                f"{_count(stats['samples'][0])} | "
-                f"{stats['seconds'][0]:.1f} | {'—' if r is None else f'{r[0]:.2f}'} | "
-                f"{'—' if cover is None else f'{cover[0]:.2f}'} |")
+                f"{_count(stats['samples'][0])} | {stats['seconds'][0]:.1f} | "
+                + " | ".join("—" if value is None else f"{value[0]:.2f}" for value in std_columns) + " |")
     lines += ["", "Side by side: PSNR dB / SSIM (NFE × K, s / slice); the best PSNR of each task in bold.", ""]
     gains = ["", "PSNR gain over the best classical method of the task (dB, from the unrounded means):", ""]
     text = "\n".join(lines) + "\n" + side_by_side_table(results) + "\n".join(gains) + "\n" + gains_table(results)

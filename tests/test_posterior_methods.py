@@ -286,7 +286,8 @@ def test_shipped_presets_parse():
         preset = json.loads(path.read_text())
         assert path.stem in tuning.TASKS and preset["task"] == path.stem
         for method, params in preset["methods"].items():
-            assert set(params) <= set(score.DEFAULTS[method]) | {"steps", "coils", "real"}
+            assert set(params) <= score.allowed_settings(method), (path.name, method)
+            assert params.get("std_scale", 1.0) > 0
 
 
 # ------------------------------------------------------------- CT and the command line

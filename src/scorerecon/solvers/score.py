@@ -226,9 +226,15 @@ def build_problem(meas, prior, device, **problem_options) -> tuple[InverseProble
 
 
 # ------------------------------------------------------------------------ the methods
+def allowed_settings(method: str) -> set[str]:
+    """The settings ``method`` takes: its :data:`DEFAULTS`, the settings common to every method
+    (K, N, std_scale) and the MRI problem options (coils, real, phase)."""
+    return set(DEFAULTS[method]) | set(_COMMON_SETTINGS) | set(_PROBLEM_OPTIONS)
+
+
 def settings_for(method: str, task: str, options: dict) -> dict:
     """DEFAULTS < the task's preset < explicit options; unknown options raise UserError."""
-    allowed = set(DEFAULTS[method]) | set(_COMMON_SETTINGS) | set(_PROBLEM_OPTIONS)
+    allowed = allowed_settings(method)
     unknown = sorted(set(options) - allowed - set(_CLI_GENERIC))
     if unknown:
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to method {method!r}: "
