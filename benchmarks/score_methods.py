@@ -263,9 +263,11 @@ def classical_row(row: dict) -> tuple[str, str]:
 
 
 def method_columns(results: dict) -> list[str]:
-    """The score-based methods measured in ``results``: the README's order, then any other."""
+    """The score-based methods measured in ``results``: the README's order, then any other, then
+    the ``NAME-kK`` columns (each sorted by name)."""
     measured = {m for row in results.values() for m in row if not m.startswith(BEST_CLASSICAL)}
-    return [m for m in SIDE_BY_SIDE_METHODS if m in measured] + sorted(measured - set(SIDE_BY_SIDE_METHODS))
+    others = sorted(measured - set(SIDE_BY_SIDE_METHODS), key=lambda m: (split_k_suffix(m)[1] is not None, m))
+    return [m for m in SIDE_BY_SIDE_METHODS if m in measured] + others
 
 
 def side_by_side_table(results: dict) -> str:
