@@ -159,6 +159,9 @@ def test_the_side_by_side_table_bolds_the_best_psnr_and_marks_the_unmeasured(ben
     lines = bench.side_by_side_table(results).splitlines()
     assert lines[0] == "| task | best classical | fast | song | dps | guidance |"
     assert lines[4] == "| metal-artifact removal | **38.00 / 0.974** (tv) | — | — | — | 30.00 / 0.900 (1001, 400) |"
+    # NAME-kK columns come last, after every other method, even where they sort before it by name
+    results["ct-metal"]["dps-k4"] = stats(31.0, 0.9, 1001, 4, 1400.0)
+    assert bench.method_columns(results) == ["fast", "song", "dps", "guidance", "dps-k4"]
 
 
 def test_the_gains_table_subtracts_unrounded_means(bench):
