@@ -98,15 +98,23 @@ def best_classical(task: str, cases: list) -> dict:
 def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str, command: str,
               cases: int, method: str = "fast"):
     """Write the value of ``setting`` of highest validation PSNR into ``method``'s entry of
-    ``folder``/<task>.json (other settings and the tuner's provenance kept); returns it."""
+    ``folder``/<task>.json (other settings and the tuner's provenance kept); returns it.  A
+    changed value drops the entry's calibrated ``std_scale``, fitted to the old settings
+    (``scorerecon tune --calibrate-std`` fits it again)."""
     best = max(results, key=lambda value: results[value]["psnr"])
     provenance = dict(tuning.load_preset(task).get("tuned", {}).get(method, {}))
+    entry = {**preset, setting: best}
+    if best != preset.get(setting) and "std_scale" in entry:
+        del entry["std_scale"]
+        provenance.pop("std_calibration", None)
+        print(f"{task}: {setting} changed, so the std map's calibration was dropped: "
+              f"scorerecon tune {task} --method {method} --calibrate-std fits it again", flush=True)
     provenance[f"{setting}_choice"] = {
         "psnr": {str(k): round(v["psnr"], 4) for k, v in results.items()},
         "ssim": {str(k): round(v["ssim"], 4) for k, v in results.items()},
         "cases": cases, "source": tuning.validation_source(task), "command": command,
         "date": time.strftime("%Y-%m-%d")}
-    tuning.save_preset(task, method, {**preset, setting: best}, provenance, folder)
+    tuning.save_preset(task, method, entry, provenance, folder)
     return best
 
 

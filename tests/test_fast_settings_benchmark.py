@@ -25,6 +25,23 @@ def test_the_value_of_highest_psnr_is_kept_with_the_other_settings(tmp_path, mon
     assert script.keep_best("ct-sparse-view", setting, preset, results, str(tmp_path / "presets"), "cmd", 2) == low
 
 
+def test_a_changed_setting_drops_the_std_calibration_fitted_to_the_old_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    script = load_benchmark("fast_settings")
+    preset = {"start_sigma": 0.05, "samples": 4, "steps": 12, "std_scale": 1.6}
+    script.tuning.save_preset("ct-sparse-view", "fast", preset, {"trials": 16, "std_calibration": {}},
+                              tmp_path / "presets")
+    results = {12: {"psnr": 35.4, "ssim": 0.96}, 48: {"psnr": 35.0, "ssim": 0.95}}
+    assert script.keep_best("ct-sparse-view", "steps", preset, results, str(tmp_path / "presets"), "cmd", 2) == 12
+    written = json.loads((tmp_path / "presets" / "ct-sparse-view.json").read_text())
+    assert written["methods"]["fast"] == preset and "std_calibration" in written["tuned"]["fast"]  # unchanged
+    results[48]["psnr"] = 35.6
+    assert script.keep_best("ct-sparse-view", "steps", preset, results, str(tmp_path / "presets"), "cmd", 2) == 48
+    written = json.loads((tmp_path / "presets" / "ct-sparse-view.json").read_text())
+    assert written["methods"]["fast"] == {"start_sigma": 0.05, "samples": 4, "steps": 48}
+    assert set(written["tuned"]["fast"]) == {"trials", "steps_choice"}
+
+
 def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monkeypatch):
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
     script = load_benchmark("fast_settings")

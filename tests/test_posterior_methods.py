@@ -433,9 +433,12 @@ def test_tune_maximises_psnr_on_request_and_records_it(ct_files, tiny_prior, tmp
 
 
 def test_tune_at_a_step_count_saves_it_with_the_settings(ct_files, tiny_prior, tmp_path, monkeypatch):
-    """A preset tuned at N steps makes reconstruct use N steps by default (the tuned setting)."""
+    """A preset tuned at N steps makes reconstruct use N steps by default (the tuned setting); the
+    calibrated std_scale of the preset before, fitted to the settings replaced, is not carried over."""
+    tuning.save_preset("ct-sparse-view", "fast", {"start_sigma": 0.05, "std_scale": 1.6}, {"std_calibration": {}},
+                       tmp_path / "presets")
     saved, trials = _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps=3)
-    assert saved["steps"] == 3 and all(t["steps"] == 3 for t in trials)
+    assert saved["steps"] == 3 and all(t["steps"] == 3 for t in trials) and "std_scale" not in saved
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
     assert score.settings_for("fast", "ct-sparse-view", {"steps": None})["steps"] == 3
 

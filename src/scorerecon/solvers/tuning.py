@@ -389,6 +389,9 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
         return None
     path = save_preset(task, method, best, provenance, output)  # steps stored: it reproduces the run
     log(f"best {name} {value:.4f} with {best}: wrote {path}")
+    if "std_scale" in current:  # fitted to the settings just replaced
+        log(f"the std map's calibration was dropped with the old settings: scorerecon tune {task} "
+            f"--method {method} --calibrate-std fits it again")
     return path
 
 
