@@ -14,6 +14,8 @@ def test_demo_writes_the_figure_and_the_metrics_of_every_method(tmp_path):
     methods = metrics["methods"]
     assert list(methods) == ["fbp", "tv", "fast"]
     assert methods["fast"]["nfe"] == 2 and methods["fast"]["samples"] == 2
+    assert 0 < methods["fast"]["within_1std"] <= methods["fast"]["within_2std"] <= 1  # the std map's coverage
+    assert "within_1std" not in methods["tv"]
     assert methods["tv"]["psnr"] > methods["fbp"]["psnr"] + 5  # measured 33.8 vs 23.4 dB
     assert (out / "demo.png").stat().st_size > 10_000
     assert sorted(p.name for p in out.iterdir()) == ["demo.png", "metrics.json"]

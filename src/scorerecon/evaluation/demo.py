@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, check_output_folder
-from ..data.intensity import hu_to_unit
+from ..data.intensity import HU_HIGH, HU_LOW, hu_to_unit
+from .metrics import error_and_std, std_coverage
 from ..data.samples import load_sample
 from ..solvers import reconstruct
 from .figures import save_panels
@@ -31,6 +32,20 @@ def demo_methods(steps: int | None = None, samples: int | None = None) -> list[t
     (``steps`` and ``samples`` None: the ct-sparse-view preset's)."""
     return [("fbp", {}), ("tv", {}),
             ("fast", {"prior": DEMO_PRIOR, "steps": steps, "samples": samples, "progress": False})]
+
+
+def error_and_std_panels(name: str, result, meas, truth: np.ndarray, metrics: dict) -> list:
+    """The |error| of ``result`` and, with K > 1, its std map, on one colour scale in the unit
+    window so that they compare; the fraction of pixels with |error| ≤ std is put in the std
+    panel's caption and ``metrics`` (:func:`~scorerecon.evaluation.metrics.std_coverage`)."""
+    error = np.abs(np.clip(result.unit_image, 0, 1) - truth)
+    if result.std is None:
+        return [(f"|error| of {name}", error, {"cmap": "magma", "vmin": 0, "vmax": 0.2})]
+    metrics.update(std_coverage(*error_and_std(result.image, result.std, meas.truth)))
+    std = result.std / (HU_HIGH - HU_LOW)  # HU -> the unit window, as the error
+    style = {"cmap": "magma", "vmin": 0, "vmax": float(np.percentile(np.concatenate([error, std]), 99.5))}
+    return [(f"|error| of {name}", error, style),
+            (f"posterior std, same scale (|error| ≤ std: {metrics['within_1std']:.0%})", std, dict(style))]
 
 
 def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None) -> dict[str, Path]:
@@ -58,10 +73,7 @@ def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None
         panels.append((f"{name}: {m['psnr']:.2f} dB / {m['ssim']:.3f}",
                        np.clip(result.unit_image, 0, 1), {"vmin": 0, "vmax": 1}))
     panels.append(("truth (held out)", truth, {"vmin": 0, "vmax": 1}))
-    panels.append((f"|error| of {headline}", np.abs(np.clip(best.unit_image, 0, 1) - truth),
-                   {"cmap": "magma", "vmin": 0, "vmax": 0.2}))
-    if best.std is not None:
-        panels.append(("posterior std", best.std, {"cmap": "magma"}))
+    panels += error_and_std_panels(headline, best, meas, truth, metrics["methods"][headline])
     figure = save_panels(out_dir / "demo.png", panels,
                          title=f"sparse-view CT, {DEMO_VIEWS}/{DEMO_FULL_VIEWS} views, held-out slice {DEMO_SAMPLE}")
     metrics_path = out_dir / "metrics.json"
