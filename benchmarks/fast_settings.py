@@ -104,11 +104,10 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
     best = max(results, key=lambda value: results[value]["psnr"])
     provenance = dict(tuning.load_preset(task).get("tuned", {}).get(method, {}))
     entry = {**preset, setting: best}
-    if best != preset.get(setting) and "std_scale" in entry:
+    if best != settings_for(method, task, {}).get(setting) and "std_scale" in entry:
         del entry["std_scale"]
         provenance.pop("std_calibration", None)
-        print(f"{task}: {setting} changed, so the std map's calibration was dropped: "
-              f"scorerecon tune {task} --method {method} --calibrate-std fits it again", flush=True)
+        print(tuning.std_calibration_dropped(task, method, folder), flush=True)
     provenance[f"{setting}_choice"] = {
         "psnr": {str(k): round(v["psnr"], 4) for k, v in results.items()},
         "ssim": {str(k): round(v["ssim"], 4) for k, v in results.items()},

@@ -251,9 +251,13 @@ def test_broken_prepared_datasets_are_user_errors(tmp_path):
         load_split("head-ct", "val", tmp_path)
 
 
-def test_calibrating_the_std_map_refuses_the_search_options(capsys):
+def test_calibrating_the_std_map_refuses_the_search_options_and_one_sample_before_any_work(capsys, monkeypatch):
+    from scorerecon.solvers import tuning
+    monkeypatch.setattr(tuning, "validation_cases", lambda *a, **k: pytest.fail("validation cases built"))
     assert main(["tune", "ct-sparse-view", "--method", "fast", "--calibrate-std", "--trials", "3"]) == 2
     assert "--trials steer the search, which --calibrate-std does not run" in _one_line(capsys)
+    assert main(["tune", "ct-sparse-view", "--calibrate-std"]) == 2  # --method song: K = 1
+    assert "song's preset for ct-sparse-view draws one posterior sample" in _one_line(capsys)
 
 
 def test_tune_checks_its_preset_folder_before_the_trials(tmp_path, monkeypatch):

@@ -142,6 +142,11 @@ def test_std_maps_that_cannot_be_calibrated_are_named():
     assert std_scale_for_coverage(np.array([0.0, 0.1, 0.2, 0.4]), np.array([0.0, 1.0, 1.0, 1.0]), 0.75) == 0.2
     with pytest.raises(UserError, match="coverage must lie between 0 and 1"):
         std_scale_for_coverage(error, std + 1, coverage=1.0)
+    image = np.zeros((4, 4))
+    with pytest.raises(UserError, match=r"std map shape \(3, 3\) differs from image shape \(4, 4\)"):
+        error_and_std(image, np.ones((3, 3)), image)
+    with pytest.raises(UserError, match="every pixel is excluded"):
+        error_and_std(image, np.ones((4, 4)), image, exclude=np.ones((4, 4), bool))
 
 
 def test_body_mask_and_ct_evaluation():

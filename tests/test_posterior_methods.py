@@ -481,7 +481,11 @@ def test_calibrate_std_saves_the_scale_that_covers_68_percent_beside_the_preset(
     assert scaled.info["std_scale"] == fast["std_scale"]
     covered = np.mean(np.abs(scaled.image - meas.truth) <= scaled.std)
     assert covered == pytest.approx(0.6827, abs=0.01)
-    with pytest.raises(UserError, match="song draws one posterior sample for ct-sparse-view"):
+    other_k = reconstruct(meas, "fast", prior=tiny_prior, progress=False, samples=2)
+    assert other_k.info["std_scale"] == 1.0  # the scale was fitted to the preset's K = 3, not to 2
+    explicit = reconstruct(meas, "fast", prior=tiny_prior, progress=False, samples=2, std_scale=2.0)
+    np.testing.assert_allclose(explicit.std, 2.0 * other_k.std, rtol=1e-5)
+    with pytest.raises(UserError, match="song's preset for ct-sparse-view draws one posterior sample"):
         tuning.calibrate_std([meas], "song", score.resolve_prior(tiny_prior, "ct"))
     with pytest.raises(UserError, match="std_scale must be positive"):
         reconstruct(meas, "fast", prior=tiny_prior, progress=False, std_scale=0.0)

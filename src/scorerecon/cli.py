@@ -86,7 +86,8 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--samples", type=positive_int, default=None,
                    help="posterior samples K: mean image and, for K > 1, a std map beside it (times the preset's "
-                        "calibrated std_scale, if any; default K: the method's preset, fast 2 or its tuned K, others 1)")
+                        "calibrated std_scale at the preset's own K; default K: the method's preset, fast 2 or its "
+                        "tuned K, others 1)")
     p.add_argument("--save-samples", action="store_true",
                    help="also write the K posterior samples as a stack beside the image (OUT_samples; "
                         "score-based methods, not to .png)")

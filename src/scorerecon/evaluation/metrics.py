@@ -101,8 +101,13 @@ def error_and_std(image, std, truth, exclude=None) -> tuple[np.ndarray, np.ndarr
     """|image − truth| and ``std`` over the pixels kept (all but ``exclude``, e.g. the metal), as
     flat arrays, in the units of the images."""
     image, truth = _check(image, truth)
-    std = np.asarray(std, dtype=np.float64).reshape(truth.shape)
+    std = np.asarray(std, dtype=np.float64).squeeze()
+    if std.shape != truth.shape:
+        raise UserError(f"std map shape {std.shape} differs from image shape {truth.shape}: "
+                        "give the std map of this reconstruction")
     keep = np.ones(truth.shape, bool) if exclude is None else ~np.asarray(exclude, bool).reshape(truth.shape)
+    if not keep.any():
+        raise UserError("every pixel is excluded: no error left to compare with the std map")
     return np.abs(image - truth)[keep], std[keep]
 
 
@@ -117,9 +122,11 @@ def std_coverage(error: np.ndarray, std: np.ndarray) -> dict[str, float]:
 
 def std_scale_for_coverage(error: np.ndarray, std: np.ndarray, coverage: float = GAUSSIAN_WITHIN_1STD) -> float:
     """The factor c for which |error| ≤ c·std holds on the fraction ``coverage`` of the pixels:
-    the ``coverage`` quantile of |error| / std (split-conformal calibration of a scalar scale,
-    Angelopoulos & Bates 2021, "A gentle introduction to conformal prediction", section 2.3).  A
-    pixel with std 0 counts as covered only where its error is 0 too."""
+    the empirical ``coverage`` quantile of |error| / std, as conformal calibration of a scalar
+    scale does (Angelopoulos & Bates 2021, "A gentle introduction to conformal prediction",
+    section 2.3) but without its finite-sample correction, and over pixels, which are not
+    exchangeable: a fitted scale, not a coverage guarantee.  A pixel with std 0 counts as covered
+    only where its error is 0 too."""
     if not 0 < coverage < 1:
         raise UserError(f"coverage must lie between 0 and 1, got {coverage}")
     with np.errstate(divide="ignore", invalid="ignore"):

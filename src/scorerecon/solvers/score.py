@@ -35,8 +35,8 @@ step every ``sense_every`` steps; the default for ``chung``).
 
 K posterior samples (``samples``) run in one batch; the output is their mean with their
 standard deviation as the uncertainty map, times the ``std_scale`` that a preset calibrated on
-validation slices (``scorerecon tune --calibrate-std``: then |error| ≤ std on 68 % of their
-pixels), 1 where none was calibrated.
+validation slices at its own K (``scorerecon tune --calibrate-std``: then |error| ≤ std on 68 %
+of their pixels), 1 where none was calibrated or another K runs.
 """
 
 from __future__ import annotations
@@ -257,6 +257,18 @@ def posterior_sample_count(meas, method: str, samples: int | None = None) -> int
     return int(settings_for(method, task_of(meas), {"samples": samples}).get("samples", 1))
 
 
+def _std_scale(method: str, task: str, samples: int, chosen: float, given: float | None) -> float:
+    """The factor on the std map: ``given`` (an explicit option) where set, else the preset's
+    calibrated ``chosen`` if K is the preset's own K, the one it was calibrated at (the spread of
+    K samples grows with K), else 1."""
+    if given is None and samples != settings_for(method, task, {}).get("samples", 1):
+        return 1.0
+    scale = float(chosen)
+    if not (np.isfinite(scale) and scale > 0):
+        raise UserError(f"std_scale must be positive, got {scale}: the factor on the std map (1 = none)")
+    return scale
+
+
 def run_method(meas, method: str, *, prior=None, steps: int | None = None, samples: int | None = None,
                seed: int = 0, progress: bool = True, **options) -> MethodOutput:
     """Reconstruct ``meas`` with a score-based ``method``: K = ``samples`` posterior samples in
@@ -269,9 +281,7 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     task = task_of(meas)
     settings = settings_for(method, task, {**options, "steps": steps, "samples": samples})
     samples = int(settings.pop("samples", 1))
-    std_scale = float(settings.pop("std_scale", 1.0))
-    if not (np.isfinite(std_scale) and std_scale > 0):
-        raise UserError(f"std_scale must be positive, got {std_scale}: the factor on the std map (1 = none)")
+    std_scale = _std_scale(method, task, samples, settings.pop("std_scale", 1.0), options.get("std_scale"))
     prior = resolve_prior(prior, meas.modality)
     problem_options = {k: settings.pop(k) for k in _PROBLEM_OPTIONS if k in settings}
     problem, finish, warm_start = build_problem(meas, prior, _device(prior), **problem_options)

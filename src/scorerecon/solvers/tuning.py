@@ -390,8 +390,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     path = save_preset(task, method, best, provenance, output)  # steps stored: it reproduces the run
     log(f"best {name} {value:.4f} with {best}: wrote {path}")
     if "std_scale" in current:  # fitted to the settings just replaced
-        log(f"the std map's calibration was dropped with the old settings: scorerecon tune {task} "
-            f"--method {method} --calibrate-std fits it again")
+        log(std_calibration_dropped(task, method, output))
     return path
 
 
@@ -409,18 +408,31 @@ def _tuning_cases(task: str, output: str | None, slices: int, cases_dir: str | N
     return cases
 
 
+def _check_draws_samples(method: str, task: str, samples: int) -> None:
+    """A std map to calibrate needs K > 1 posterior samples in the task's preset of ``method``."""
+    if samples < 2:
+        raise UserError(f"{method}'s preset for {task} draws one posterior sample, so there is no std map to "
+                        "calibrate: calibrate a method whose preset draws K > 1 (--method fast)")
+
+
+def std_calibration_dropped(task: str, method: str, folder) -> str:
+    """What to say when a preset's settings changed under its calibrated ``std_scale``."""
+    where = f" -o {folder}" if folder is not None else ""
+    return (f"{task}: the std map's calibration was dropped with the settings it was fitted to: "
+            f"scorerecon tune {task} --method {method} --calibrate-std{where} fits it again")
+
+
 def calibrate_std(cases: list, method: str, prior, seed: int = 0) -> dict:
-    """Calibrate the scale of ``method``'s std map on validation ``cases`` (split-conformal,
-    :func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with the
+    """Calibrate the scale of ``method``'s std map on validation ``cases``
+    (:func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with the
     task's preset and no scale, pool |error| and std over all their pixels (outside any metal), and
     return the factor c that puts |error| ≤ c·std on 68.27 % of them, with the coverage before
-    and after (:func:`~scorerecon.evaluation.metrics.std_coverage`)."""
+    and after (:func:`~scorerecon.evaluation.metrics.std_coverage`; after: 68 % within 1 std by
+    construction, on the same pixels)."""
     from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
     from .registry import reconstruct
     from .score import posterior_sample_count
-    if posterior_sample_count(cases[0], method) < 2:  # before any work
-        raise UserError(f"{method} draws one posterior sample for {task_of(cases[0])}: a std map to calibrate "
-                        "needs K > 1 samples in the task's preset (tune it, or set its 'samples')")
+    _check_draws_samples(method, task_of(cases[0]), posterior_sample_count(cases[0], method))
     pairs = []
     for meas in cases:
         result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, std_scale=1.0)
@@ -437,7 +449,9 @@ def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int 
     ``method`` (:func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
     ``tune`` of the method replaces the whole entry, the scale with it (it fits the old settings)."""
     from ..evaluation.metrics import GAUSSIAN_WITHIN_1STD
-    from .score import resolve_prior
+    from .score import resolve_prior, settings_for
+    _check_task(task)
+    _check_draws_samples(method, task, settings_for(method, task, {}).get("samples", 1))  # before any work
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     start = time.perf_counter()
@@ -452,10 +466,10 @@ def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int 
                    "seconds": round(time.perf_counter() - start, 1), "date": time.strftime("%Y-%m-%d")}
     provenance = {**current.get("tuned", {}).get(method, {}), "std_calibration": calibration}
     path = save_preset(task, method, params, provenance, output)
-    log(f"{task} {method}: std × {params['std_scale']} puts |error| within 1 std on "
-        f"{rounded['after']['within_1std']:.0%} of the pixels of {len(cases)} validation case{'s' * (len(cases) > 1)} "
-        f"(before {rounded['before']['within_1std']:.0%}); within 2 std {rounded['after']['within_2std']:.0%} "
-        f"(before {rounded['before']['within_2std']:.0%}): wrote {path}")
+    log(f"{task} {method}: std × {params['std_scale']} (fitted so that |error| ≤ std on 68 % of the pixels of "
+        f"{len(cases)} validation case{'s' * (len(cases) > 1)}, where {rounded['before']['within_1std']:.0%} were "
+        f"before); within 2 std: {rounded['after']['within_2std']:.0%} (before {rounded['before']['within_2std']:.0%}): "
+        f"wrote {path}")
     return path
 
 
