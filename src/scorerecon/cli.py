@@ -128,7 +128,9 @@ def _run_reconstruct(args) -> None:
 def _writes_std_map(meas, args) -> bool:
     """Whether reconstruct will write a std map beside the image: a score-based method with K > 1."""
     from .solvers.score import REGISTERED_NAMES, posterior_sample_count
-    return args.method in REGISTERED_NAMES and posterior_sample_count(meas, args.method, args.samples) > 1
+    from .solvers.tuning import task_of
+    return (args.method in REGISTERED_NAMES
+            and posterior_sample_count(args.method, task_of(meas), args.samples) > 1)
 
 
 def _check_score_options(args) -> None:

@@ -249,19 +249,20 @@ def settings_for(method: str, task: str, options: dict) -> dict:
     return chosen
 
 
-def posterior_sample_count(meas, method: str, samples: int | None = None) -> int:
+def posterior_sample_count(method: str, task: str, samples: int | None = None) -> int:
     """K, the posterior samples a score-based ``method`` (or its registered alias) draws for
-    ``meas``: ``samples`` where given, else the task's preset, else :data:`DEFAULTS` (1 where
-    neither sets it).  Lets a caller know, before any work, whether a std map will be written."""
+    ``task``: ``samples`` where given, else the task's preset, else :data:`DEFAULTS` (1 where
+    neither sets it).  Lets a caller know, before any work, whether a std map will be written,
+    and which K a preset's ``std_scale`` was calibrated at (``samples`` None)."""
     method = DEFAULT_METHOD if method == DEFAULT_ALIAS else method
-    return int(settings_for(method, task_of(meas), {"samples": samples}).get("samples", 1))
+    return int(settings_for(method, task, {"samples": samples}).get("samples", 1))
 
 
 def _std_scale(method: str, task: str, samples: int, chosen: float, given: float | None) -> float:
     """The factor on the std map: ``given`` (an explicit option) where set, else the preset's
     calibrated ``chosen`` if K is the preset's own K, the one it was calibrated at (the spread of
     K samples grows with K), else 1."""
-    if given is None and samples != settings_for(method, task, {}).get("samples", 1):
+    if given is None and samples != posterior_sample_count(method, task):
         return 1.0
     scale = float(chosen)
     if not (np.isfinite(scale) and scale > 0):

@@ -408,9 +408,10 @@ def _tuning_cases(task: str, output: str | None, slices: int, cases_dir: str | N
     return cases
 
 
-def _check_draws_samples(method: str, task: str, samples: int) -> None:
+def _check_draws_samples(method: str, task: str) -> None:
     """A std map to calibrate needs K > 1 posterior samples in the task's preset of ``method``."""
-    if samples < 2:
+    from .score import posterior_sample_count
+    if posterior_sample_count(method, task) < 2:
         raise UserError(f"{method}'s preset for {task} draws one posterior sample, so there is no std map to "
                         "calibrate: calibrate a method whose preset draws K > 1 (--method fast)")
 
@@ -431,8 +432,7 @@ def calibrate_std(cases: list, method: str, prior, seed: int = 0) -> dict:
     construction, on the same pixels)."""
     from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
     from .registry import reconstruct
-    from .score import posterior_sample_count
-    _check_draws_samples(method, task_of(cases[0]), posterior_sample_count(cases[0], method))
+    _check_draws_samples(method, task_of(cases[0]))
     pairs = []
     for meas in cases:
         result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, std_scale=1.0)
@@ -449,9 +449,9 @@ def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int 
     ``method`` (:func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
     ``tune`` of the method replaces the whole entry, the scale with it (it fits the old settings)."""
     from ..evaluation.metrics import GAUSSIAN_WITHIN_1STD
-    from .score import resolve_prior, settings_for
+    from .score import resolve_prior
     _check_task(task)
-    _check_draws_samples(method, task, settings_for(method, task, {}).get("samples", 1))  # before any work
+    _check_draws_samples(method, task)  # before any work
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     start = time.perf_counter()
