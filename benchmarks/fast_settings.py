@@ -82,7 +82,8 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     for value in sorted({*candidates, *([own] if own is not None else [])}):
         settings = {**base_settings(args), setting: value}
         results[value] = timed_metrics(cases, args.method, settings, prior, args.seed)
-        print(f"{task}: {setting} = {value}, K = {preset.get('samples', 1)}: {results[value]}", flush=True)
+        samples = value if setting == "samples" else preset.get("samples", 1)
+        print(f"{task}: {setting} = {value}, K = {samples}: {results[value]}", flush=True)
     return preset, results, best_classical(task, cases)
 
 
