@@ -31,7 +31,7 @@ from score_methods import RESULTS, best_over_slices, classical_rows, mean_rows, 
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
-from scorerecon.solvers.score import resolve_prior, settings_for
+from scorerecon.solvers.score import posterior_sample_count, resolve_prior, settings_for
 
 
 #: table titles of the samplers (others by their method name)
@@ -82,7 +82,7 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     for value in sorted({*candidates, *([own] if own is not None else [])}):
         settings = {**base_settings(args), setting: value}
         results[value] = timed_metrics(cases, args.method, settings, prior, args.seed)
-        samples = value if setting == "samples" else preset.get("samples", 1)
+        samples = posterior_sample_count(args.method, task, value if setting == "samples" else None)
         print(f"{task}: {setting} = {value}, K = {samples}: {results[value]}", flush=True)
     return preset, results, best_classical(task, cases)
 
