@@ -296,6 +296,12 @@ def side_by_side_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def signed_db(difference: float) -> str:
+    """A PSNR difference in dB with its sign: two decimals, or three where two would print a
+    nonzero difference as ±0.00."""
+    return f"{difference:+.3f}" if 0 < abs(difference) < 0.005 else f"{difference:+.2f}"
+
+
 def gains_table(results: dict) -> str:
     """Each method's mean PSNR minus the best classical method's, per task, from the unrounded
     means (the differences the README quotes; rounding both means first can move one by 0.01)."""
@@ -303,7 +309,7 @@ def gains_table(results: dict) -> str:
     lines = ["| task | " + " | ".join(methods) + " |", "|---" + "|---" * len(methods) + "|"]
     for task, row in results.items():
         classical = row[classical_row(row)[0]]["psnr"][0]
-        cells = [f"{row[m]['psnr'][0] - classical:+.2f}" if m in row else "—" for m in methods]
+        cells = [signed_db(row[m]['psnr'][0] - classical) if m in row else "—" for m in methods]
         lines.append(f"| {TASK_LABELS.get(task, task)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -322,8 +328,8 @@ def fast_table(results: dict) -> str:
             continue
         best = max(others, key=lambda m: row[m]["psnr"][0])
         per_slice = [f - b for f, b in zip(row[fast]["psnr_slices"], row[best]["psnr_slices"])]
-        lines.append(f"| {TASK_LABELS.get(task, task)} | {row[fast]['psnr'][0] - row[best]['psnr'][0]:+.2f} "
-                     f"({best}) | " + ", ".join(f"{d:+.2f}" for d in per_slice) + " |")
+        lines.append(f"| {TASK_LABELS.get(task, task)} | {signed_db(row[fast]['psnr'][0] - row[best]['psnr'][0])} "
+                     f"({best}) | " + ", ".join(signed_db(d) for d in per_slice) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
