@@ -22,7 +22,7 @@ import sys
 import torch
 
 from fast_settings import timed_metrics, tuning_tasks
-from score_methods import write_result
+from score_methods import signed_db, write_result
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
@@ -55,7 +55,7 @@ def table(measured: dict[str, dict[str, dict]], priors: dict[str, str], args) ->
         base, cand = results["baseline"], results["candidate"]
         lines.append(f"| {task} | {preset.get('samples', 1)} | {args.steps or preset.get('steps')} | "
                      f"{base['psnr']:.2f} / {base['ssim']:.4f} | {cand['psnr']:.2f} / {cand['ssim']:.4f} | "
-                     f"{cand['psnr'] - base['psnr']:+.2f} | {base['seconds']:.1f}, {cand['seconds']:.1f} |")
+                     f"{signed_db(cand['psnr'] - base['psnr'])} | {base['seconds']:.1f}, {cand['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from score_methods import RESULTS, best_over_slices, classical_rows, evaluation_images, run, simulate
+from score_methods import RESULTS, best_over_slices, classical_rows, evaluation_images, run, signed_db, simulate
 from scorerecon.atomic import atomic_path
 
 CT_VIEWS = (8, 15, 23, 45, 90)
@@ -61,7 +61,7 @@ def table(ct: dict, mri: dict, args) -> str:
         for value, row in rows.items():
             gain = row["score"][0] - row["classical"][0]
             lines.append(f"| {label} | {value:g} {unit} | {row['score'][0]:.2f} | "
-                         f"{row['classical'][0]:.2f} ({row['classical'][1]}) | {gain:+.2f} |")
+                         f"{row['classical'][0]:.2f} ({row['classical'][1]}) | {signed_db(gain)} |")
     return "\n".join(lines) + "\n"
 
 
