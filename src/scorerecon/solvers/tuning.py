@@ -408,10 +408,11 @@ def _tuning_cases(task: str, output: str | None, slices: int, cases_dir: str | N
     return cases
 
 
-def _check_draws_samples(method: str, task: str) -> None:
-    """A std map to calibrate needs K > 1 posterior samples in the task's preset of ``method``."""
+def _check_draws_samples(method: str, task: str, samples: int | None = None) -> None:
+    """A std map to calibrate needs K > 1 posterior samples (``samples``, else the task's preset of
+    ``method``)."""
     from .score import posterior_sample_count
-    if posterior_sample_count(method, task) < 2:
+    if posterior_sample_count(method, task, samples) < 2:
         raise UserError(f"{method}'s preset for {task} draws one posterior sample, so there is no std map to "
                         "calibrate: calibrate a method whose preset draws K > 1 (--method fast)")
 
@@ -423,48 +424,60 @@ def std_calibration_dropped(task: str, method: str, folder) -> str:
             f"scorerecon tune {task} --method {method} --calibrate-std{where} fits it again")
 
 
-def calibrate_std(cases: list, method: str, prior, seed: int = 0) -> dict:
+def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict | None = None) -> dict:
     """Calibrate the scale of ``method``'s std map on validation ``cases``
-    (:func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with the
-    task's preset and no scale, pool |error| and std over all their pixels (outside any metal), and
-    return the factor c that puts |error| ≤ c·std on 68.27 % of them, with the coverage before
-    and after (:func:`~scorerecon.evaluation.metrics.std_coverage`; after: 68 % within 1 std by
-    construction, on the same pixels)."""
+    (:func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with
+    ``settings`` (default: the task's preset) and no scale, pool |error| and std over all their
+    pixels (outside any metal), and return the factor c that puts |error| ≤ c·std on 68.27 % of
+    them, with the coverage before and after (:func:`~scorerecon.evaluation.metrics.std_coverage`;
+    after: 68 % within 1 std by construction, on the same pixels)."""
     from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
     from .registry import reconstruct
-    _check_draws_samples(method, task_of(cases[0]))
+    from .score import allowed_settings
+    options = {k: v for k, v in (settings or {}).items() if k in allowed_settings(method) - {"std_scale"}}
+    _check_draws_samples(method, task_of(cases[0]), options.get("samples"))
     pairs = []
     for meas in cases:
-        result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, std_scale=1.0)
+        result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, **options, std_scale=1.0)
         pairs.append(error_and_std(result.image, result.std, meas.truth, meas.extras.get("metal_mask")))
     error, std = (np.concatenate(parts) for parts in zip(*pairs))
     scale = std_scale_for_coverage(error, std)
     return {"std_scale": scale, "before": std_coverage(error, std), "after": std_coverage(error, scale * std)}
 
 
+def preset_to_calibrate(task: str, method: str, output: str | None) -> tuple[dict, dict]:
+    """The settings and provenance of ``method``'s preset for ``task`` that ``--calibrate-std``
+    fits and writes back: those of the preset in ``output`` where it has the method (the scale
+    must fit the settings stored beside it), else those in effect (:func:`load_preset`)."""
+    there = preset_file(task, output)[1] if output is not None else None
+    source = there if there and method in there.get("methods", {}) else load_preset(task)
+    return dict(source.get("methods", {}).get(method, {})), dict(source.get("tuned", {}).get(method, {}))
+
+
 def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int = 4, cases_dir: str | None = None,
                       dataset_dir: str | None = None, size: int | None = None, output: str | None = None,
                       seed: int = 0, log=print) -> Path:
-    """``scorerecon tune TASK --calibrate-std``: calibrate the std map of the preset in effect for
-    ``method`` (:func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
+    """``scorerecon tune TASK --calibrate-std``: calibrate the std map of ``method``'s preset
+    (:func:`preset_to_calibrate`: the one in ``output`` where that folder has it, else the one in
+    effect; :func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
     ``tune`` of the method replaces the whole entry, the scale with it (it fits the old settings)."""
     from ..evaluation.metrics import GAUSSIAN_WITHIN_1STD
     from .score import resolve_prior
     _check_task(task)
-    _check_draws_samples(method, task)  # before any work
+    settings, tuned = preset_to_calibrate(task, method, output)
+    _check_draws_samples(method, task, settings.get("samples"))  # before any work
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     start = time.perf_counter()
-    fit = calibrate_std(cases, method, loaded, seed)
-    current = load_preset(task)
-    params = {**current.get("methods", {}).get(method, {}), "std_scale": round(fit["std_scale"], 4)}
+    fit = calibrate_std(cases, method, loaded, seed, settings)
+    params = {**settings, "std_scale": round(fit["std_scale"], 4)}
     rounded = {when: {k: round(v, 4) for k, v in fit[when].items()} for when in ("before", "after")}
     calibration = {"coverage": GAUSSIAN_WITHIN_1STD, **rounded, "cases": len(cases),
                    "source": cases_dir or validation_source(task),
                    "slices": [c.attrs.get("validation_slice") for c in cases], "size": size,
                    "prior": str(prior or loaded.metadata.get("name")),
                    "seconds": round(time.perf_counter() - start, 1), "date": time.strftime("%Y-%m-%d")}
-    provenance = {**current.get("tuned", {}).get(method, {}), "std_calibration": calibration}
+    provenance = {**tuned, "std_calibration": calibration}
     path = save_preset(task, method, params, provenance, output)
     log(f"{task} {method}: std × {params['std_scale']} (fitted so that |error| ≤ std on 68 % of the pixels of "
         f"{len(cases)} validation case{'s' * (len(cases) > 1)}, where {rounded['before']['within_1std']:.0%} were "
@@ -493,8 +506,9 @@ def add_tune_command(sub) -> None:
     p.add_argument("--objective", default=None, choices=OBJECTIVES,
                    help="mean metric over the cases to maximise (default ssim, as Song et al.)")
     p.add_argument("--calibrate-std", action="store_true",
-                   help="instead of tuning: scale the std map of the method's preset so that |error| <= std "
-                        "on 68%% of the validation pixels, and save that factor in the preset")
+                   help="instead of tuning: scale the std map of the method's preset (the one in -o where "
+                        "that folder has it, else the one in effect) so that |error| <= std on 68%% of the "
+                        "validation pixels, and save that factor in the preset")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_tune_command)
 
