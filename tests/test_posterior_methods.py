@@ -494,22 +494,25 @@ def test_calibrate_std_saves_the_scale_that_covers_68_percent_beside_the_preset(
 def test_calibrate_std_into_a_folder_fits_the_settings_stored_there(ct_files, tiny_prior, tmp_path, monkeypatch):
     """With -o naming a folder whose preset has the method, --calibrate-std fits the scale to that
     preset's settings and keeps them, though another preset is in effect: the same scale as when
-    that folder's preset is the one in effect, and the in-effect preset left as it was."""
+    that folder's preset is the one in effect (a setting it lacks takes the method's default, not
+    the other preset's), and the in-effect preset left as it was."""
     cases, folder, in_effect = tmp_path / "cases", tmp_path / "experiment", tmp_path / "presets"
     cases.mkdir()
     (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
-    experiment = {"steps": 3, "samples": 3, "start_sigma": 0.1, "zeta": 1.0}
+    experiment = {"steps": 3, "samples": 3, "start_sigma": 0.1}
     tuning.save_preset("ct-sparse-view", "fast", experiment, {"trials": 7}, folder)
-    tuning.save_preset("ct-sparse-view", "fast", {"steps": 2, "samples": 2, "start_sigma": 0.3}, {}, in_effect)
+    tuning.save_preset("ct-sparse-view", "fast", {"steps": 2, "samples": 2, "start_sigma": 0.3, "zeta": 3.0}, {},
+                       in_effect)
     path = tuning.run_calibrate_std("ct-sparse-view", "fast", prior=tiny_prior, cases_dir=str(cases),
                                     output=str(folder), log=lambda *_: None)
     saved = json.loads(path.read_text())
     fast = saved["methods"]["fast"]
-    assert {k: fast[k] for k in experiment} == experiment and saved["tuned"]["fast"]["trials"] == 7
+    assert {k: fast[k] for k in experiment} == experiment and "zeta" not in fast
+    assert saved["tuned"]["fast"]["trials"] == 7
     assert json.loads((in_effect / "ct-sparse-view.json").read_text())["methods"]["fast"]["steps"] == 2
     monkeypatch.setattr(tuning, "preset_dirs", lambda: [folder])
-    alone = tuning.calibrate_std(tuning.read_cases(cases), "fast", score.resolve_prior(tiny_prior, "ct"))
-    assert fast["std_scale"] == round(alone["std_scale"], 4)
+    fitted_in_effect = tuning.calibrate_std(tuning.read_cases(cases), "fast", score.resolve_prior(tiny_prior, "ct"))
+    assert fast["std_scale"] == round(fitted_in_effect["std_scale"], 4)
 
 
 def test_tune_starts_from_the_given_settings(ct_files, tiny_prior, monkeypatch):

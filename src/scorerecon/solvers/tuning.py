@@ -427,14 +427,16 @@ def std_calibration_dropped(task: str, method: str, folder) -> str:
 def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict | None = None) -> dict:
     """Calibrate the scale of ``method``'s std map on validation ``cases``
     (:func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with
-    ``settings`` (default: the task's preset) and no scale, pool |error| and std over all their
+    ``settings`` (a preset's entry for ``method``, the method's defaults under it; default: the
+    task's preset in effect) and no scale, pool |error| and std over all their
     pixels (outside any metal), and return the factor c that puts |error| ≤ c·std on 68.27 % of
     them, with the coverage before and after (:func:`~scorerecon.evaluation.metrics.std_coverage`;
     after: 68 % within 1 std by construction, on the same pixels)."""
     from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
     from .registry import reconstruct
-    from .score import allowed_settings
-    options = {k: v for k, v in (settings or {}).items() if k in allowed_settings(method) - {"std_scale"}}
+    from .score import DEFAULTS, allowed_settings
+    given = {} if settings is None else {**DEFAULTS[method], **settings}  # a whole entry, as load_preset reads one
+    options = {k: v for k, v in given.items() if k in allowed_settings(method) - {"std_scale"}}
     _check_draws_samples(method, task_of(cases[0]), options.get("samples"))
     pairs = []
     for meas in cases:
