@@ -232,14 +232,16 @@ def allowed_settings(method: str) -> set[str]:
     return set(DEFAULTS[method]) | set(_COMMON_SETTINGS) | set(_PROBLEM_OPTIONS)
 
 
-def settings_for(method: str, task: str, options: dict) -> dict:
-    """DEFAULTS < the task's preset < explicit options; unknown options raise UserError."""
+def settings_for(method: str, task: str, options: dict, preset: dict | None = None) -> dict:
+    """DEFAULTS < the task's preset of ``method`` (``preset``, else the one in effect) < explicit
+    options; unknown options raise UserError."""
     allowed = allowed_settings(method)
     unknown = sorted(set(options) - allowed - set(_CLI_GENERIC))
     if unknown:
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to method {method!r}: "
                         f"use {', '.join(sorted(allowed))}")
-    preset = load_preset(task).get("methods", {}).get(method, {})
+    if preset is None:
+        preset = load_preset(task).get("methods", {}).get(method, {})
     chosen = {**DEFAULTS[method], **{k: v for k, v in preset.items() if k in allowed}}
     chosen.update({k: v for k, v in options.items() if k in allowed and v is not None})
     if method == "chung" and task == "mri-multi":

@@ -424,13 +424,6 @@ def std_calibration_dropped(task: str, method: str, folder) -> str:
             f"scorerecon tune {task} --method {method} --calibrate-std{where} fits it again")
 
 
-def _over_defaults(method: str, entry: dict) -> dict:
-    """A preset's ``entry`` for ``method`` over the method's defaults: the settings it runs when
-    it is the preset in effect (:func:`load_preset` replaces a method's entry whole)."""
-    from .score import DEFAULTS
-    return {**DEFAULTS[method], **entry}
-
-
 def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict | None = None) -> dict:
     """Calibrate the scale of ``method``'s std map on validation ``cases``
     (:func:`~scorerecon.evaluation.metrics.std_scale_for_coverage`): reconstruct each with
@@ -441,10 +434,11 @@ def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict
     after: 68 % within 1 std by construction, on the same pixels)."""
     from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
     from .registry import reconstruct
-    from .score import allowed_settings
-    given = {} if settings is None else _over_defaults(method, settings)
-    options = {k: v for k, v in given.items() if k in allowed_settings(method) - {"std_scale"}}
-    _check_draws_samples(method, task_of(cases[0]), options.get("samples"))
+    from .score import settings_for
+    task = task_of(cases[0])
+    given = {} if settings is None else settings_for(method, task, {}, settings)
+    options = {k: v for k, v in given.items() if k != "std_scale"}
+    _check_draws_samples(method, task, options.get("samples"))
     pairs = []
     for meas in cases:
         result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, **options, std_scale=1.0)
@@ -471,10 +465,10 @@ def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int 
     effect; :func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
     ``tune`` of the method replaces the whole entry, the scale with it (it fits the old settings)."""
     from ..evaluation.metrics import GAUSSIAN_WITHIN_1STD
-    from .score import resolve_prior
+    from .score import resolve_prior, settings_for
     _check_task(task)
     settings, tuned = preset_to_calibrate(task, method, output)
-    _check_draws_samples(method, task, _over_defaults(method, settings).get("samples"))  # before any work
+    _check_draws_samples(method, task, settings_for(method, task, {}, settings).get("samples"))  # before any work
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     start = time.perf_counter()
