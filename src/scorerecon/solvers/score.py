@@ -251,13 +251,14 @@ def settings_for(method: str, task: str, options: dict, preset: dict | None = No
     return chosen
 
 
-def posterior_sample_count(method: str, task: str, samples: int | None = None) -> int:
+def posterior_sample_count(method: str, task: str, samples: int | None = None, preset: dict | None = None) -> int:
     """K, the posterior samples a score-based ``method`` (or its registered alias) draws for
-    ``task``: ``samples`` where given, else the task's preset, else :data:`DEFAULTS` (1 where
-    neither sets it).  Lets a caller know, before any work, whether a std map will be written,
-    and which K a preset's ``std_scale`` was calibrated at (``samples`` None)."""
+    ``task``: ``samples`` where given, else the task's preset (``preset``, a preset entry, else the
+    one in effect), else :data:`DEFAULTS` (1 where neither sets it).  Lets a caller know, before
+    any work, whether a std map will be written, and which K a preset's ``std_scale`` was
+    calibrated at (``samples`` None)."""
     method = DEFAULT_METHOD if method == DEFAULT_ALIAS else method
-    return int(settings_for(method, task, {"samples": samples}).get("samples", 1))
+    return int(settings_for(method, task, {"samples": samples}, preset).get("samples", 1))
 
 
 def _std_scale(method: str, task: str, samples: int, chosen: float, given: float | None) -> float:

@@ -408,11 +408,11 @@ def _tuning_cases(task: str, output: str | None, slices: int, cases_dir: str | N
     return cases
 
 
-def _check_draws_samples(method: str, task: str, samples: int | None = None) -> None:
-    """A std map to calibrate needs K > 1 posterior samples (``samples``, else the task's preset of
-    ``method``)."""
+def _check_draws_samples(method: str, task: str, preset: dict | None = None) -> None:
+    """A std map to calibrate needs K > 1 posterior samples in ``preset`` (an entry of ``method``
+    for ``task``; default: the preset in effect)."""
     from .score import posterior_sample_count
-    if posterior_sample_count(method, task, samples) < 2:
+    if posterior_sample_count(method, task, preset=preset) < 2:
         raise UserError(f"{method}'s preset for {task} draws one posterior sample, so there is no std map to "
                         "calibrate: calibrate a method whose preset draws K > 1 (--method fast)")
 
@@ -438,7 +438,7 @@ def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict
     task = task_of(cases[0])
     given = {} if settings is None else settings_for(method, task, {}, settings)
     options = {k: v for k, v in given.items() if k != "std_scale"}
-    _check_draws_samples(method, task, options.get("samples"))
+    _check_draws_samples(method, task, settings)
     pairs = []
     for meas in cases:
         result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, **options, std_scale=1.0)
@@ -465,10 +465,10 @@ def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int 
     effect; :func:`calibrate_std`) and save that preset again with its ``std_scale``.  A later
     ``tune`` of the method replaces the whole entry, the scale with it (it fits the old settings)."""
     from ..evaluation.metrics import GAUSSIAN_WITHIN_1STD
-    from .score import resolve_prior, settings_for
+    from .score import resolve_prior
     _check_task(task)
     settings, tuned = preset_to_calibrate(task, method, output)
-    _check_draws_samples(method, task, settings_for(method, task, {}, settings).get("samples"))  # before any work
+    _check_draws_samples(method, task, settings)  # before any work
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     start = time.perf_counter()
