@@ -315,3 +315,18 @@ def test_fast_sampler_mean_is_its_exact_linear_gaussian_mean(correlated):
     bias = [float(((exact[n] - post_mean).abs() / std).max()) for n in (50, 200, 1000)]
     assert float(((sampled - exact[50]).abs() / std).max()) < 0.1
     assert bias[0] > bias[1] > bias[2] and bias[2] < 0.05, bias
+
+
+def test_ddim_noise_above_one_stops_at_fresh_noise():
+    """η > 1 adds more noise than DDPM's posterior, up to c = β_s: x_s = α_s x̂₀' + β_s z, with
+    nothing of ε̂ left (no square root of a negative number, whatever η)."""
+    sde = VPSDE()
+    x, x0, fixed = (torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    t, s = 0.5, 0.45
+    a_s, b_s = float(sde.alpha(s)), float(sde.beta(s))
+    fresh = a_s * fixed + b_s * torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    for eta in (50.0, 1e6):
+        step = samplers._ddim(sde, x, x0, fixed, t, s, eta, torch.Generator().manual_seed(7))
+        assert torch.allclose(step, fresh, atol=1e-6)
+    below = samplers._ddim(sde, x, x0, fixed, t, s, 1.0, torch.Generator().manual_seed(7))
+    assert not torch.allclose(below, fresh, atol=1e-3)

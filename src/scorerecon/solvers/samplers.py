@@ -346,7 +346,9 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
     On the N times t_0 > … > t_{N−1} = ε, for t = t_i, s = t_{i+1}:
     x̂₀ = Tweedie(x_t);  x̂₀' = CG_M(x̂₀) on ½‖y − A x‖² + ½ γL ‖x − x̂₀‖²;
     ε̂ = (x_t − α_t x̂₀)/β_t;  x_s = α_s x̂₀' + √(β_s² − c²) ε̂ + c z with the DDIM noise
-    c = η β_s √(1 − (α_t β_s / (α_s β_t))²).  The last step returns x̂₀'.
+    c = min(η β_s √(1 − (α_t β_s / (α_s β_t))²), β_s).  The last step returns x̂₀'.
+    η = 1 is DDPM's posterior noise; η > 1 adds more, up to c = β_s, where the step forgets ε̂
+    and re-noises x̂₀' afresh.
 
     ``zeta`` > 0 adds DPS's correction (Chung et al. 2023) to each re-noised state,
     x_s ← x_s − ζ_i ∇_{x_t} ‖y − A x̂₀(x_t)‖² with ζ_i = ζ / (‖y − A x̂₀‖ √L): CG fits the data in
@@ -388,8 +390,9 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
 
 def _ddim(sde: SDE, x: Tensor, x0: Tensor, x0_fixed: Tensor, t: float, s: float, eta: float,
           generator) -> Tensor:
-    """Generalised DDIM step from t to s < t (Song, Meng & Ermon 2021, eq. 12, any α, β)."""
+    """Generalised DDIM step from t to s < t (Song, Meng & Ermon 2021, eq. 12, any α, β); the
+    noise c grows with ``eta`` up to β_s, the whole of the noise at s (η > 1 reaches it sooner)."""
     a_t, b_t, a_s, b_s = (float(v) for v in (sde.alpha(t), sde.beta(t), sde.alpha(s), sde.beta(s)))
     eps_hat = (x - a_t * x0) / b_t
-    c = eta * b_s * math.sqrt(max(1.0 - (a_t * b_s / (a_s * b_t)) ** 2, 0.0))
+    c = min(eta * b_s * math.sqrt(max(1.0 - (a_t * b_s / (a_s * b_t)) ** 2, 0.0)), b_s)
     return a_s * x0_fixed + math.sqrt(b_s ** 2 - c ** 2) * eps_hat + c * randn(x.shape, generator, x.device)

@@ -74,7 +74,7 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
     "guidance": {"snr": ("float", 0.02, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "langevin": {"step_size": ("log", 1e-3, 0.5), "gamma": ("log", 1e-3, 1.0)},
     "dps": {"zeta": ("log", 0.01, 10.0)},
-    "fast": {"eta": ("float", 0.0, 1.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0),
+    "fast": {"eta": ("float", 0.0, 4.0), "cg_iterations": ("int", 1, 10), "gamma": ("log", 1e-4, 1.0),
              "start_sigma": ("log", 0.02, 1.0), "samples": ("int", 1, 8), "zeta": ("float", 0.0, 5.0),
              "steps": ("log-int", 4, FAST_EVALUATIONS)},
 }
