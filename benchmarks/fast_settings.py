@@ -101,9 +101,10 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
     """Write the value of ``setting`` of highest validation PSNR into ``method``'s entry of
     ``folder``/<task>.json (other settings and the tuner's provenance kept); returns it.  A
     changed value drops the entry's calibrated ``std_scale``, fitted to the old settings
-    (``scorerecon tune --calibrate-std`` fits it again)."""
+    (``scorerecon tune --calibrate-std`` fits it again).  An entry the task takes from its
+    fallback's preset becomes its own, the fallback's provenance nested under ``settings_from``."""
     best = max(results, key=lambda value: results[value]["psnr"])
-    provenance = dict(tuning.load_preset(task).get("tuned", {}).get(method, {}))
+    provenance = inherited_provenance(task, method)
     entry = {**preset, setting: best}
     if best != settings_for(method, task, {}).get(setting) and "std_scale" in entry:
         del entry["std_scale"]
@@ -116,6 +117,16 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
         "date": time.strftime("%Y-%m-%d")}
     tuning.save_preset(task, method, entry, provenance, folder)
     return best
+
+
+def inherited_provenance(task: str, method: str) -> dict:
+    """The provenance of ``method``'s entry in ``task``'s preset; where the entry is the
+    fallback task's (:data:`tuning.TASKS` ``falls_back_to``), that one nested under ``settings_from``."""
+    tuned = tuning.load_preset(task).get("tuned", {}).get(method, {})
+    if method in tuning.load_preset(task, fallback=False).get("methods", {}):
+        return dict(tuned)
+    parent = tuning.TASKS[task].get("falls_back_to")
+    return {"settings_from": {"task": parent, "tuned": tuned}} if parent else dict(tuned)
 
 
 def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str) -> list:

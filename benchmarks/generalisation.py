@@ -3,7 +3,9 @@
 The same prior reconstructs sparse-view CT with 8 to 90 of 180 views and single-coil MRI with
 2× to 12× equispaced under-sampling, beside the best classical method of each setting (highest
 mean PSNR over the slices among the classical methods of ``score_methods.py``).  Slices: the
-bundled evaluation samples.  Writes a Markdown table and a figure (PSNR against the number of measurements).
+bundled evaluation samples.  Each measurement runs the preset of its task (``task_of``: CT with
+38 or more views is ``ct-many-view``), named in the table.  Writes a Markdown table and a figure
+(PSNR against the number of measurements).
 
     python benchmarks/generalisation.py                 # -> benchmarks/results/generalisation.{md,png}
     python benchmarks/generalisation.py --quick --prior-ct P --prior-mri P
@@ -19,6 +21,7 @@ import torch
 
 from score_methods import RESULTS, best_over_slices, classical_rows, evaluation_images, run, signed_db, simulate
 from scorerecon.atomic import atomic_path
+from scorerecon.solvers.tuning import task_of
 
 CT_VIEWS = (8, 15, 23, 45, 90)
 MRI_ACCELERATIONS = (2.0, 4.0, 6.0, 8.0, 12.0)
@@ -31,22 +34,25 @@ def settings(modality: str, value: float) -> tuple[str, dict]:
     return "mri-single", dict(mask="equispaced", acceleration=float(value))
 
 
-def sweep(modality: str, values, args) -> dict[float, dict[str, tuple[float, str]]]:
-    """{value: {"score": (PSNR, method), "classical": (PSNR, best method)}}, means over slices."""
+def sweep(modality: str, values, args) -> dict[float, dict]:
+    """{value: {"score": (PSNR, method), "classical": (PSNR, best method), "preset": the task whose
+    preset ran (:func:`task_of`)}}, means over slices."""
     prior = args.prior_ct if modality == "ct" else args.prior_mri
     images = evaluation_images(modality, args.size, args.slices)
     out = {}
     for value in values:
         task, options = settings(modality, value)
-        score_psnr, classical = [], []
+        score_psnr, classical, presets = [], [], set()
         for _, image, pixel in images:
             meas = simulate(modality, image, pixel, options)
+            presets.add(task_of(meas))
             classical.append(classical_rows(meas, task))
             score_psnr.append(run(meas, args.method, prior=prior, steps=args.steps, seed=0, progress=False)["psnr"])
         best, rows = best_over_slices(classical)
         out[value] = {"score": (float(np.mean(score_psnr)), args.method),
-                      "classical": (float(np.mean([r["psnr"] for r in rows])), best)}
-        print(f"{modality} {value:g}: {args.method} {out[value]['score'][0]:.2f} dB, "
+                      "classical": (float(np.mean([r["psnr"] for r in rows])), best),
+                      "preset": ", ".join(sorted(presets))}
+        print(f"{modality} {value:g} ({out[value]['preset']}): {args.method} {out[value]['score'][0]:.2f} dB, "
               f"best classical ({best}) {out[value]['classical'][0]:.2f} dB", flush=True)
     return out
 
@@ -56,11 +62,12 @@ def table(ct: dict, mri: dict, args) -> str:
              f"Method {args.method} (steps: {args.steps or 'default'}), priors CT {args.prior_ct} and MRI "
              f"{args.prior_mri}; {args.slices or 'all'} bundled evaluation slices at {args.size}²; "
              "PSNR (dB) mean over slices; noise-free data.", "",
-             "| setting | measurements | score-based | best classical | gain (dB) |", "|---|---|---|---|---|"]
+             "| setting | measurements | preset | score-based | best classical | gain (dB) |",
+             "|---|---|---|---|---|---|"]
     for label, rows, unit in (("CT, parallel beam", ct, "views of 180"), ("MRI, single coil", mri, "× equispaced")):
         for value, row in rows.items():
             gain = row["score"][0] - row["classical"][0]
-            lines.append(f"| {label} | {value:g} {unit} | {row['score'][0]:.2f} | "
+            lines.append(f"| {label} | {value:g} {unit} | {row['preset']} | {row['score'][0]:.2f} | "
                          f"{row['classical'][0]:.2f} ({row['classical'][1]}) | {signed_db(gain)} |")
     return "\n".join(lines) + "\n"
 

@@ -42,6 +42,27 @@ def test_a_changed_setting_drops_the_std_calibration_fitted_to_the_old_one(tmp_p
     assert set(written["tuned"]["fast"]) == {"trials", "steps_choice"}
 
 
+def test_an_entry_taken_from_the_fallback_task_becomes_the_tasks_own(tmp_path, monkeypatch):
+    """ct-many-view runs ct-sparse-view's fast entry until a sweep on its own validation cases
+    writes its own: the other settings copied, the 23-view provenance nested under settings_from."""
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    script = load_benchmark("fast_settings")
+    monkeypatch.setattr(script.tuning, "preset_dirs", lambda: [tmp_path / "presets"])
+    sparse = {"eta": 4.0, "samples": 4, "steps": 48, "std_scale": 2.3}
+    script.tuning.save_preset("ct-sparse-view", "fast", sparse, {"trials": 20, "std_calibration": {}},
+                              tmp_path / "presets")
+    preset = script.tuning.load_preset("ct-many-view")["methods"]["fast"]
+    assert preset == sparse
+    results = {0.5: {"psnr": 51.7, "ssim": 0.996}, 4.0: {"psnr": 47.2, "ssim": 0.992}}
+    assert script.keep_best("ct-many-view", "eta", preset, results, str(tmp_path / "presets"), "cmd", 2) == 0.5
+    written = json.loads((tmp_path / "presets" / "ct-many-view.json").read_text())
+    assert written["methods"]["fast"] == {"eta": 0.5, "samples": 4, "steps": 48}  # std scale dropped
+    tuned = written["tuned"]["fast"]
+    assert tuned["settings_from"] == {"task": "ct-sparse-view", "tuned": {"trials": 20, "std_calibration": {}}}
+    assert set(tuned) == {"settings_from", "eta_choice"}
+    assert script.tuning.load_preset("ct-sparse-view")["methods"]["fast"] == sparse  # the fallback untouched
+
+
 def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monkeypatch):
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
     script = load_benchmark("fast_settings")

@@ -262,6 +262,33 @@ def test_task_of_tells_line_masks_from_2d_masks_and_coils():
     assert task == {"lines": "mri-single", "disc": "mri-single-2d", "coils": "mri-multi"}
 
 
+def test_task_of_counts_acquired_ct_views():
+    """A CT measurement's task follows the views it acquired, not the grid it lies on: 37 of 180
+    is sparse, 38 is many; metal and a limited angle go to their own tasks whatever the views."""
+    from scorerecon.simulate.ct import simulate_ct
+    image = np.full((32, 32), -1000.0, np.float32)
+    image[8:24, 10:22] = 40.0
+    tasks = [tuning.task_of(simulate_ct(image, full_views=180, seed=0, **setting))
+             for setting in (dict(views=37), dict(views=38), dict(views=180), dict(limited_angle=120.0))]
+    assert tasks == ["ct-sparse-view", "ct-many-view", "ct-many-view", "ct-limited-angle"]
+    assert tuning.MANY_VIEWS == 38
+
+
+def test_a_task_falls_back_to_its_parent_preset_method_by_method(tmp_path, monkeypatch):
+    """ct-many-view has its own fast entry; a method it does not name takes ct-sparse-view's,
+    from whichever folder holds it, and the task's own entry wins in every folder."""
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    monkeypatch.setattr(tuning, "preset_dirs", lambda: [user, shipped])
+    tuning.save_preset("ct-sparse-view", "song", {"lam": 0.3}, {"trials": 1}, shipped)
+    tuning.save_preset("ct-sparse-view", "fast", {"eta": 4.0}, {}, user)
+    tuning.save_preset("ct-many-view", "fast", {"eta": 0.5}, {"trials": 2}, shipped)
+    preset = tuning.load_preset("ct-many-view")
+    assert preset["methods"] == {"song": {"lam": 0.3}, "fast": {"eta": 0.5}}
+    assert preset["tuned"] == {"song": {"trials": 1}, "fast": {"trials": 2}}
+    assert preset["task"] == "ct-many-view"
+    assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == {"eta": 4.0}
+
+
 def test_user_presets_override_shipped_ones_method_by_method(tmp_path, monkeypatch):
     user, shipped = tmp_path / "user", tmp_path / "shipped"
     monkeypatch.setattr(tuning, "preset_dirs", lambda: [user, shipped])

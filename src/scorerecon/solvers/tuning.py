@@ -1,14 +1,18 @@
 """Tuned presets per task, and ``scorerecon tune``: choose λ, snr, … by Bayesian optimisation.
 
-Tasks.  :func:`task_of` names the task of a measurement: ``ct-sparse-view``, ``ct-limited-angle``
-(attrs ``limited_angle``), ``ct-metal`` (extras ``metal_mask``), ``mri-single`` (one coil, a 1-D mask
-of whole k-space lines), ``mri-single-2d`` (one coil, a 2-D mask: Poisson disc, radial, …),
-``mri-multi`` (more than one coil).  :data:`TASKS` says how ``tune`` simulates validation cases of each.
+Tasks.  :func:`task_of` names the task of a measurement: ``ct-sparse-view`` (fewer than
+:data:`MANY_VIEWS` views), ``ct-many-view`` (at least that many), ``ct-limited-angle`` (attrs
+``limited_angle``), ``ct-metal`` (extras ``metal_mask``), ``mri-single`` (one coil, a 1-D mask of
+whole k-space lines), ``mri-single-2d`` (one coil, a 2-D mask: Poisson disc, radial, …),
+``mri-multi`` (more than one coil).  :data:`TASKS` says how ``tune`` simulates validation cases of
+each, and which task's preset a method falls back to where the task's own preset has no entry
+for it (``ct-many-view`` falls back to ``ct-sparse-view``).
 
 Presets.  ``<task>.json`` = ``{"task": ..., "methods": {"song": {"lam": 0.84, "snr": 0.25}, ...},
 "tuned": {...provenance...}}``.  :func:`load_preset` merges, method by method, the files of
 ``$SCORERECON_PRESETS``, the user configuration folder (where ``tune`` writes by default) and the
-presets shipped in the package (``scorerecon/solvers/presets``), earlier folders winning.
+presets shipped in the package (``scorerecon/solvers/presets``), earlier folders winning; a
+method that no folder's ``<task>.json`` names takes the entry of the task's fallback, if any.
 ``reconstruct`` uses the result by default for the task.
 
 Tuning (as Song et al. 2022 did for λ and snr: Bayesian optimisation, maximise SSIM).  Optuna's
@@ -47,12 +51,17 @@ from ..priors.experts import evenly_spaced
 
 TASKS: dict[str, dict[str, Any]] = {
     "ct-sparse-view": {"dataset": "chest-ct", "simulate": {"views": 23, "full_views": 180}},
+    "ct-many-view": {"dataset": "chest-ct", "simulate": {"views": 60, "full_views": 180},
+                     "falls_back_to": "ct-sparse-view"},
     "ct-limited-angle": {"dataset": "chest-ct", "simulate": {"limited_angle": 120.0, "full_views": 180}},
     "ct-metal": {"dataset": "chest-ct", "simulate": {"metal": "auto", "full_views": 180}},
     "mri-single": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 8.0}},
     "mri-single-2d": {"dataset": "brain-mri", "simulate": {"mask": "poisson", "acceleration": 8.0}},
     "mri-multi": {"dataset": "brain-mri", "simulate": {"mask": "equispaced", "acceleration": 4.0, "coils": 8}},
 }
+#: the fewest acquired views of a ``ct-many-view`` measurement: above the geometric mean of the
+#: two tasks' validation view counts (23 and 60), so a count takes the preset tuned nearer it in ratio
+MANY_VIEWS = 38
 #: what the validation slices of each tuning dataset are, for tables and provenance
 VALIDATION_SOURCES = {"chest-ct": "chest-ct val: lung1, a CT patient no shipped network saw",
                       "brain-mri": "brain-mri val: held-out slices of the training template Colin27"}
@@ -89,11 +98,19 @@ def task_of(meas) -> str:
     if meas.modality == "ct":
         if "metal_mask" in meas.extras:
             return "ct-metal"
-        return "ct-limited-angle" if meas.attrs.get("limited_angle") else "ct-sparse-view"
+        if meas.attrs.get("limited_angle"):
+            return "ct-limited-angle"
+        return "ct-many-view" if acquired_views(meas) >= MANY_VIEWS else "ct-sparse-view"
     coils = meas.data.shape[0] if np.ndim(meas.data) == 3 else 1
     if coils > 1:
         return "mri-multi"
     return "mri-single" if keeps_whole_lines(meas.mask) else "mri-single-2d"
+
+
+def acquired_views(meas) -> int:
+    """The number of views of a CT measurement with at least one measured bin (its mask's rows)."""
+    mask = np.asarray(meas.mask)
+    return int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())
 
 
 def _check_task(task: str) -> None:
@@ -111,16 +128,20 @@ def preset_dirs() -> list[Path]:
     return dirs
 
 
-def load_preset(task: str) -> dict:
+def load_preset(task: str, fallback: bool = True) -> dict:
     """The preset of ``task`` ({} when there is none), merged method by method over
-    :func:`preset_dirs` (earlier folders win); a malformed file raises UserError."""
-    merged: dict = {}
+    :func:`preset_dirs` (earlier folders win) and, unless ``fallback`` is False, over the preset
+    of the task's fallback (a method the task's own files name wins); a malformed file raises
+    UserError."""
+    parent = TASKS.get(task, {}).get("falls_back_to") if fallback else None
+    merged = load_preset(parent) if parent else {}
     for folder in reversed(preset_dirs()):
         preset = _read_preset(folder / f"{task}.json")
         if preset is None:
             continue
         for key in ("methods", "tuned"):
             merged.setdefault(key, {}).update(preset.get(key, {}))
+    if merged:
         merged["task"] = task
     return merged
 
