@@ -14,6 +14,7 @@ says otherwise.
     python benchmarks/fast_settings.py --slices 2 --write-presets src/scorerecon/solvers/presets
     python benchmarks/fast_settings.py --tasks ct-sparse-view --setting start_sigma --values 0.1,0.2,0.4
     python benchmarks/fast_settings.py --method dps --tasks ct-limited-angle --setting zeta --values 0.3,3
+    python benchmarks/fast_settings.py --tasks ct-many-view --views 90 --setting eta --values 0.5,2
     python benchmarks/fast_settings.py --quick          # 1 slice at 64², checks the script
 """
 
@@ -75,7 +76,7 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     """(the task's preset of ``args.method``, {value of ``setting``: mean PSNR, SSIM and seconds
     per slice on validation}, the best classical method on the same cases)."""
     preset = tuning.load_preset(task).get("methods", {}).get(args.method, {})
-    cases = tuning.validation_cases(task, args.slices, size=args.size)
+    cases = tuning.validation_cases(task, args.slices, size=args.size, views=args.views)
     prior = resolve_prior(None, cases[0].modality)
     own = current_settings(args, task).get(setting)
     results = {}
@@ -104,7 +105,7 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
     (``scorerecon tune --calibrate-std`` fits it again).  An entry the task takes from its
     fallback's preset becomes its own, the fallback's provenance nested under ``settings_from``."""
     best = max(results, key=lambda value: results[value]["psnr"])
-    provenance = inherited_provenance(task, method)
+    provenance = entry_provenance(task, method)
     entry = {**preset, setting: best}
     if best != settings_for(method, task, {}).get(setting) and "std_scale" in entry:
         del entry["std_scale"]
@@ -119,14 +120,16 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
     return best
 
 
-def inherited_provenance(task: str, method: str) -> dict:
-    """The provenance of ``method``'s entry in ``task``'s preset; where the entry is the
-    fallback task's (:data:`tuning.TASKS` ``falls_back_to``), that one nested under ``settings_from``."""
-    tuned = tuning.load_preset(task).get("tuned", {}).get(method, {})
-    if method in tuning.load_preset(task, fallback=False).get("methods", {}):
-        return dict(tuned)
-    parent = tuning.TASKS[task].get("falls_back_to")
-    return {"settings_from": {"task": parent, "tuned": tuned}} if parent else dict(tuned)
+def entry_provenance(task: str, method: str) -> dict:
+    """The provenance of ``method``'s entry in ``task``'s preset; where the entry is another
+    task's (:func:`tuning.preset_task`, the fallback), that one nested under ``settings_from``,
+    less its std calibration (the copy drops the std scale)."""
+    owner = tuning.preset_task(task, method)
+    tuned = dict(tuning.load_preset(owner).get("tuned", {}).get(method, {}))
+    if owner == task:
+        return tuned
+    tuned.pop("std_calibration", None)
+    return {"settings_from": {"task": owner, "tuned": tuned}}
 
 
 def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str) -> list:
@@ -145,11 +148,16 @@ def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str,
     return values
 
 
+def views_note(args) -> str:
+    """How the table's CT cases differ from the tasks' own: the ``--views`` they were simulated with."""
+    return f", simulated with {args.views} views of 180 (not the task's own)" if args.views else ""
+
+
 def table(measured: dict[str, tuple[dict, dict, dict]], args) -> str:
     lines = [f"# {METHOD_TITLES.get(args.method, args.method)}: {args.setting} per task on validation slices", "",
              f"{args.slices} validation slices per task ("
              f"{'; '.join(sorted({tuning.validation_source(t) for t in measured}))}; seed {args.seed}) at "
-             f"{args.size or 256}²; each task's preset with only {args.setting} changed; steps: the "
+             f"{args.size or 256}²{views_note(args)}; each task's preset with only {args.setting} changed; steps: the "
              "preset's (— : the prior's N), sequential network calls on the batch of K; 2 threads.", "",
              f"| task | {args.setting} | K | steps (NFE) | images through the network | PSNR (dB) | SSIM | s / slice |",
              "|---|---|---|---|---|---|---|---|"]
@@ -184,9 +192,15 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true",
                    help="1 slice at 64², 4 steps, written to the temporary folder: checks the script")
     p.add_argument("--write-presets", default=None, help="preset folder to write the chosen values into")
+    p.add_argument("--views", type=positive_int, default=None,
+                   help="simulate the CT cases with this many views of 180 instead of the task's own (each "
+                        "of --tasks must be the task of that count: ct-sparse-view or ct-many-view; "
+                        "not with --write-presets)")
     p.add_argument("-o", "--output", default=None,
                    help="results file (default benchmarks/results/<method>_<setting>.md)")
     args = p.parse_args(argv)
+    if args.views and args.write_presets:
+        p.error("--views measures a task away from its own validation cases: leave out --write-presets")
     if args.values is None and args.setting != "steps":
         p.error(f"--setting {args.setting} needs --values: the candidate values to measure")
     if args.quick:
@@ -196,6 +210,11 @@ def main(argv=None) -> None:
     args.values = args.values or "48"
     tasks = tuning_tasks(p, args.tasks)
     candidates = candidate_values(p, args.method, args.setting, args.values)
+    try:
+        for task in tasks:  # before any sweep: a count that leaves a task is an error up front
+            tuning.simulation_settings(task, args.views)
+    except UserError as err:
+        sys.exit(f"fast_settings: {err}")
     torch.set_num_threads(2)
     try:
         measured = {task: measure(task, args.setting, candidates, args) for task in tasks}

@@ -4,7 +4,8 @@ The same prior reconstructs sparse-view CT with 8 to 90 of 180 views and single-
 2× to 12× equispaced under-sampling, beside the best classical method of each setting (highest
 mean PSNR over the slices among the classical methods of ``score_methods.py``).  Slices: the
 bundled evaluation samples.  Each measurement runs the preset of its task (``task_of``: CT with
-38 or more views is ``ct-many-view``), named in the table.  Writes a Markdown table and a figure
+38 or more views is ``ct-many-view``), or of the task's fallback where only that one names the
+method; the table names it.  Writes a Markdown table and a figure
 (PSNR against the number of measurements).
 
     python benchmarks/generalisation.py                 # -> benchmarks/results/generalisation.{md,png}
@@ -19,34 +20,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from score_methods import RESULTS, best_over_slices, classical_rows, evaluation_images, run, signed_db, simulate
+from score_methods import (RESULTS, best_over_slices, classical_rows, evaluation_images, run, sampler, signed_db,
+                           simulate)
 from scorerecon.atomic import atomic_path
-from scorerecon.solvers.tuning import task_of
+from scorerecon.solvers.tuning import preset_task, task_of
 
 CT_VIEWS = (8, 15, 23, 45, 90)
 MRI_ACCELERATIONS = (2.0, 4.0, 6.0, 8.0, 12.0)
 
 
-def settings(modality: str, value: float) -> tuple[str, dict]:
-    """(task label, simulation settings) for a number of views or an acceleration."""
+def settings(modality: str, value: float) -> dict:
+    """The simulation settings of a number of views or an acceleration."""
     if modality == "ct":
-        return "ct-sparse-view", dict(views=int(value), full_views=180)
-    return "mri-single", dict(mask="equispaced", acceleration=float(value))
+        return dict(views=int(value), full_views=180)
+    return dict(mask="equispaced", acceleration=float(value))
 
 
 def sweep(modality: str, values, args) -> dict[float, dict]:
     """{value: {"score": (PSNR, method), "classical": (PSNR, best method), "preset": the task whose
-    preset ran (:func:`task_of`)}}, means over slices."""
+    preset entry ran (:func:`preset_task` of the measurement's task)}}, means over slices."""
     prior = args.prior_ct if modality == "ct" else args.prior_mri
     images = evaluation_images(modality, args.size, args.slices)
     out = {}
     for value in values:
-        task, options = settings(modality, value)
+        options = settings(modality, value)
         score_psnr, classical, presets = [], [], set()
         for _, image, pixel in images:
             meas = simulate(modality, image, pixel, options)
-            presets.add(task_of(meas))
-            classical.append(classical_rows(meas, task))
+            presets.add(preset_task(task_of(meas), sampler(args.method)))
+            classical.append(classical_rows(meas, task_of(meas)))
             score_psnr.append(run(meas, args.method, prior=prior, steps=args.steps, seed=0, progress=False)["psnr"])
         best, rows = best_over_slices(classical)
         out[value] = {"score": (float(np.mean(score_psnr)), args.method),

@@ -58,7 +58,7 @@ def test_an_entry_taken_from_the_fallback_task_becomes_the_tasks_own(tmp_path, m
     written = json.loads((tmp_path / "presets" / "ct-many-view.json").read_text())
     assert written["methods"]["fast"] == {"eta": 0.5, "samples": 4, "steps": 48}  # std scale dropped
     tuned = written["tuned"]["fast"]
-    assert tuned["settings_from"] == {"task": "ct-sparse-view", "tuned": {"trials": 20, "std_calibration": {}}}
+    assert tuned["settings_from"] == {"task": "ct-sparse-view", "tuned": {"trials": 20}}  # its std fit dropped
     assert set(tuned) == {"settings_from", "eta_choice"}
     assert script.tuning.load_preset("ct-sparse-view")["methods"]["fast"] == sparse  # the fallback untouched
 
@@ -90,17 +90,44 @@ def test_bad_values_are_one_line_errors(capsys, argv, message):
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("task, views, message", [
+    ("ct-sparse-view", 45, "45 views is a ct-many-view measurement: use that task"),
+    ("ct-many-view", 37, "37 views is a ct-sparse-view measurement: use that task"),
+    ("mri-single", 45, "mri-single has no number of views: one applies to ct-sparse-view, ct-many-view"),
+])
+def test_views_that_leave_the_task_are_one_line_errors(task, views, message, monkeypatch):
+    script = load_benchmark("fast_settings")
+    monkeypatch.setattr(script, "measure", lambda *a: pytest.fail("a sweep ran before the check"))
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--tasks", f"ct-many-view,{task}", "--views", str(views), "--setting", "eta", "--values", "1"]
+                    if task == "ct-sparse-view" else
+                    ["--tasks", task, "--views", str(views), "--setting", "eta", "--values", "1"])
+    assert str(stop.value.code).startswith(f"fast_settings: {message}")
+
+
+def test_views_are_not_written_into_a_preset(capsys):
+    script = load_benchmark("fast_settings")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--tasks", "ct-many-view", "--views", "90", "--setting", "eta", "--values", "1",
+                     "--write-presets", "presets"])
+    assert stop.value.code == 2 and "leave out --write-presets" in capsys.readouterr().err
+
+
 def test_the_table_shows_the_best_classical_method_on_the_same_validation_slices():
     import argparse
     script = load_benchmark("fast_settings")
     preset = {"start_sigma": 0.5, "samples": 3, "steps": 48}
     results = {0.25: {"psnr": 26.1, "ssim": 0.85, "seconds": 70.0}, 0.5: {"psnr": 26.9, "ssim": 0.86, "seconds": 71.0}}
     classical = {"method": "cs-tv", "psnr": 23.24, "ssim": 0.8, "slices": ["ch2.nii.gz:axial:90", "ch2.nii.gz:sagittal:86"]}
-    args = argparse.Namespace(method="fast", setting="start_sigma", slices=2, seed=0, size=None, quick=False)
+    args = argparse.Namespace(method="fast", setting="start_sigma", slices=2, seed=0, size=None, quick=False, views=None)
     text = script.table({"mri-single": (preset, results, classical)}, args)
     assert "| mri-single | best classical (cs-tv) | — | — | — | 23.24 | 0.8000 | — |" in text
     assert "| mri-single | 0.5 (preset) | 3 | 48 | 144 | 26.90 |" in text
     assert "mri-single: ch2.nii.gz:axial:90, ch2.nii.gz:sagittal:86" in text
+    assert "256²;" in text
+    args.views = 90
+    assert "256², simulated with 90 views of 180 (not the task's own);" in script.table(
+        {"mri-single": (preset, results, classical)}, args)
 
 
 def test_a_sweep_of_a_setting_without_a_preset_marks_the_methods_default():
@@ -110,7 +137,7 @@ def test_a_sweep_of_a_setting_without_a_preset_marks_the_methods_default():
     script = load_benchmark("fast_settings")
     results = {0.3: {"psnr": 23.25, "ssim": 0.64, "seconds": 624.0}, 1.0: {"psnr": 31.03, "ssim": 0.89, "seconds": 690.0}}
     classical = {"method": "tv", "psnr": 31.64, "ssim": 0.92, "slices": ["lung1:axial:24"]}
-    args = argparse.Namespace(method="dps", setting="zeta", slices=1, seed=0, size=None, quick=False)
+    args = argparse.Namespace(method="dps", setting="zeta", slices=1, seed=0, size=None, quick=False, views=None)
     text = script.table({"ct-limited-angle": ({}, results, classical)}, args)
     assert text.startswith("# DPS: zeta per task")
     assert "| ct-limited-angle | 1.0 (default) | 1 | — | — | 31.03 |" in text

@@ -287,6 +287,11 @@ def test_a_task_falls_back_to_its_parent_preset_method_by_method(tmp_path, monke
     assert preset["tuned"] == {"song": {"trials": 1}, "fast": {"trials": 2}}
     assert preset["task"] == "ct-many-view"
     assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == {"eta": 4.0}
+    assert [tuning.preset_task("ct-many-view", m) for m in ("fast", "song", "dps")] == [
+        "ct-many-view", "ct-sparse-view", "ct-many-view"]  # DPS: no preset anywhere, the defaults
+    tuning.save_preset("ct-many-view", "song", {"lam": 0.6}, {}, user)  # an entry without provenance
+    tuned = tuning.load_preset("ct-many-view")["tuned"]
+    assert "song" not in tuned or tuned["song"] == {}  # not the fallback's record of another entry
 
 
 def test_user_presets_override_shipped_ones_method_by_method(tmp_path, monkeypatch):

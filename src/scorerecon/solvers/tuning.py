@@ -100,16 +100,22 @@ def task_of(meas) -> str:
             return "ct-metal"
         if meas.attrs.get("limited_angle"):
             return "ct-limited-angle"
-        return "ct-many-view" if acquired_views(meas) >= MANY_VIEWS else "ct-sparse-view"
+        return views_task(acquired_views(meas))
     coils = meas.data.shape[0] if np.ndim(meas.data) == 3 else 1
     if coils > 1:
         return "mri-multi"
     return "mri-single" if keeps_whole_lines(meas.mask) else "mri-single-2d"
 
 
+def views_task(views: int) -> str:
+    """The task of a full-angle CT measurement of ``views`` acquired views, without metal."""
+    return "ct-many-view" if views >= MANY_VIEWS else "ct-sparse-view"
+
+
 def acquired_views(meas) -> int:
-    """The number of views of a CT measurement with at least one measured bin (its mask's rows)."""
-    mask = np.asarray(meas.mask)
+    """The number of views of a CT measurement with at least one measured bin (the rows of its
+    mask, broadcast to the sinogram's shape)."""
+    mask = np.broadcast_to(np.asarray(meas.mask), np.shape(meas.data))
     return int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())
 
 
@@ -134,16 +140,32 @@ def load_preset(task: str, fallback: bool = True) -> dict:
     of the task's fallback (a method the task's own files name wins); a malformed file raises
     UserError."""
     parent = TASKS.get(task, {}).get("falls_back_to") if fallback else None
-    merged = load_preset(parent) if parent else {}
+    own: dict = {}
     for folder in reversed(preset_dirs()):
         preset = _read_preset(folder / f"{task}.json")
         if preset is None:
             continue
         for key in ("methods", "tuned"):
-            merged.setdefault(key, {}).update(preset.get(key, {}))
+            own.setdefault(key, {}).update(preset.get(key, {}))
+    merged = load_preset(parent) if parent else {}
+    named = own.get("methods", {})
+    for key in ("methods", "tuned"):  # an entry of the task's own replaces the fallback's, provenance too
+        table = {m: v for m, v in merged.get(key, {}).items() if m not in named}
+        table.update(own.get(key, {}))
+        if table:
+            merged[key] = table
     if merged:
         merged["task"] = task
     return merged
+
+
+def preset_task(task: str, method: str) -> str:
+    """The task whose preset entry ``method`` runs for a measurement of ``task``: ``task`` itself,
+    or its fallback where only the fallback's preset names ``method``."""
+    parent = TASKS.get(task, {}).get("falls_back_to")
+    if parent is None or method in load_preset(task, fallback=False).get("methods", {}):
+        return task
+    return preset_task(parent, method) if method in load_preset(parent).get("methods", {}) else task
 
 
 def _read_preset(path: Path) -> dict | None:
@@ -185,15 +207,17 @@ def save_preset(task: str, method: str, params: dict, provenance: dict,
 
 # ------------------------------------------------------------------- validation cases
 def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike | None = None,
-                     seed: int = 0, size: int | None = None) -> list:
+                     seed: int = 0, size: int | None = None, views: int | None = None) -> list:
     """Measurements with ground truth simulated from ``val.npy`` of the task's dataset, at each
     slice's pixel size (``meta.json``).
 
     ``slices`` validation slices chosen by :func:`validation_picks`; ``size`` optionally
-    downsamples them (quick runs).
+    downsamples them (quick runs); ``views`` replaces the task's number of CT views (one that
+    :func:`task_of` gives to another task is a UserError naming it).
     """
     from ..data.datasets import load_meta, load_split, prepare_again
     _check_task(task)
+    simulate = simulation_settings(task, views)
     name = TASKS[task]["dataset"]
     images = load_split(name, "val", dataset_dir)
     meta = load_meta(name, dataset_dir).get("slices")
@@ -210,7 +234,7 @@ def validation_cases(task: str, slices: int = 4, dataset_dir: str | os.PathLike 
     cases = []
     for k, i in enumerate(validation_picks(sources, slices)):
         image = _resize(images[i], size)
-        cases.append(_simulate(task, image, spacings[i] * images[i].shape[-1] / image.shape[-1], seed + k))
+        cases.append(_simulate(task, image, spacings[i] * images[i].shape[-1] / image.shape[-1], seed + k, simulate))
         cases[-1].attrs["validation_slice"] = sources[i]
     return cases
 
@@ -247,8 +271,21 @@ def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
     return resize(image, (size, size), anti_aliasing=True, preserve_range=True).astype(np.float32)
 
 
-def _simulate(task: str, unit_image: np.ndarray, pixel_mm: float, seed: int):
-    settings = TASKS[task]["simulate"]
+def simulation_settings(task: str, views: int | None = None) -> dict:
+    """The simulation settings of ``task``'s validation cases, with ``views`` CT views if given."""
+    settings = dict(TASKS[task]["simulate"])
+    if views is None:
+        return settings
+    if "views" not in settings:
+        raise UserError(f"{task} has no number of views: one applies to "
+                        f"{', '.join(t for t in TASKS if 'views' in TASKS[t]['simulate'])}")
+    owner = views_task(views)
+    if owner != task:
+        raise UserError(f"{views} views is a {owner} measurement: use that task with this number of views")
+    return {**settings, "views": int(views)}
+
+
+def _simulate(task: str, unit_image: np.ndarray, pixel_mm: float, seed: int, settings: dict):
     if task.startswith("ct"):
         from ..data.intensity import unit_to_hu
         from ..simulate.ct import simulate_ct
