@@ -47,8 +47,9 @@ def sweep(modality: str, values, args) -> dict[float, dict]:
         score_psnr, classical, presets = [], [], set()
         for _, image, pixel in images:
             meas = simulate(modality, image, pixel, options)
-            presets.add(preset_task(task_of(meas), sampler(args.method)))
-            classical.append(classical_rows(meas, task_of(meas)))
+            task = task_of(meas)
+            presets.add(preset_task(task, sampler(args.method)))
+            classical.append(classical_rows(meas, task))
             score_psnr.append(run(meas, args.method, prior=prior, steps=args.steps, seed=0, progress=False)["psnr"])
         best, rows = best_over_slices(classical)
         out[value] = {"score": (float(np.mean(score_psnr)), args.method),

@@ -163,9 +163,10 @@ def preset_task(task: str, method: str) -> str:
     """The task whose preset entry ``method`` runs for a measurement of ``task``: ``task`` itself,
     or its fallback where only the fallback's preset names ``method``."""
     parent = TASKS.get(task, {}).get("falls_back_to")
-    if parent is None or method in load_preset(task, fallback=False).get("methods", {}):
-        return task
-    return preset_task(parent, method) if method in load_preset(parent).get("methods", {}) else task
+    if (parent and method not in load_preset(task, fallback=False).get("methods", {})
+            and method in load_preset(parent).get("methods", {})):
+        return preset_task(parent, method)
+    return task
 
 
 def _read_preset(path: Path) -> dict | None:
