@@ -8,13 +8,14 @@ of the task's dataset, never the evaluation slices).  With ``--write-presets DIR
 each task's preset, the value of highest mean validation PSNR (the issue's metric) and records
 the measurements in the preset's provenance (``<setting>_choice``).  The fast sampler's steps are
 capped by the issue's budget of 50 network evaluations, counted as in every table here:
-sequential calls on the batch of K; the other samplers run the prior's N steps unless the preset
-says otherwise.
+sequential calls on the batch of K (``--beyond-budget`` measures more steps, never kept in a
+preset); the other samplers run the prior's N steps unless the preset says otherwise.
 
     python benchmarks/fast_settings.py --slices 2 --write-presets src/scorerecon/solvers/presets
     python benchmarks/fast_settings.py --tasks ct-sparse-view --setting start_sigma --values 0.1,0.2,0.4
     python benchmarks/fast_settings.py --method dps --tasks ct-limited-angle --setting zeta --values 0.3,3
     python benchmarks/fast_settings.py --tasks ct-many-view --views 90 --setting eta --values 0.5,2
+    python benchmarks/fast_settings.py --tasks ct-sparse-view --values 100,200 --beyond-budget
     python benchmarks/fast_settings.py --quick          # 1 slice at 64², checks the script
 """
 
@@ -132,12 +133,15 @@ def entry_provenance(task: str, method: str) -> dict:
     return {"settings_from": {"task": owner, "tuned": tuned}}
 
 
-def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str) -> list:
+def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str,
+                     beyond_budget: bool = False) -> list:
     """The comma-separated ``--values`` of ``method``'s ``setting``, typed and checked against its
-    search space."""
+    search space (``beyond_budget``: the fast sampler's steps with no upper bound)."""
     if setting not in tuning.SEARCH_SPACES[method]:
         parser.error(f"--setting {setting}: {method} has {', '.join(sorted(tuning.SEARCH_SPACES[method]))}")
     kind, low, high = tuning.SEARCH_SPACES[method][setting]
+    if beyond_budget and setting == "steps":
+        high = float("inf")
     cast = int if kind in ("int", "log-int") else float
     try:
         values = [cast(v) for v in text.split(",")]
@@ -196,9 +200,14 @@ def main(argv=None) -> None:
                    help="simulate the CT cases with this many views of 180 instead of the task's own (each "
                         "of --tasks must be the task of that count: ct-sparse-view or ct-many-view; "
                         "not with --write-presets)")
+    p.add_argument("--beyond-budget", action="store_true",
+                   help="let --setting steps of the fast sampler exceed the budget of 50 network "
+                        "evaluations (measured only: not with --write-presets)")
     p.add_argument("-o", "--output", default=None,
                    help="results file (default benchmarks/results/<method>_<setting>.md)")
     args = p.parse_args(argv)
+    if args.beyond_budget and args.write_presets:
+        p.error("--beyond-budget measures steps no preset may take: leave out --write-presets")
     if args.views and args.write_presets:
         p.error("--views measures a task away from its own validation cases: leave out --write-presets")
     if args.values is None and args.setting != "steps":
@@ -209,7 +218,7 @@ def main(argv=None) -> None:
         args.output = args.output or str(Path(tempfile.gettempdir()) / "fast_settings_quick.md")
     args.values = args.values or "48"
     tasks = tuning_tasks(p, args.tasks)
-    candidates = candidate_values(p, args.method, args.setting, args.values)
+    candidates = candidate_values(p, args.method, args.setting, args.values, args.beyond_budget)
     try:
         for task in tasks:  # before any sweep: a count that leaves a task is an error up front
             tuning.simulation_settings(task, args.views)

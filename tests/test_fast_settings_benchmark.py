@@ -1,5 +1,6 @@
 """benchmarks/fast_settings.py keeps, in a task's preset of a sampler, the value of highest validation PSNR."""
 
+import argparse
 import json
 
 import pytest
@@ -82,12 +83,22 @@ def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monk
     (["--method", "dps", "--setting", "steps", "--values", "4"], "--setting steps: dps has zeta"),
     (["--method", "dps", "--setting", "zeta"], "--setting zeta needs --values"),
     (["--method", "dps", "--setting", "zeta", "--values", "20"], "between 0.01 and 10.0"),
+    (["--values", "200", "--beyond-budget", "--write-presets", "x"], "leave out --write-presets"),
+    (["--setting", "eta", "--values", "5", "--beyond-budget"], "between 0.0 and 4.0"),
 ])
 def test_bad_values_are_one_line_errors(capsys, argv, message):
     script = load_benchmark("fast_settings")
     with pytest.raises(SystemExit) as stop:
         script.main(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_steps_beyond_the_budget_are_measured_only_when_asked():
+    script = load_benchmark("fast_settings")
+    parser = argparse.ArgumentParser()
+    assert script.candidate_values(parser, "fast", "steps", "100,200", beyond_budget=True) == [100, 200]
+    with pytest.raises(SystemExit):
+        script.candidate_values(parser, "fast", "steps", "100")
 
 
 @pytest.mark.parametrize("task, views, message", [
