@@ -15,7 +15,7 @@ preset); the other samplers run the prior's N steps unless the preset says other
     python benchmarks/fast_settings.py --tasks ct-sparse-view --setting start_sigma --values 0.1,0.2,0.4
     python benchmarks/fast_settings.py --method dps --tasks ct-limited-angle --setting zeta --values 0.3,3
     python benchmarks/fast_settings.py --tasks ct-many-view --views 90 --setting eta --values 0.5,2
-    python benchmarks/fast_settings.py --tasks ct-sparse-view --values 100,200 --beyond-budget
+    python benchmarks/fast_settings.py --tasks ct-sparse-view --values 100,200 --beyond-budget -o runs/steps.md
     python benchmarks/fast_settings.py --quick          # 1 slice at 64², checks the script
 """
 
@@ -136,7 +136,7 @@ def entry_provenance(task: str, method: str) -> dict:
 def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str,
                      beyond_budget: bool = False) -> list:
     """The comma-separated ``--values`` of ``method``'s ``setting``, typed and checked against its
-    search space (``beyond_budget``: the fast sampler's steps with no upper bound)."""
+    search space (``beyond_budget``: steps, the fast sampler's only, with no upper bound)."""
     if setting not in tuning.SEARCH_SPACES[method]:
         parser.error(f"--setting {setting}: {method} has {', '.join(sorted(tuning.SEARCH_SPACES[method]))}")
     kind, low, high = tuning.SEARCH_SPACES[method][setting]
@@ -148,7 +148,8 @@ def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str,
     except ValueError:
         parser.error(f"--values {text}: {setting} takes comma-separated {cast.__name__} values")
     if any(not low <= v <= high for v in values):
-        parser.error(f"--values {text}: each {setting} must lie between {low} and {high}")
+        bounds = f"be at least {low}" if high == float("inf") else f"lie between {low} and {high}"
+        parser.error(f"--values {text}: each {setting} must {bounds}")
     return values
 
 
@@ -206,6 +207,8 @@ def main(argv=None) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="results file (default benchmarks/results/<method>_<setting>.md)")
     args = p.parse_args(argv)
+    if args.beyond_budget and (args.method, args.setting) != ("fast", "steps"):
+        p.error("--beyond-budget applies to the fast sampler's --setting steps only")
     if args.beyond_budget and args.write_presets:
         p.error("--beyond-budget measures steps no preset may take: leave out --write-presets")
     if args.views and args.write_presets:

@@ -1,6 +1,5 @@
 """benchmarks/fast_settings.py keeps, in a task's preset of a sampler, the value of highest validation PSNR."""
 
-import argparse
 import json
 
 import pytest
@@ -84,7 +83,8 @@ def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monk
     (["--method", "dps", "--setting", "zeta"], "--setting zeta needs --values"),
     (["--method", "dps", "--setting", "zeta", "--values", "20"], "between 0.01 and 10.0"),
     (["--values", "200", "--beyond-budget", "--write-presets", "x"], "leave out --write-presets"),
-    (["--setting", "eta", "--values", "5", "--beyond-budget"], "between 0.0 and 4.0"),
+    (["--setting", "eta", "--values", "5", "--beyond-budget"], "the fast sampler's --setting steps only"),
+    (["--values", "2", "--beyond-budget"], "each steps must be at least 4"),
 ])
 def test_bad_values_are_one_line_errors(capsys, argv, message):
     script = load_benchmark("fast_settings")
@@ -93,12 +93,13 @@ def test_bad_values_are_one_line_errors(capsys, argv, message):
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_steps_beyond_the_budget_are_measured_only_when_asked():
+def test_steps_beyond_the_budget_are_measured_only_when_asked(tmp_path, monkeypatch):
     script = load_benchmark("fast_settings")
-    parser = argparse.ArgumentParser()
-    assert script.candidate_values(parser, "fast", "steps", "100,200", beyond_budget=True) == [100, 200]
-    with pytest.raises(SystemExit):
-        script.candidate_values(parser, "fast", "steps", "100")
+    swept = []
+    monkeypatch.setattr(script, "measure", lambda task, setting, values, args: swept.append(values) or ({}, {}, {}))
+    monkeypatch.setattr(script, "table", lambda measured, args: "")
+    script.main(["--tasks", "ct-sparse-view", "--values", "100,200", "--beyond-budget", "-o", str(tmp_path / "t.md")])
+    assert swept == [[100, 200]]
 
 
 @pytest.mark.parametrize("task, views, message", [
