@@ -106,7 +106,7 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
     (``scorerecon tune --calibrate-std`` fits it again).  An entry the task takes from its
     fallback's preset becomes its own, the fallback's provenance nested under ``settings_from``."""
     best = max(results, key=lambda value: results[value]["psnr"])
-    provenance = entry_provenance(task, method)
+    provenance = tuning.entry_provenance(task, method)
     entry = {**preset, setting: best}
     if best != settings_for(method, task, {}).get(setting) and "std_scale" in entry:
         del entry["std_scale"]
@@ -119,18 +119,6 @@ def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str,
         "date": time.strftime("%Y-%m-%d")}
     tuning.save_preset(task, method, entry, provenance, folder)
     return best
-
-
-def entry_provenance(task: str, method: str) -> dict:
-    """The provenance of ``method``'s entry in ``task``'s preset; where the entry is another
-    task's (:func:`tuning.preset_task`, the fallback), that one nested under ``settings_from``,
-    less its std calibration (the copy drops the std scale)."""
-    owner = tuning.preset_task(task, method)
-    tuned = dict(tuning.load_preset(owner).get("tuned", {}).get(method, {}))
-    if owner == task:
-        return tuned
-    tuned.pop("std_calibration", None)
-    return {"settings_from": {"task": owner, "tuned": tuned}}
 
 
 def candidate_values(parser: argparse.ArgumentParser, method: str, setting: str, text: str,

@@ -294,6 +294,19 @@ def test_a_task_falls_back_to_its_parent_preset_method_by_method(tmp_path, monke
     assert "song" not in tuned or tuned["song"] == {}  # not the fallback's record of another entry
 
 
+def test_calibrating_an_entry_taken_from_the_fallback_names_where_its_settings_came_from(tmp_path, monkeypatch):
+    """--calibrate-std of ct-many-view's inherited fast entry saves it as ct-many-view's own, the
+    23-view record nested under settings_from without the 23-view std calibration."""
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(tuning, "preset_dirs", lambda: [shipped])
+    tuning.save_preset("ct-sparse-view", "fast", {"eta": 4.0, "std_scale": 2.3},
+                       {"trials": 5, "std_calibration": {"cases": 2}}, shipped)
+    settings, provenance = tuning.preset_to_calibrate("ct-many-view", "fast", str(tmp_path / "empty"))
+    assert settings == {"eta": 4.0, "std_scale": 2.3}
+    assert provenance == {"settings_from": {"task": "ct-sparse-view", "tuned": {"trials": 5}}}
+    assert tuning.preset_to_calibrate("ct-sparse-view", "fast", None)[1] == {"trials": 5, "std_calibration": {"cases": 2}}
+
+
 def test_user_presets_override_shipped_ones_method_by_method(tmp_path, monkeypatch):
     user, shipped = tmp_path / "user", tmp_path / "shipped"
     monkeypatch.setattr(tuning, "preset_dirs", lambda: [user, shipped])

@@ -169,6 +169,18 @@ def preset_task(task: str, method: str) -> str:
     return task
 
 
+def entry_provenance(task: str, method: str) -> dict:
+    """The provenance to save with ``method``'s entry as ``task``'s own: the entry's record, or,
+    where the entry is the fallback's (:func:`preset_task`), that record nested under
+    ``settings_from``, less its std calibration (fitted on the fallback's cases)."""
+    owner = preset_task(task, method)
+    tuned = dict(load_preset(owner).get("tuned", {}).get(method, {}))
+    if owner == task:
+        return tuned
+    tuned.pop("std_calibration", None)
+    return {"settings_from": {"task": owner, "tuned": tuned}}
+
+
 def _read_preset(path: Path) -> dict | None:
     """The preset stored at ``path`` (None when there is none); a malformed one is a UserError."""
     if not path.is_file():
@@ -510,10 +522,12 @@ def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict
 def preset_to_calibrate(task: str, method: str, output: str | None) -> tuple[dict, dict]:
     """The settings and provenance of ``method``'s preset for ``task`` that ``--calibrate-std``
     fits and writes back: those of the preset in ``output`` where it has the method (the scale
-    must fit the settings stored beside it), else those in effect (:func:`load_preset`)."""
+    must fit the settings stored beside it), else those in effect (:func:`load_preset`; an entry
+    taken from the task's fallback keeps its record as :func:`entry_provenance` nests it)."""
     there = preset_file(task, output)[1] if output is not None else None
-    source = there if there and method in there.get("methods", {}) else load_preset(task)
-    return dict(source.get("methods", {}).get(method, {})), dict(source.get("tuned", {}).get(method, {}))
+    if there and method in there.get("methods", {}):
+        return dict(there["methods"][method]), dict(there.get("tuned", {}).get(method, {}))
+    return dict(load_preset(task).get("methods", {}).get(method, {})), entry_provenance(task, method)
 
 
 def run_calibrate_std(task: str, method: str, *, prior: str | None, slices: int = 4, cases_dir: str | None = None,
