@@ -42,7 +42,8 @@ def _add_simulate(sub) -> None:
 
     mri = kinds.add_parser("mri", help="MRI: under-sampled single- or multi-coil k-space")
     mri.add_argument("image", help="magnitude image: NIfTI, NRRD, DICOM, .npy or .png")
-    mri.add_argument("-o", "--output", required=True, help="measurement file to write (.h5, fastMRI layout)")
+    mri.add_argument("-o", "--output", required=True,
+                     help="measurement file to write: .h5 (fastMRI layout) or .cfl (BART k-space only)")
     mri.add_argument("--mask", default="equispaced",
                      choices=["equispaced", "random", "gaussian1d", "gaussian2d", "uniform2d", "poisson", "radial"])
     mri.add_argument("--acceleration", type=float, default=4.0)
@@ -74,9 +75,10 @@ def _run_simulate_mri(args) -> None:
 # --------------------------------------------------------------------------- reconstruct
 def _add_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct an image from a measurement file")
-    p.add_argument("measurement", help="file from 'scorerecon simulate', a fastMRI .h5 file or Siemens twix .dat")
+    p.add_argument("measurement", help="file from 'scorerecon simulate', a fastMRI .h5 file, Siemens twix .dat "
+                   "or BART k-space .cfl")
     p.add_argument("-o", "--output", required=True,
-                   help="output: .npy, .nii.gz, .nrrd, .png, or a folder for a DICOM series")
+                   help="output: .npy, .nii.gz, .nrrd, .png, .cfl (BART), or a folder for a DICOM series")
     p.add_argument("--method", default=None,
                    help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI), "
                         "score|song|chung|langevin|guidance|dps|fast (score-based, both); "

@@ -2,8 +2,9 @@
 
 Formats: a DICOM file (single- or multi-frame), a DICOM series folder, NIfTI (``.nii``,
 ``.nii.gz``), NRRD (``.nrrd``, 3D Slicer / ITK), NumPy (``.npy``; ``.npz`` holding ``image`` and
-optionally ``scale`` — values are image · scale —, ``spacing``, ``modality``, ``source``) and PNG
-(8- or 16-bit grey).  Every reader returns an :class:`Image`: float32 array, (H, W) or a volume
+optionally ``scale`` — values are image · scale —, ``spacing``, ``modality``, ``source``), PNG
+(8- or 16-bit grey) and BART's ``.cfl``/``.hdr`` pairs (:mod:`scorerecon.data.cfl`; named by the
+``.cfl``, read as stored with no spacing, orientation or modality, written likewise).  Every reader returns an :class:`Image`: float32 array, (H, W) or a volume
 (slices, H, W), with spacing in mm per array axis.  Leading axes of length 1 are dropped
 ((1, 1, H, W) tensors saved with NumPy read as (H, W)); complex arrays are read as magnitude.
 
@@ -60,8 +61,8 @@ from . import dicom
 from .intensity import hu_to_unit
 from .orientation import closest_lps, flip_in_plane
 
-READ_FORMATS = "DICOM file or series folder, .nii, .nii.gz, .nrrd, .npy, .npz or .png"
-WRITE_FORMATS = ".npy, .nii, .nii.gz, .nrrd, .png, or a folder (no extension) for a DICOM series"
+READ_FORMATS = "DICOM file or series folder, .nii, .nii.gz, .nrrd, .npy, .npz, .png or .cfl (BART)"
+WRITE_FORMATS = ".npy, .nii, .nii.gz, .nrrd, .png, .cfl (BART), or a folder (no extension) for a DICOM series"
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _read_any(path: Path) -> Image:
     if path.is_dir():
         return _read_dicom_series(path)
     readers = {".nii": _read_nifti, ".nii.gz": _read_nifti, ".nrrd": _read_nrrd, ".npy": _read_npy,
-               ".npz": _read_npz, ".png": _read_png,
+               ".npz": _read_npz, ".png": _read_png, ".cfl": _read_cfl,
                ".dcm": _read_dicom_file, ".ima": _read_dicom_file, "": _read_dicom_file}
     reader = readers.get(image_suffix(path))
     if reader is None:
@@ -296,6 +297,11 @@ def _read_npy(path: Path) -> Image:
     except (ValueError, OSError) as err:
         raise UserError(f"{path} is not a readable .npy array ({err}): save it with numpy.save") from None
     return Image(array, None, None, None, {"format": "npy"})
+
+
+def _read_cfl(path: Path) -> Image:
+    from .cfl import image_from_cfl, read_cfl
+    return Image(image_from_cfl(read_cfl(path), path), None, None, None, {"format": "cfl"})
 
 
 def _read_npz(path: Path) -> Image:
@@ -453,5 +459,12 @@ def _write_dicom(path: Path, volume: np.ndarray, spacing, reference, modality) -
         dicom.write_series(tmp, vol3, spacing3, reference, modality)
 
 
+def _write_cfl(path: Path, volume: np.ndarray, spacing, modality) -> None:
+    """BART's pair NAME.hdr + NAME.cfl (:mod:`scorerecon.data.cfl`): the values as complex64, with
+    no spacing and no modality (the format has neither)."""
+    from .cfl import image_to_cfl, write_cfl
+    write_cfl(path, image_to_cfl(volume))
+
+
 _WRITERS = {".npy": _write_npy, ".nii": _write_nifti, ".nii.gz": _write_nifti, ".nrrd": _write_nrrd,
-            ".png": _write_png}
+            ".png": _write_png, ".cfl": _write_cfl}

@@ -13,7 +13,8 @@ Layout (``format = "scorerecon-measurement"``, ``version = 1``)::
     /extras/NAME           optional arrays (metal_mask, sensitivity_maps, ...)
 
 fastMRI files (a top-level ``kspace`` dataset) are recognised and read by
-:mod:`scorerecon.data.fastmri` instead.
+:mod:`scorerecon.data.fastmri` instead; Siemens twix (``.dat``) by :mod:`scorerecon.data.twix`
+and BART k-space (``.cfl``) by :mod:`scorerecon.data.cfl`.
 """
 
 from __future__ import annotations
@@ -116,18 +117,22 @@ def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
 
 
 def read_measurement(path: str | os.PathLike) -> Measurement:
-    """Read a scorerecon measurement file, a fastMRI file or Siemens twix raw data, and validate it."""
+    """Read a scorerecon measurement file, a fastMRI file, Siemens twix raw data or BART k-space
+    (``.cfl``), and validate it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"measurement file {path} does not exist: check the path")
     if path.name.lower().endswith((".dat", ".dat.gz")):
         from .twix import read_twix  # Siemens raw data
         return read_twix(path).validate()
+    if path.suffix.lower() == ".cfl":
+        from .cfl import read_cfl_measurement  # BART k-space
+        return read_cfl_measurement(path)
     try:
         f = h5py.File(path, "r")
     except OSError:
-        raise UserError(f"{path} is not an HDF5 file: pass a file written by 'scorerecon simulate' "
-                        "or a fastMRI .h5 file") from None
+        raise UserError(f"{path} is not an HDF5 file: pass a file written by 'scorerecon simulate', "
+                        "a fastMRI .h5 file, Siemens twix .dat or BART k-space .cfl") from None
     with f:
         if f.attrs.get("format") != FORMAT:
             if "kspace" in f or "ismrmrd_header" in f:

@@ -161,7 +161,7 @@ def _espirit_bart(kspace: np.ndarray, calib_shape: tuple[int, int], threshold: f
     region = f"{calib_shape[0]}:{calib_shape[1]}:1"
     maps = bart.run(["ecalib", "-m1", "-r", region, "-k", f"{kernel_width}:{kernel_width}:1", "-t", str(threshold),
                      "-c", str(crop), "kspace", "maps"], {"kspace": bart.kspace_to_bart(kspace)}, "maps")
-    return bart.maps_from_bart(maps, kspace.shape[0]).astype(np.complex64)
+    return bart.kspace_from_bart(maps).astype(np.complex64)
 
 
 def check_maps(maps: np.ndarray, kspace_shape) -> np.ndarray:

@@ -9,17 +9,21 @@ The forward model (REFERENCE.md, section 1; Chung & Ye 2022 for the synthetic ph
 with F the centred orthonormal FFT, S_c birdcage sensitivities normalised to Σ_c |S_c|² = 1 (so
 the root-sum-of-squares of the coil images is exactly |u|), S = 1 for a single coil, and σ the
 ``noise`` level relative to the image peak.  The ground truth is the magnitude m in the input's
-units; the measurement file is a fastMRI file (see :mod:`scorerecon.data.fastmri`).
+units; the measurement file is a fastMRI file (see :mod:`scorerecon.data.fastmri`), or BART's
+k-space pair (``.cfl``), which keeps the k-space only (no truth, maps or pixel size).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import check_output_file
+from ..data.cfl import kspace_to_bart, write_cfl
 from ..data.fastmri import ismrmrd_header, write_fastmri
 from ..data.measurement import Measurement
 from ..errors import UserError
@@ -104,14 +108,27 @@ def simulate_mri_file(image_path: str | os.PathLike, output: str | os.PathLike, 
                       acceleration: float = 4.0, center_fraction: float = 0.08, coils: int = 1,
                       noise: float = 0.0, real: bool = False, seed: int = 0,
                       slice_index: int | None = None) -> Measurement:
-    """``scorerecon simulate mri``: read a magnitude slice, simulate, write a fastMRI-layout file."""
+    """``scorerecon simulate mri``: read a magnitude slice, simulate, write a fastMRI-layout file
+    (``.h5``) or the k-space alone as BART's pair (``.cfl``, :mod:`scorerecon.data.cfl`)."""
     from ..data.io import read_slice
     from ..data.measurement import check_measurement_output
-    check_measurement_output(output)
+    suffix = Path(output).suffix.lower()
+    if suffix not in (".h5", ".cfl"):
+        raise UserError(f"{output}: an MRI measurement is written as .h5 (fastMRI layout) or .cfl "
+                        "(BART's k-space pair): give it one of these extensions")
+    bart_pair = suffix == ".cfl"
+    if bart_pair:
+        check_output_file(output)
+        check_output_file(Path(output).with_suffix(".hdr"))
+    else:
+        check_measurement_output(output)
     image = read_slice(image_path, slice_index)
     spacing = tuple(image.spacing[-2:]) if image.spacing is not None else (1.0, 1.0)
     meas = simulate_mri(image.array, mask=mask, acceleration=acceleration, center_fraction=center_fraction,
                         coils=coils, noise=noise, real=real, seed=seed, pixel_size=spacing)
     meas.attrs["source_image"] = os.path.basename(str(image_path))
-    write_simulated_mri(output, meas)
+    if bart_pair:
+        write_cfl(output, kspace_to_bart(meas.data))
+    else:
+        write_simulated_mri(output, meas)
     return meas
