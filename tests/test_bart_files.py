@@ -11,7 +11,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
 from scorerecon.cli import main
-from scorerecon.data.cfl import kspace_to_bart, read_cfl, read_cfl_measurement, write_cfl
+from scorerecon.data.cfl import kspace_from_bart, kspace_to_bart, read_cfl, read_cfl_measurement, write_cfl
 from scorerecon.data.io import read_image, write_image
 from scorerecon.data.measurement import read_measurement
 from scorerecon.data.samples import samples_dir
@@ -37,10 +37,27 @@ def test_a_pair_holds_complex64_in_column_major_order_with_sixteen_dimensions(tm
     np.testing.assert_array_equal(read_cfl(tmp_path / "k.cfl"), array)
 
 
+def test_kspace_axes_map_to_bart_read_phase_and_coil():
+    kspace = np.random.default_rng(1).standard_normal((3, 5, 4)).astype(np.complex64)
+    theirs = kspace_to_bart(kspace)
+    assert theirs.shape == (5, 4, 1, 3) and theirs[2, 1, 0, 0] == kspace[0, 2, 1] and theirs[4, 3, 0, 2] == kspace[2, 4, 3]
+    np.testing.assert_array_equal(kspace_from_bart(theirs), kspace)
+    np.testing.assert_array_equal(kspace_from_bart(theirs[:, :, 0, :1].reshape(5, 4)), kspace[:1])  # one coil
+
+
+def test_a_pair_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    def fails(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr("pathlib.Path.write_text", fails)
+    with pytest.raises(OSError):
+        write_cfl(tmp_path / "k.cfl", np.ones((4, 4), np.complex64))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("shape", [(12, 10), (3, 12, 10)])
 def test_images_round_trip_as_bart_pairs(tmp_path, shape):
-    image = np.random.default_rng(0).random(shape).astype(np.float32)
-    write_image(tmp_path / "img.cfl", image)
+    image = (np.random.default_rng(0).random(shape) * 3000 - 1000).astype(np.float32)  # HU: signs kept
+    write_image(tmp_path / "img.cfl", image, modality="ct")
     back = read_image(tmp_path / "img.cfl")
     np.testing.assert_array_equal(back.array, image)
     assert back.spacing is None and back.modality is None
@@ -74,7 +91,7 @@ def test_bart_kspace_reconstructs_like_the_simulated_file(tmp_path):
 
 
 @pytest.mark.skipif(not (bart.available() and TWIX_SAMPLE.is_file()), reason="needs BART and the twix sample")
-def test_bart_twixread_of_the_real_scan_equals_the_twix_reader_and_reconstructs(tmp_path, capsys):
+def test_bart_twixread_of_the_real_scan_equals_the_twix_reader_and_reconstructs(tmp_path):
     (tmp_path / "scan.dat").write_bytes(gzip.decompress(TWIX_SAMPLE.read_bytes()))
     # BART keeps the 2x read-out oversampling that our reader removes: crop it in image space
     for command in (["twixread", "-A", "scan.dat", "k"], ["fft", "-u", "-i", "1", "k", "i"],
@@ -85,6 +102,7 @@ def test_bart_twixread_of_the_real_scan_equals_the_twix_reader_and_reconstructs(
     # BART's unitary FFTs of 320 and then 160 read-out samples scale k-space by sqrt(320 / 160)
     # against twixtools' removal of the oversampling, which keeps the image's values
     np.testing.assert_allclose(from_bart.data / np.sqrt(2), twix.data, atol=1e-6 * np.abs(twix.data).max())
+    np.testing.assert_array_equal(from_bart.mask, twix.mask)
     full = reconstruct(from_bart, "zero-filled").image
     lines = np.zeros(160, bool)
     lines[::4] = lines[72:88] = True
@@ -108,19 +126,35 @@ def _one_line_error(argv, capsys) -> str:
 def test_bad_pairs_are_one_line_errors_and_leave_no_output(tmp_path, capsys):
     out = str(tmp_path / "r.npy")
     write_cfl(tmp_path / "vol.cfl", np.ones((8, 8, 2, 2), np.complex64))
-    assert "bart slice" in _one_line_error(["reconstruct", str(tmp_path / "vol.cfl"), "-o", out], capsys)
+    err = _one_line_error(["reconstruct", str(tmp_path / "vol.cfl"), "-o", out], capsys)
+    assert "PHS2" in err and "bart slice" in err and "bart fft -u -i 4" in err
+    write_cfl(tmp_path / "echoes.cfl", np.ones((8, 8, 1, 2, 1, 3), np.complex64))
+    err = _one_line_error(["reconstruct", str(tmp_path / "echoes.cfl"), "-o", out], capsys)
+    assert "of TE first" in err and "fft" not in err
     write_cfl(tmp_path / "short.cfl", np.ones((8, 8), np.complex64))
     (tmp_path / "short.cfl").write_bytes((tmp_path / "short.cfl").read_bytes()[:-8])
     assert "truncated" in _one_line_error(["reconstruct", str(tmp_path / "short.cfl"), "-o", out], capsys)
     (tmp_path / "nohdr.cfl").write_bytes(b"\0" * 64)
-    assert "NAME.hdr" in _one_line_error(["reconstruct", str(tmp_path / "nohdr.cfl"), "-o", out], capsys)
+    assert "nohdr.hdr does not exist" in _one_line_error(["reconstruct", str(tmp_path / "nohdr.cfl"), "-o", out], capsys)
+    write_cfl(tmp_path / "nocfl.cfl", np.ones((8, 8), np.complex64))
+    (tmp_path / "nocfl.cfl").unlink()
+    assert "does not exist" in _one_line_error(["reconstruct", str(tmp_path / "nocfl.cfl"), "-o", out], capsys)
     (tmp_path / "bad.cfl").write_bytes(b"\0" * 64)
     (tmp_path / "bad.hdr").write_text("# Dims\n8 1\n")
     assert "Dimensions" in _one_line_error(["reconstruct", str(tmp_path / "bad.cfl"), "-o", out], capsys)
+    (tmp_path / "zero.hdr").write_text("# Dimensions\n8 0\n")
+    (tmp_path / "zero.cfl").write_bytes(b"")
+    assert "positive" in _one_line_error(["reconstruct", str(tmp_path / "zero.cfl"), "-o", out], capsys)
     write_cfl(tmp_path / "maps.cfl", np.ones((8, 8, 1, 2, 2), np.complex64))
-    with pytest.raises(UserError, match="pick one coil or map"):
+    with pytest.raises(UserError, match="one entry of COIL, MAPS"):
         read_image(tmp_path / "maps.cfl")
     assert not (tmp_path / "r.npy").exists()
+    # an output pair whose header cannot be written is refused before the reconstruction
+    write_cfl(tmp_path / "k.cfl", np.ones((8, 8), np.complex64))
+    (tmp_path / "r.hdr").mkdir()
+    assert "is a folder" in _one_line_error(["reconstruct", str(tmp_path / "k.cfl"), "-o", str(tmp_path / "r.cfl")],
+                                            capsys)
+    assert not (tmp_path / "r.cfl").exists()
 
 
 def test_simulate_writes_bart_kspace_that_reconstructs_like_its_hdf5_twin(tmp_path, capsys):

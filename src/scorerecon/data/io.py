@@ -3,8 +3,8 @@
 Formats: a DICOM file (single- or multi-frame), a DICOM series folder, NIfTI (``.nii``,
 ``.nii.gz``), NRRD (``.nrrd``, 3D Slicer / ITK), NumPy (``.npy``; ``.npz`` holding ``image`` and
 optionally ``scale`` — values are image · scale —, ``spacing``, ``modality``, ``source``), PNG
-(8- or 16-bit grey) and BART's ``.cfl``/``.hdr`` pairs (:mod:`scorerecon.data.cfl`; named by the
-``.cfl``, read as stored with no spacing, orientation or modality, written likewise).  Every reader returns an :class:`Image`: float32 array, (H, W) or a volume
+(8- or 16-bit grey) and BART's ``.cfl``/``.hdr`` pairs (:mod:`scorerecon.data.cfl`; named by
+the ``.cfl``, read as stored with no spacing, orientation or modality, written likewise).  Every reader returns an :class:`Image`: float32 array, (H, W) or a volume
 (slices, H, W), with spacing in mm per array axis.  Leading axes of length 1 are dropped
 ((1, 1, H, W) tensors saved with NumPy read as (H, W)); complex arrays are read as magnitude.
 
@@ -365,6 +365,9 @@ def check_image_output(path: str | os.PathLike) -> Path:
         if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
             raise UserError(f"output folder {path} exists and holds other files: "
                             "choose a new folder for the DICOM series")
+    elif suffix == ".cfl":
+        from .cfl import check_cfl_output
+        check_cfl_output(path)
     elif suffix in _WRITERS:
         check_output_file(path)
     else:

@@ -64,6 +64,22 @@ class Measurement:
         return self
 
 
+def raw_kspace_measurement(kspace: np.ndarray, mask: np.ndarray, attrs: dict[str, Any],
+                           geometry: dict[str, Any] | None = None) -> Measurement:
+    """Acquired k-space (coils, H, W) without a ground truth (twix, BART) as a validated MRI
+    ``Measurement``: the output grid is the k-space's, and ``intensity_scale`` the peak of the
+    zero-filled root-sum-of-squares image (1 when that is 0)."""
+    import torch
+
+    from ..operators.coils import rss
+    from ..operators.mri import ifft2c
+    shape = list(kspace.shape[1:])
+    peak = float(rss(ifft2c(torch.from_numpy(kspace)), dim=0).max())
+    geometry = {"image_shape": shape, "output_shape": shape, "coils": int(kspace.shape[0]), **(geometry or {})}
+    attrs = {**attrs, "intensity_scale": peak if peak > 0 else 1.0}
+    return Measurement(modality="mri", data=kspace, mask=mask, geometry=geometry, attrs=attrs).validate()
+
+
 def _write_dict(group: h5py.Group, values: dict[str, Any]) -> None:
     for key, value in values.items():
         if value is None:

@@ -26,12 +26,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import UserError
-from ..operators.coils import rss
-from ..operators.mri import ifft2c
-from .measurement import Measurement
+from .measurement import Measurement, raw_kspace_measurement
 
 KEPT_DIMS = ("Lin", "Cha", "Col")
 
@@ -56,13 +53,9 @@ def _read_plain(path: Path, slice_index: int | None, name: str) -> Measurement:
     kspace = np.ascontiguousarray(np.transpose(kspace, (1, 2, 0))).astype(np.complex64)
     lines = np.abs(kspace).sum(axis=(0, 1)) > 0
     mask = np.broadcast_to(lines[None, :], kspace.shape[1:]).astype(np.uint8)
-    shape = list(kspace.shape[1:])
-    geometry = {"image_shape": shape, "output_shape": shape, "coils": int(kspace.shape[0])}
-    geometry.update(_pixel_size(header, shape))
-    peak = float(rss(ifft2c(torch.from_numpy(kspace)), dim=0).max())
-    attrs = {"source": "twix", "source_file": name, "intensity_scale": peak if peak > 0 else 1.0,
+    attrs = {"source": "twix", "source_file": name,
              "protocol": str(header.get("MeasYaps", {}).get("tProtocolName", "")), **selected}
-    return Measurement(modality="mri", data=kspace, mask=mask, geometry=geometry, attrs=attrs).validate()
+    return raw_kspace_measurement(kspace, mask, attrs, _pixel_size(header, kspace.shape[1:]))
 
 
 def _map_last_scan(path: Path):

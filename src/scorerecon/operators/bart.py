@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.cfl import kspace_from_bart, kspace_to_bart, read_cfl, write_cfl
+from ..errors import UserError
 
 __all__ = ["available", "kspace_from_bart", "kspace_to_bart", "run"]
 
@@ -39,4 +40,7 @@ def run(command: list[str], inputs: dict[str, np.ndarray], output: str) -> np.nd
                               env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         if done.returncode != 0:
             raise RuntimeError(f"bart {command[0]} failed: {done.stderr.strip() or done.stdout.strip()}")
-        return read_cfl(Path(folder) / output)
+        try:
+            return read_cfl(Path(folder) / output)
+        except UserError as err:  # BART's own output: not the user's mistake
+            raise RuntimeError(f"bart {command[0]} wrote an unreadable {output}: {err}") from None

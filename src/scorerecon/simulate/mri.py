@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import check_output_file
-from ..data.cfl import kspace_to_bart, write_cfl
+from ..data.cfl import check_cfl_output, kspace_to_bart, write_cfl
 from ..data.fastmri import ismrmrd_header, write_fastmri
 from ..data.measurement import Measurement
 from ..errors import UserError
@@ -118,8 +117,7 @@ def simulate_mri_file(image_path: str | os.PathLike, output: str | os.PathLike, 
                         "(BART's k-space pair): give it one of these extensions")
     bart_pair = suffix == ".cfl"
     if bart_pair:
-        check_output_file(output)
-        check_output_file(Path(output).with_suffix(".hdr"))
+        check_cfl_output(output)
     else:
         check_measurement_output(output)
     image = read_slice(image_path, slice_index)
