@@ -131,6 +131,8 @@ def test_bad_pairs_are_one_line_errors_and_leave_no_output(tmp_path, capsys):
     write_cfl(tmp_path / "echoes.cfl", np.ones((8, 8, 1, 2, 1, 3), np.complex64))
     err = _one_line_error(["reconstruct", str(tmp_path / "echoes.cfl"), "-o", out], capsys)
     assert "of TE first" in err and "fft" not in err
+    write_cfl(tmp_path / "line.cfl", np.ones(8, np.complex64))
+    assert "one BART dimension" in _one_line_error(["reconstruct", str(tmp_path / "line.cfl"), "-o", out], capsys)
     write_cfl(tmp_path / "short.cfl", np.ones((8, 8), np.complex64))
     (tmp_path / "short.cfl").write_bytes((tmp_path / "short.cfl").read_bytes()[:-8])
     assert "truncated" in _one_line_error(["reconstruct", str(tmp_path / "short.cfl"), "-o", out], capsys)

@@ -158,10 +158,13 @@ def read_cfl_measurement(path: str | os.PathLike):
     from .measurement import raw_kspace_measurement
     path = Path(path)
     array = read_cfl(path)
+    if array.ndim < 2:
+        raise UserError(f"{path.name} has one BART dimension, {list(array.shape)}: scorerecon reconstructs "
+                        "2-D k-space (READ, PHS1, 1, COIL)")
     extra = _extra_axes(array.shape, (READ, PHS1, COIL))
-    if array.ndim < 2 or extra:
+    if extra:
         raise UserError(f"{path.name} has BART dimensions {list(array.shape)}: scorerecon reconstructs "
-                        f"2-D k-space (READ, PHS1, 1, COIL); {_one_entry_advice(extra or ['READ'])}")
+                        f"2-D k-space (READ, PHS1, 1, COIL); {_one_entry_advice(extra)}")
     kspace = kspace_from_bart(array)
     mask = (np.abs(kspace) > 0).any(axis=0).astype(np.uint8)
     return raw_kspace_measurement(kspace, mask, {"source": "bart", "source_file": path.name})
