@@ -103,7 +103,6 @@ def write_cfl(path: str | os.PathLike, array: np.ndarray) -> None:
     if array.ndim > len(AXIS_NAMES):
         raise UserError(f"a BART array has at most {len(AXIS_NAMES)} axes, this one {array.ndim}")
     header, data_path = cfl_pair(path)
-    check_cfl_output(path)
     dims = list(array.shape) + [1] * (len(AXIS_NAMES) - array.ndim)
     with atomic_path(header, suffix=".hdr") as header_tmp, atomic_path(data_path, suffix=".cfl") as data_tmp:
         np.asarray(array, dtype="<c8").ravel(order="F").tofile(data_tmp)

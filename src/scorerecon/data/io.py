@@ -4,9 +4,10 @@ Formats: a DICOM file (single- or multi-frame), a DICOM series folder, NIfTI (``
 ``.nii.gz``), NRRD (``.nrrd``, 3D Slicer / ITK), NumPy (``.npy``; ``.npz`` holding ``image`` and
 optionally ``scale`` — values are image · scale —, ``spacing``, ``modality``, ``source``), PNG
 (8- or 16-bit grey) and BART's ``.cfl``/``.hdr`` pairs (:mod:`scorerecon.data.cfl`; named by
-the ``.cfl``, read as stored with no spacing, orientation or modality, written likewise).  Every reader returns an :class:`Image`: float32 array, (H, W) or a volume
-(slices, H, W), with spacing in mm per array axis.  Leading axes of length 1 are dropped
-((1, 1, H, W) tensors saved with NumPy read as (H, W)); complex arrays are read as magnitude.
+the ``.cfl``, read as stored with no spacing, orientation or modality, written likewise).
+Every reader returns an :class:`Image`: float32 array, (H, W) or a volume (slices, H, W), with
+spacing in mm per array axis.  Leading axes of length 1 are dropped ((1, 1, H, W) tensors saved
+with NumPy read as (H, W)); complex arrays are read as magnitude.
 
 Orientation.  Every reader returns the layout of a DICOM axial series (ImageOrientationPatient
 1,0,0,0,1,0): slices inferior first, rows anterior → posterior, columns from the patient's right

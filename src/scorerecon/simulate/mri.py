@@ -111,22 +111,17 @@ def simulate_mri_file(image_path: str | os.PathLike, output: str | os.PathLike, 
     (``.h5``) or the k-space alone as BART's pair (``.cfl``, :mod:`scorerecon.data.cfl`)."""
     from ..data.io import read_slice
     from ..data.measurement import check_measurement_output
-    suffix = Path(output).suffix.lower()
-    if suffix not in (".h5", ".cfl"):
+    writers = {".h5": (check_measurement_output, write_simulated_mri),
+               ".cfl": (check_cfl_output, lambda path, meas: write_cfl(path, kspace_to_bart(meas.data)))}
+    if Path(output).suffix.lower() not in writers:
         raise UserError(f"{output}: an MRI measurement is written as .h5 (fastMRI layout) or .cfl "
                         "(BART's k-space pair): give it one of these extensions")
-    bart_pair = suffix == ".cfl"
-    if bart_pair:
-        check_cfl_output(output)
-    else:
-        check_measurement_output(output)
+    check_output, write = writers[Path(output).suffix.lower()]
+    check_output(output)
     image = read_slice(image_path, slice_index)
     spacing = tuple(image.spacing[-2:]) if image.spacing is not None else (1.0, 1.0)
     meas = simulate_mri(image.array, mask=mask, acceleration=acceleration, center_fraction=center_fraction,
                         coils=coils, noise=noise, real=real, seed=seed, pixel_size=spacing)
     meas.attrs["source_image"] = os.path.basename(str(image_path))
-    if bart_pair:
-        write_cfl(output, kspace_to_bart(meas.data))
-    else:
-        write_simulated_mri(output, meas)
+    write(output, meas)
     return meas
