@@ -9,7 +9,17 @@ method; the table names it.  Writes a Markdown table and a figure
 (PSNR against the number of measurements).
 
     python benchmarks/generalisation.py                 # -> benchmarks/results/generalisation.{md,png}
+    python benchmarks/generalisation.py --rows benchmarks/results/rows_generalisation   # resumable
     python benchmarks/generalisation.py --quick --prior-ct P --prior-mri P
+
+``--rows DIR`` keeps each score-based row (one slice at one setting, named e.g.
+``ct-23-views__ct-head-0__fast.json``) as a JSON file under the reuse key of ``score_methods.py
+--rows``: the setting and slice, the prior's weights by digest, size, threads, steps, K, seed and
+the method's resolved settings, preset included.  A rerun after one preset changed measures again
+only the settings that preset runs, and a stopped run resumes; the table names the commit and date
+of each reused row.  The classical baselines are always measured again.  Give the sweep a folder
+of its own (``mri-8x-equispaced`` is also a task name of ``score_methods.py``), and delete it after
+changing a sampler's code (the key cannot see code).
 """
 
 from __future__ import annotations
@@ -20,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from score_methods import (RESULTS, best_over_slices, classical_rows, evaluation_images, run, sampler, signed_db,
-                           simulate)
+from score_methods import (RESULTS, best_over_slices, check_methods, classical_rows, evaluation_images, measured_row,
+                           row_key, sampler, signed_db, simulate, split_k_suffix)
 from scorerecon.atomic import atomic_path
 from scorerecon.solvers.tuning import preset_task, task_of
 
@@ -36,27 +46,44 @@ def settings(modality: str, value: float) -> dict:
     return dict(mask="equispaced", acceleration=float(value))
 
 
+def setting_name(modality: str, value: float) -> str:
+    """The name of one measurement setting in the stored rows: ``ct-23-views``, ``mri-4x-equispaced``."""
+    return f"ct-{value:g}-views" if modality == "ct" else f"mri-{value:g}x-equispaced"
+
+
+def score_row(meas, name: str, setting: str, prior: str, args) -> tuple[dict, str | None]:
+    """The score-based row of one slice at one setting, and where it was reused from (None when
+    measured now, and then stored in ``args.rows``)."""
+    options = dict(prior=prior, steps=args.steps, samples=split_k_suffix(args.method)[1], seed=0)
+    key = row_key(args, meas, setting, name, args.method, options)
+    row, stored = measured_row(Path(args.rows) if args.rows else None, key, meas, options)
+    return row, stored and f"{setting} {name} ({stored['commit']}, {stored['date']})"
+
+
 def sweep(modality: str, values, args) -> dict[float, dict]:
     """{value: {"score": (PSNR, method), "classical": (PSNR, best method), "preset": the task whose
-    preset entry ran (:func:`preset_task` of the measurement's task)}}, means over slices."""
+    preset entry ran (:func:`preset_task` of the measurement's task), "reused": the stored rows
+    reused}}, means over slices."""
     prior = args.prior_ct if modality == "ct" else args.prior_mri
     images = evaluation_images(modality, args.size, args.slices)
     out = {}
     for value in values:
         options = settings(modality, value)
-        score_psnr, classical, presets = [], [], set()
-        for _, image, pixel in images:
+        score_psnr, classical, presets, reused = [], [], set(), []
+        for name, image, pixel in images:
             meas = simulate(modality, image, pixel, options)
             task = task_of(meas)
             presets.add(preset_task(task, sampler(args.method)))
             classical.append(classical_rows(meas, task))
-            score_psnr.append(run(meas, args.method, prior=prior, steps=args.steps, seed=0, progress=False)["psnr"])
+            row, source = score_row(meas, name, setting_name(modality, value), prior, args)
+            score_psnr.append(row["psnr"])
+            reused += [source] if source else []
         best, rows = best_over_slices(classical)
         out[value] = {"score": (float(np.mean(score_psnr)), args.method),
                       "classical": (float(np.mean([r["psnr"] for r in rows])), best),
-                      "preset": ", ".join(sorted(presets))}
-        print(f"{modality} {value:g} ({out[value]['preset']}): {args.method} {out[value]['score'][0]:.2f} dB, "
-              f"best classical ({best}) {out[value]['classical'][0]:.2f} dB", flush=True)
+                      "preset": ", ".join(sorted(presets)), "reused": reused}
+        print(f"{modality} {value:g} ({out[value]['preset']}): {args.method} {out[value]['score'][0]:.2f} dB"
+              f"{f' ({len(reused)} rows reused)' if reused else ''}, best classical ({best}) {out[value]['classical'][0]:.2f} dB", flush=True)
     return out
 
 
@@ -72,6 +99,9 @@ def table(ct: dict, mri: dict, args) -> str:
             gain = row["score"][0] - row["classical"][0]
             lines.append(f"| {label} | {value:g} {unit} | {row['preset']} | {row['score'][0]:.2f} | "
                          f"{row['classical'][0]:.2f} ({row['classical'][1]}) | {signed_db(gain)} |")
+    reused = [source for rows in (ct, mri) for row in rows.values() for source in row["reused"]]
+    if reused:
+        lines += ["", f"Score-based rows reused from {args.rows} (commit, date measured): " + "; ".join(reused) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -105,9 +135,12 @@ def main(argv=None) -> None:
     p.add_argument("--slices", type=int, default=None)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", default=None,
+                   help="folder keeping each measured score-based row; a rerun reuses rows whose settings match")
     p.add_argument("-o", "--output", default=str(RESULTS / "generalisation.md"),
                    help="Markdown table; the figure goes beside it (.png)")
     args = p.parse_args(argv)
+    check_methods(p, [args.method])
     views, accelerations = CT_VIEWS, MRI_ACCELERATIONS
     if args.quick:
         args.slices, args.size, args.steps = 1, 64, 3

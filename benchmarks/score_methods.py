@@ -205,7 +205,7 @@ def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) 
     key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
            "threads": args.threads, "options": options, "prior_sha256": prior_digest(options["prior"]),
            "settings": settings_for(sampler(method), task_of(meas), {})}
-    if args.dataset_slices:  # a dataset prepared again may hold other images under the same index
+    if getattr(args, "dataset_slices", None):  # a dataset prepared again may hold other images under the same index
         key["truth_sha256"] = hashlib.sha256(np.ascontiguousarray(meas.truth, np.float32).tobytes()).hexdigest()[:16]
     return json.loads(json.dumps(key))
 
@@ -235,6 +235,26 @@ def store_row(folder: Path | None, key: dict, row: dict) -> None:
               "date": datetime.date.today().isoformat()}
     with atomic_path(_row_path(folder, key), suffix=".json") as tmp:
         tmp.write_text(json.dumps(stored, indent=1) + "\n")
+
+
+def measured_row(folder: Path | None, key: dict, meas, options: dict) -> tuple[dict, dict | None]:
+    """The row of ``key``: read back from ``folder`` when stored under that key (with the stored
+    record, which names the commit and date), else measured now by the sampler of ``key["method"]``
+    with ``options`` and stored (with None)."""
+    stored = cached_row(folder, key)
+    if stored:
+        return stored["row"], stored
+    row = run(meas, split_k_suffix(key["method"])[0], progress=False, **options)
+    store_row(folder, key, row)
+    return row, None
+
+
+def check_methods(parser: argparse.ArgumentParser, methods: list[str]) -> None:
+    """Exit with one line naming the methods that are neither a registered sampler nor NAME-kK."""
+    unknown = sorted(m for m in methods if split_k_suffix(m)[0] not in REGISTERED_NAMES)
+    if unknown:
+        parser.error(f"unknown score-based method(s) {', '.join(unknown)}: use {', '.join(REGISTERED_NAMES)}, "
+                     "or NAME-kK for K > 0 posterior samples")
 
 
 # ------------------------------------------------------------------------------- table
@@ -377,22 +397,18 @@ def benchmark(args) -> str:
             print(f"{task} {name} classical PSNR: "
                   + ", ".join(f"{m} {r['psnr']:.2f}" for m, r in classical[-1].items()), flush=True)
             for method in args.methods:
-                registered, samples = split_k_suffix(method)
+                samples = split_k_suffix(method)[1]
                 fast = sampler(method) == "fast"
                 extra = {"start_sigma": args.start_sigma} if fast and args.start_sigma is not None else {}
                 options = dict(prior=priors[modality], steps=args.fast_steps if fast else args.steps,
                                samples=samples or args.samples, seed=0, **extra)
                 key = row_key(args, meas, task, name, method, options)
-                stored = cached_row(folder, key)
-                if stored:
-                    row = stored["row"]
-                    reused.append(f"{task} {name} {method} ({stored['commit']}, {stored['date']})")
-                elif args.stored_only:
+                if args.stored_only and not cached_row(folder, key):
                     missing.append(f"{task} {name} {method}")
                     continue
-                else:
-                    row = run(meas, registered, progress=False, **options)
-                    store_row(folder, key, row)
+                row, stored = measured_row(folder, key, meas, options)
+                if stored:
+                    reused.append(f"{task} {name} {method} ({stored['commit']}, {stored['date']})")
                 per_method.setdefault(method, []).append(row)
                 print(f"{task} {name} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
                       f"NFE {row['nfe']:.0f} {row['seconds']:.1f} s{' (reused)' if stored else ''}", flush=True)
@@ -461,10 +477,7 @@ def main(argv=None) -> None:
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         p.error(f"unknown task(s) {', '.join(unknown)}")
-    unknown = sorted(m for m in args.methods if split_k_suffix(m)[0] not in REGISTERED_NAMES)
-    if unknown:
-        p.error(f"unknown score-based method(s) {', '.join(unknown)}: use {', '.join(REGISTERED_NAMES)}, "
-                "or NAME-kK for K > 0 posterior samples")
+    check_methods(p, args.methods)
     write_result(args.output, benchmark(args))
 
 

@@ -207,3 +207,35 @@ def test_a_difference_under_half_a_hundredth_keeps_its_sign_and_size(bench):
            "guidance-k4": {"psnr": (40.8561, 0.0), "psnr_slices": [40.00, 41.72]}}
     assert bench.fast_table({"ct-metal": row}).splitlines()[2] == \
         "| metal-artifact removal | -0.004 (guidance-k4) | -0.29, +0.28 |"
+
+
+def test_generalisation_rows_are_stored_and_reused_with_the_score_methods_key(tmp_path, monkeypatch):
+    """generalisation.py --rows keeps one row per slice and setting; a rerun tables the stored row
+    (named with its commit) instead of measuring it again, until the preset that ran it changes."""
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    generalisation = load_benchmark("generalisation")
+    rows, out = tmp_path / "rows", tmp_path / "g.md"
+    generalisation.main(["--quick", "--rows", str(rows), "-o", str(out)])
+    names = sorted(path.name for path in rows.iterdir())
+    assert names == ["ct-23-views__ct-head-0__fast.json", "ct-8-views__ct-head-0__fast.json",
+                     "mri-4x-equispaced__mri-brain-0__fast.json", "mri-8x-equispaced__mri-brain-0__fast.json"]
+    assert "reused" not in out.read_text()
+    stored = json.loads((rows / "mri-4x-equispaced__mri-brain-0__fast.json").read_text())
+    assert stored["key"]["settings"]["samples"] == load_preset("mri-single")["methods"]["fast"]["samples"]
+    stored["row"]["psnr"] = 99.0
+    (rows / "mri-4x-equispaced__mri-brain-0__fast.json").write_text(json.dumps(stored))
+    generalisation.main(["--quick", "--rows", str(rows), "-o", str(out)])
+    table = out.read_text()
+    assert "| 4 × equispaced | mri-single | 99.00 |" in table
+    assert f"mri-4x-equispaced mri-brain-0 ({stored['commit']}" in table
+
+    # a changed mri-single preset: its settings are measured again, the CT rows are still reused
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "mri-single.json").write_text(json.dumps({"methods": {"fast": {"samples": 2}}}))
+    generalisation.main(["--quick", "--rows", str(rows), "-o", str(out)])
+    table = out.read_text()
+    assert "99.00" not in table and "ct-23-views ct-head-0 (" in table and "mri-4x-equispaced" not in table
+    assert json.loads((rows / "mri-4x-equispaced__mri-brain-0__fast.json").read_text())["row"]["samples"] == 2
+    with pytest.raises(SystemExit) as stop:
+        generalisation.main(["--quick", "--method", "fast-k0", "-o", str(out)])
+    assert stop.value.code == 2
