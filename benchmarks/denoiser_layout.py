@@ -1,0 +1,97 @@
+"""One network evaluation of a shipped prior, NCHW (PyTorch's default) against channels_last.
+
+Every sampler spends nearly all of its time in the prior's denoiser, on a batch of K images.  This
+times ``prior.denoise`` on a (K, 1, size, size) batch at several noise levels (each prior routes
+them to its experts), first with the networks and input in the default layout, then with both in
+``torch.channels_last``, side by side in one process, and reports the largest difference of the
+two outputs (the layout changes the order of the sums, not the arithmetic).  glibc's malloc is
+set as ``reconstruct`` sets it (``retain_freed_memory``).  Measurement only: the samplers still
+run in the default layout.
+
+    python benchmarks/denoiser_layout.py                   # -> benchmarks/results/denoiser_layout.md
+    python benchmarks/denoiser_layout.py --repeats 1 --size 64 -o /tmp/layout.md   # script check
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from scorerecon.allocator import retain_freed_memory
+from scorerecon.atomic import atomic_path
+from scorerecon.priors.registry import load_prior
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LAYOUTS = {"NCHW (default)": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def seconds_per_call(prior, x: torch.Tensor, t: float, repeats: int) -> tuple[float, torch.Tensor]:
+    """Mean wall time of ``prior.denoise(x, t)`` over ``repeats`` calls after one warm-up call."""
+    with torch.no_grad():
+        prior.denoise(x, t)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = prior.denoise(x, t)
+    return (time.perf_counter() - start) / repeats, out
+
+
+def measure(name: str, batch: int, size: int, times: list[float], repeats: int) -> list[tuple]:
+    """[(t, {layout: seconds}, largest |difference| of the outputs)] for one prior."""
+    prior = load_prior(name)
+    x = torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for t in times:
+        seconds, outputs = {}, {}
+        for label, layout in LAYOUTS.items():
+            for member in getattr(prior, "members", [prior]):
+                member.network.to(memory_format=layout)
+            seconds[label], outputs[label] = seconds_per_call(prior, x.contiguous(memory_format=layout), t, repeats)
+        first, second = outputs.values()
+        rows.append((t, seconds, float((first - second).abs().max())))
+        print(name, t, {k: round(v, 3) for k, v in seconds.items()}, flush=True)
+    return rows
+
+
+def table(results: dict, args) -> str:
+    lines = ["# Denoiser speed: NCHW against channels_last", "",
+             f"`prior.denoise` on a batch of {args.batch} images of {args.size}², {args.threads} threads, "
+             f"mean of {args.repeats} calls after one warm-up; CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+             f"torch {torch.__version__}.", "",
+             "| prior | t | NCHW s / call | channels_last s / call | speed-up | largest output difference |",
+             "|---|---|---|---|---|---|"]
+    for name, rows in results.items():
+        for t, seconds, difference in rows:
+            default, last = seconds.values()
+            lines.append(f"| {name} | {t:g} | {default:.3f} | {last:.3f} | {default / last:.2f}× | {difference:.1e} |")
+    return "\n".join(lines + ["", "    python benchmarks/denoiser_layout.py " + " ".join(args.argv), ""])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--priors", default="head-ct,brain-mri", help="comma-separated shipped priors or files")
+    p.add_argument("--times", default="0.1,0.3,0.6", help="comma-separated diffusion times t")
+    p.add_argument("--batch", type=int, default=4, help="images per call (the preset's K; 4 for 23-view CT)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-o", "--output", default=str(RESULTS / "denoiser_layout.md"))
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as reconstruct() does
+    times = [float(t) for t in args.times.split(",")]
+    results = {name: measure(name, args.batch, args.size, times, args.repeats) for name in args.priors.split(",")}
+    text = table(results, args)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output, suffix=".md") as tmp:
+        tmp.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
