@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from score_methods import RESULTS, write_result
 from scorerecon.allocator import retain_freed_memory
-from scorerecon.atomic import atomic_path
 from scorerecon.priors.registry import load_prior
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUTS = {"NCHW (default)": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -66,7 +64,7 @@ def measure(name: str, batch: int, size: int, times: list[float], repeats: int) 
     return rows
 
 
-def table(results: dict, args) -> str:
+def table(results: dict, args, command: str) -> str:
     lines = ["# Denoiser speed: NCHW against channels_last", "",
              f"`prior.denoise` on a batch of {args.batch} images of {args.size}², {args.threads} threads, "
              f"fastest of {args.repeats} calls per layout, the layouts alternating, after one warm-up each; CPU capability {torch.backends.cpu.get_cpu_capability()}, "
@@ -77,7 +75,6 @@ def table(results: dict, args) -> str:
         for t, seconds, difference in rows:
             default, last = seconds.values()
             lines.append(f"| {name} | {t:g} | {default:.3f} | {last:.3f} | {default / last:.2f}× | {difference:.1e} |")
-    command = " ".join(["python benchmarks/denoiser_layout.py", *args.argv])
     return "\n".join(lines + ["", "    " + command, ""])
 
 
@@ -91,17 +88,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", default=str(RESULTS / "denoiser_layout.md"))
     args = p.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as reconstruct() does
     times = [float(t) for t in args.times.split(",")]
     results = {name: measure(name, args.batch, args.size, times, args.repeats) for name in args.priors.split(",")}
-    text = table(results, args)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output, suffix=".md") as tmp:
-        tmp.write_text(text)
-    print(text)
+    command = " ".join(["python benchmarks/denoiser_layout.py", *(sys.argv[1:] if argv is None else argv)])
+    write_result(args.output, table(results, args, command))
 
 
 if __name__ == "__main__":
