@@ -79,7 +79,7 @@ def measure(name: str, steps: int, threads: int, env: dict[str, str]) -> dict[st
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def format_table(rows: list[tuple[str, str, dict]], args) -> str:
+def format_table(rows: list[tuple[str, str, dict]], args, command: str) -> str:
     lines = ["| workload | malloc | wall s | user s | system s | minor faults | peak MB |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for name, setting, r in rows:
@@ -88,7 +88,7 @@ def format_table(rows: list[tuple[str, str, dict]], args) -> str:
     lines += ["", f"Song steps: {args.steps}; {args.threads} threads; one run each, in this order; "
               "each child's own getrusage, wall time from its workload's start (imports and model "
               "loading included, interpreter start-up not).",
-              "", "    " + " ".join(["python benchmarks/allocator.py", *sys.argv[1:]]), ""]
+              "", "    " + command, ""]
     return "\n".join(lines)
 
 
@@ -102,17 +102,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.child:
         return run_workload(args.child, args.steps)
-    from scorerecon.atomic import atomic_path
+    from score_methods import rerun_command, write_result  # the parent only: the children time their imports
     rows = []
     for name in args.workloads.split(","):
         for setting, env in SETTINGS.items():
             rows.append((name, setting, measure(name, args.steps, args.threads, env)))
             print(name, setting, {k: round(v, 2) for k, v in rows[-1][2].items()}, flush=True)
-    table = format_table(rows, args)
-    with atomic_path(args.output, suffix=".md") as tmp:
-        tmp.write_text(table)
-    print(table)
-    print(json.dumps({"wrote": args.output}))
+    write_result(args.output, format_table(rows, args, rerun_command(__file__, argv)))
 
 
 if __name__ == "__main__":

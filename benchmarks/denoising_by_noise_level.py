@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 
 import numpy as np
 import torch
 
-from scorerecon.atomic import atomic_path
+from score_methods import rerun_command, write_result
 from scorerecon.data.datasets import load_split
 from scorerecon.priors import load_prior
 from scorerecon.priors.experts import evenly_spaced, tweedie_errors
@@ -59,11 +58,11 @@ def main(argv=None) -> int:
     errors = [tweedie_errors(prior, images, sigmas, args.seed) for prior in priors]
     text = (f"One-step denoising PSNR (dB) on the {len(images)} {args.split} slices of `{args.dataset}`, "
             f"seed {args.seed}.\n\n{table(args.priors, sigmas, errors)}\n\n"
-            f"`{shlex.join(['python', 'benchmarks/denoising_by_noise_level.py', *sys.argv[1:]])}`\n")
-    print(text)
+            f"`{rerun_command(__file__, argv)}`\n")
     if args.output:
-        with atomic_path(args.output, suffix=".md") as tmp:
-            tmp.write_text(text)
+        write_result(args.output, text)
+    else:
+        print(text)
     return 0
 
 

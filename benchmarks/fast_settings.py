@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from score_methods import RESULTS, best_over_slices, classical_rows, mean_rows, write_result
+from score_methods import RESULTS, best_over_slices, classical_rows, mean_rows, rerun_command, write_result
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
@@ -222,8 +222,7 @@ def main(argv=None) -> None:
         sys.exit(f"fast_settings: {err}")
     text = table(measured, args)
     if args.write_presets:
-        command = "python benchmarks/fast_settings.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command,
+        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, rerun_command(__file__, argv),
                                   args.slices, args.method) for task in tasks}
         text += (f"\n{args.setting} kept (highest validation PSNR): "
                  + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")

@@ -29,7 +29,6 @@ import argparse
 import csv
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 from skimage.restoration import denoise_tv_chambolle
 
-from score_methods import write_result
+from score_methods import rerun_command, write_result
 from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
@@ -286,7 +285,7 @@ def card(prior, name: str, dataset: str, configs: list[str], table: str, sample_
         lines += ["At the training crop size:", "", sample_notes[1], "",
                   "![samples at the crop size](samples_crop.png)", ""]
     lines += ["How accurate the prior is at each noise level: `benchmarks/results/prior_noise_levels.md`.", "",
-              f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
+              f"This card: `{rerun_command(__file__)}`.", ""]
     return "\n".join(lines)
 
 
@@ -320,7 +319,7 @@ def experts_card(prior: NoiseLevelExperts, source: str, table: str, sample_note:
     lines += ["## Denoising on held-out slices", "", table, "",
               "## Unconditional samples", "", "Whole slices, at the size the prior reconstructs:", "",
               sample_note, "", "![samples](samples.png)", "",
-              f"This card: `{shlex.join(['python', 'benchmarks/prior_cards.py', *sys.argv[1:]])}`.", ""]
+              f"This card: `{rerun_command(__file__)}`.", ""]
     return "\n".join(lines)
 
 

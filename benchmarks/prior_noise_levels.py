@@ -25,14 +25,12 @@ baselines may follow one ``--baseline``.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from scorerecon.atomic import atomic_path
+from score_methods import RESULTS, rerun_command, write_result
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.data.samples import load_sample
 from scorerecon.evaluation.metrics import psnr
@@ -40,7 +38,6 @@ from scorerecon.priors import load_prior, sample
 from scorerecon.priors.experts import NoiseLevelExperts
 from scorerecon.priors.registry import SHIPPED
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PRIORS = {"head-ct": "ct-head-1", "brain-mri": "mri-brain-0"}  # prior -> held-out bundled slice
 SIGMAS = (0.1, 1.0, 5.0, 20.0, 80.0)
 
@@ -109,7 +106,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     lines = ["# Priors across noise levels", "",
-             f"`{shlex.join(['python', 'benchmarks/prior_noise_levels.py', *(sys.argv[1:] if argv is None else argv)])}`", ""]
+             f"`{rerun_command(__file__, argv)}`", ""]
     for name, sample_name in PRIORS.items():
         candidates = [(f"{name}, shipped", name)]
         for baseline in args.baseline:
@@ -122,9 +119,7 @@ def main(argv=None) -> None:
         for label, source in candidates:
             lines += prior_section(label, load_prior(source).eval(), sample_name, args.steps, args.n, args.size)
             print("\n".join(lines[-16:]), flush=True)
-    with atomic_path(args.output, suffix=".md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ import argparse
 import datetime
 import hashlib
 import json
+import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -479,6 +481,12 @@ def main(argv=None) -> None:
         p.error(f"unknown task(s) {', '.join(unknown)}")
     check_methods(p, args.methods)
     write_result(args.output, benchmark(args))
+
+
+def rerun_command(script: str, argv: list[str] | None = None) -> str:
+    """The shell line that reruns a benchmark, for its results file: ``python benchmarks/SCRIPT``
+    and the arguments it was given (``argv`` as passed to its ``main``, else the command line's)."""
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def write_result(path: str, text: str) -> None:
