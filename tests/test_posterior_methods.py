@@ -374,6 +374,33 @@ def test_cli_reconstruct_writes_image_and_std(ct_files, tiny_prior, tmp_path):
     assert same.std.shape == (30, 30) and same.std.max() > 0  # two samples differ
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "default", None])
+def test_samplers_run_the_networks_in_the_layout_asked_for(ct_files, tiny_prior, layout, monkeypatch):
+    """reconstruct (here DPS, which differentiates through the network) and unconditional sampling
+    call the network with channels_last weights on the CPU under SCORERECON_LAYOUT=channels_last,
+    else in PyTorch's default layout; the weights are the same tensors afterwards and the images
+    agree with the default layout's."""
+    from scorerecon.data.measurement import read_measurement
+    from scorerecon.priors import load_prior, sample
+    monkeypatch.delenv("SCORERECON_LAYOUT", raising=False)
+    prior = load_prior(tiny_prior)
+    meas = read_measurement(ct_files / "sparse.h5")
+    nchw = reconstruct(meas, "dps", prior=prior, steps=2, samples=2, progress=False).image
+    nchw_samples = sample(prior, 2, (16, 16), steps=2)
+    if layout is not None:
+        monkeypatch.setenv("SCORERECON_LAYOUT", layout)
+    weight = prior.network.down[0].conv1.weight  # 8 → 8 channels: the two layouts differ in strides
+    storage, seen = weight.data_ptr(), []
+    prior.network.register_forward_pre_hook(lambda *_: seen.append(weight.is_contiguous()))
+    image = reconstruct(meas, "dps", prior=prior, steps=2, samples=2, progress=False).image
+    samples = sample(prior, 2, (16, 16), steps=2)
+    assert len(seen) > 2 and set(seen) == {layout != "channels_last"}
+    assert weight.data_ptr() == storage and weight.is_contiguous()
+    np.testing.assert_allclose(image, nchw, rtol=1e-4, atol=1e-2)  # the same up to the order of the sums
+    assert samples.is_contiguous()
+    torch.testing.assert_close(samples, nchw_samples, atol=1e-4, rtol=0)
+
+
 def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_std_map(ct_files, tiny_prior,
                                                                                         tmp_path):
     """--save-samples writes the K samples (HU) as a stack beside the image, in the image's format;

@@ -6,8 +6,10 @@ import torch
 
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.data.samples import load_sample
+from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr
 from scorerecon.priors.experts import NoiseLevelExperts
+from scorerecon.priors.prior import convolution_layout
 from scorerecon.priors.registry import load_prior, shipped_path
 
 DEFAULTS = [("head-ct", "ct", "ct-head-1"), ("brain-mri", "mri", "mri-brain-0")]
@@ -74,3 +76,37 @@ def test_shipped_prior_is_right_at_high_noise(name, modality, sample):
     with torch.no_grad():
         error = prior.denoise(noisy, prior.sde.time_of_noise(80.0)) - clean
     assert float(error.std()) < 0.85 * float(clean.std())
+
+
+def test_convolution_layout_runs_every_expert_in_channels_last_and_puts_the_weights_back(monkeypatch):
+    monkeypatch.setenv("SCORERECON_LAYOUT", "channels_last")
+    prior = load_prior("head-ct")
+
+    def convolution_weights():
+        return [w for member in prior.members for w in member.network.parameters() if w.dim() == 4]
+
+    storage = [w.data_ptr() for w in convolution_weights()]
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        default = prior.denoise(x, 0.3)
+        with convolution_layout(prior) as used:
+            assert used and len(prior.members) > 1
+            assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convolution_weights())
+            assert not all(w.is_contiguous() for w in convolution_weights())
+            torch.testing.assert_close(prior.denoise(x, 0.3), default, atol=1e-4, rtol=0)
+    assert [w.data_ptr() for w in convolution_weights()] == storage  # the very tensors they had
+    with pytest.raises(RuntimeError), convolution_layout(prior):
+        raise RuntimeError("a sampler failed")
+    assert [w.data_ptr() for w in convolution_weights()] == storage
+    trained_in_channels_last = prior.members[0].network.to(memory_format=torch.channels_last)
+    with convolution_layout(prior):
+        pass
+    assert not all(w.is_contiguous() for w in trained_in_channels_last.parameters())  # left as it was
+    assert all(w.is_contiguous() for w in prior.members[-1].network.parameters())
+    for off in ("default", ""):
+        monkeypatch.setenv("SCORERECON_LAYOUT", off)
+        with convolution_layout(prior) as used:
+            assert not used and all(w.is_contiguous() for w in prior.members[-1].network.parameters())
+    monkeypatch.setenv("SCORERECON_LAYOUT", "channel_last")
+    with pytest.raises(UserError, match="SCORERECON_LAYOUT=channel_last is not a layout"), convolution_layout(prior):
+        pass

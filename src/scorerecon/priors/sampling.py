@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .prior import convolution_layout
 from .sde import SDE, _bcast
 
 SAMPLERS = ("pc", "em", "ode")
@@ -121,11 +122,12 @@ def sample(prior, n: int, size: tuple[int, int], sampler: str = "pc", steps: int
     x = sde.prior_sampling((n, channels) + tuple(size), generator).to(device)
     predictor = {"pc": reverse_diffusion_predictor, "em": euler_maruyama_predictor,
                  "ode": ode_heun_step if heun else ode_euler_step}[sampler]
-    for t, dt in _progress(step_times(sde, n_steps), n_steps, progress):
-        for _ in range(corrector_steps if sampler == "pc" else 0):
-            x, _ = langevin_corrector(prior, x, t, snr, generator)
-        x, _ = predictor(prior, x, t, dt, generator)
-    return prior.denoise(x, sde.eps)
+    with convolution_layout(prior):
+        for t, dt in _progress(step_times(sde, n_steps), n_steps, progress):
+            for _ in range(corrector_steps if sampler == "pc" else 0):
+                x, _ = langevin_corrector(prior, x, t, snr, generator)
+            x, _ = predictor(prior, x, t, dt, generator)
+        return prior.denoise(x, sde.eps).contiguous()
 
 
 def _progress(iterable, total: int, enabled: bool):

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..priors.prior import convolution_layout
 from . import samplers
 from .conditioning import InverseProblem, SenseData, cg_consistency
 from .registry import MethodOutput, reconstruct, register
@@ -294,7 +295,7 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
         settings["consistency"] = method
     warm = {"init": warm_start()} if settings.get("start_sigma") else {}
     generator = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
+    with torch.no_grad(), convolution_layout(prior):
         out = _SAMPLER[method](problem, prior, samples=samples, generator=generator, progress=progress,
                                **settings, **warm)
     images = finish(out.images.cpu().numpy().astype(np.float32))
