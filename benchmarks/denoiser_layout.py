@@ -36,8 +36,11 @@ from scorerecon.allocator import retain_freed_memory
 from scorerecon.priors.prior import convolution_layout
 from scorerecon.priors.registry import load_prior
 from scorerecon.solvers.registry import reconstruct
+from scorerecon.solvers.score import DEFAULT_PRIOR
 
-LAYOUTS = ("NCHW", "channels_last")
+#: the table's name of each layout -> the SCORERECON_LAYOUT that gives it
+LAYOUTS = {"NCHW": "default", "channels_last": "channels_last"}
+LABELS = tuple(LAYOUTS)
 
 
 @contextmanager
@@ -45,13 +48,21 @@ def layout(name: str):
     """Inside: the samplers (and :func:`denoise_seconds`) run the networks in ``name``, through
     ``SCORERECON_LAYOUT`` as a user would choose it."""
     before = os.environ.get("SCORERECON_LAYOUT")
-    os.environ["SCORERECON_LAYOUT"] = "channels_last" if name == "channels_last" else "default"
+    os.environ["SCORERECON_LAYOUT"] = LAYOUTS[name]
     try:
         yield
     finally:
-        os.environ.pop("SCORERECON_LAYOUT")
+        os.environ.pop("SCORERECON_LAYOUT", None)
         if before is not None:
             os.environ["SCORERECON_LAYOUT"] = before
+
+
+def check_switchable(prior, name: str) -> None:
+    """Exit with one line unless the switch really puts ``prior`` in channels_last (a network on
+    the CPU), so that the channels_last column is never NCHW timed twice."""
+    with layout("channels_last"), convolution_layout(prior) as switched:
+        if not switched:
+            raise SystemExit(f"denoiser_layout: {name} has no network on the CPU to put in channels_last")
 
 
 def denoise_seconds(prior, x: torch.Tensor, t: float, name: str) -> tuple[float, torch.Tensor]:
@@ -68,13 +79,14 @@ def measure(name: str, batch: int, size: int, times: list[float], repeats: int) 
     one prior; each layout is called once to warm up, then the two alternate (which goes first
     swaps every round), so that a slow spell of the host falls on both."""
     prior = load_prior(name)
+    check_switchable(prior, name)
     x = torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
     rows = []
     for t in times:
-        outputs = {label: denoise_seconds(prior, x, t, label)[1] for label in LAYOUTS}
-        seconds = {label: float("inf") for label in LAYOUTS}
+        outputs = {label: denoise_seconds(prior, x, t, label)[1] for label in LABELS}
+        seconds = {label: float("inf") for label in LABELS}
         for round_ in range(repeats):
-            for label in LAYOUTS[:: 1 if round_ % 2 == 0 else -1]:
+            for label in LABELS[:: 1 if round_ % 2 == 0 else -1]:
                 seconds[label] = min(seconds[label], denoise_seconds(prior, x, t, label)[0])
         first, second = outputs.values()
         rows.append((t, seconds, float((first - second).abs().max())))
@@ -88,9 +100,10 @@ def reconstruction_rows(task: str, size: int, steps: int | None = None) -> dict:
     modality, settings = TASKS[task]
     slice_name, image, pixel = evaluation_images(modality, size, 1)[0]
     meas = simulate(modality, image, pixel, settings)
-    prior = load_prior("head-ct" if modality == "ct" else "brain-mri", device="cpu")  # the default prior, on the CPU
-    seconds, psnr, images = {label: [] for label in LAYOUTS}, {}, {}
-    for label in (*LAYOUTS, *LAYOUTS[::-1]):
+    prior = load_prior(DEFAULT_PRIOR[modality], device="cpu")  # what reconstruct would load, on the CPU
+    check_switchable(prior, DEFAULT_PRIOR[modality])
+    seconds, psnr, images = {label: [] for label in LABELS}, {}, {}
+    for label in (*LABELS, *LABELS[::-1]):
         with layout(label):
             result = reconstruct(meas, "fast", prior=prior, steps=steps, seed=0, progress=False)
         seconds[label].append(result.seconds)
@@ -127,8 +140,8 @@ def reconstruction_table(rows: dict, args) -> str:
              "| PSNR NCHW / channels_last | largest image difference |",
              "|---|---|---|---|---|---|---|---|"]
     for task, row in rows.items():
-        runs = {label: ", ".join(f"{s:.1f}" for s in row["seconds"][label]) for label in LAYOUTS}
-        means = [float(np.mean(row["seconds"][label])) for label in LAYOUTS]
+        runs = {label: ", ".join(f"{s:.1f}" for s in row["seconds"][label]) for label in LABELS}
+        means = [float(np.mean(row["seconds"][label])) for label in LABELS]
         lines.append(f"| {task} | {row['slice']} | {row['nfe']} × {row['samples']} | {means[0]:.1f} ({runs['NCHW']}) "
                      f"| {means[1]:.1f} ({runs['channels_last']}) | {means[0] / means[1]:.2f}× "
                      f"| {row['psnr']['NCHW']:.3f} / {row['psnr']['channels_last']:.3f} | {row['difference']:.1e} |")

@@ -220,13 +220,14 @@ def main(argv=None) -> None:
         measured = {task: measure(task, args.setting, candidates, args) for task in tasks}
     except UserError as err:
         sys.exit(f"fast_settings: {err}")
+    command = rerun_command(__file__, argv)
     text = table(measured, args)
     if args.write_presets:
-        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, rerun_command(__file__, argv),
+        chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command,
                                   args.slices, args.method) for task in tasks}
         text += (f"\n{args.setting} kept (highest validation PSNR): "
                  + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")
-    write_result(args.output or str(RESULTS / f"{args.method}_{args.setting}.md"), text)
+    write_result(args.output or str(RESULTS / f"{args.method}_{args.setting}.md"), f"{text}\n    {command}\n")
 
 
 if __name__ == "__main__":

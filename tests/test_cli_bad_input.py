@@ -291,3 +291,14 @@ def test_ssim_compares_volumes_slice_by_slice_and_refuses_tiny_images():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert psnr(truth, truth) == float("inf")
+
+
+def test_a_mistyped_layout_is_refused_before_any_work(ct_files, capsys, monkeypatch):
+    from scorerecon.solvers import score
+    monkeypatch.setattr(score, "build_problem", lambda *a, **k: pytest.fail("the problem was built"))
+    monkeypatch.setenv("SCORERECON_LAYOUT", "channel_last")
+    capsys.readouterr()
+    argv = ["reconstruct", str(ct_files / "m.h5"), "--method", "fast", "-o", str(ct_files / "r.npy")]
+    assert main(argv) == 2
+    assert "SCORERECON_LAYOUT='channel_last' is not a layout: set it to channels_last" in _one_line(capsys)
+    assert not (ct_files / "r.npy").exists()

@@ -48,3 +48,9 @@ def test_an_unknown_task_is_one_line(capsys):
     with pytest.raises(SystemExit) as stop:
         bench.main(["--reconstruct", "ct-everything"])
     assert stop.value.code == 2 and "unknown task 'ct-everything'" in capsys.readouterr().err
+
+
+def test_a_prior_the_switch_cannot_move_is_refused_not_timed_twice():
+    bench = load_benchmark("denoiser_layout")
+    with pytest.raises(SystemExit, match="no network on the CPU"):
+        bench.check_switchable(object(), "a prior without a network")

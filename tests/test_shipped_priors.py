@@ -108,5 +108,5 @@ def test_convolution_layout_runs_every_expert_in_channels_last_and_puts_the_weig
         with convolution_layout(prior) as used:
             assert not used and all(w.is_contiguous() for w in prior.members[-1].network.parameters())
     monkeypatch.setenv("SCORERECON_LAYOUT", "channel_last")
-    with pytest.raises(UserError, match="SCORERECON_LAYOUT=channel_last is not a layout"), convolution_layout(prior):
+    with pytest.raises(UserError, match="SCORERECON_LAYOUT=.channel_last. is not a layout"), convolution_layout(prior):
         pass

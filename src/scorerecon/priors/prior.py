@@ -37,23 +37,29 @@ from .sde import SDE, _as_tensor, _bcast
 LAYOUTS = ("default", "channels_last")
 
 
-@contextmanager
-def convolution_layout(prior) -> Iterator[bool]:
-    """With ``SCORERECON_LAYOUT=channels_last``, run the prior's networks with their convolution
-    weights in ``torch.channels_last`` while inside, on the CPU; yields whether it did.  The
-    convolutions then run in oneDNN's channels-last kernels, with the same results up to the order
-    of the sums.  Off by default: on the 2-core AVX2 development host it was no faster
-    (``benchmarks/denoiser_layout.py`` measures both layouts, per call and per reconstruction, on
-    the host at hand).  On leaving, every weight gets back the very tensor it had.  Left alone:
-    priors without a network and networks on a GPU (not measured there)."""
+def chosen_layout() -> str:
+    """``SCORERECON_LAYOUT``: ``channels_last``, or ``default`` (also when unset or empty) for
+    PyTorch's default NCHW layout; any other value is a UserError."""
     chosen = os.environ.get("SCORERECON_LAYOUT") or "default"
     if chosen not in LAYOUTS:
-        raise UserError(f"SCORERECON_LAYOUT={chosen} is not a layout: set it to channels_last, or to default "
-                        "(or unset it) for PyTorch's own")
+        raise UserError(f"SCORERECON_LAYOUT={chosen!r} is not a layout: set it to channels_last, or to "
+                        "default (or unset it) for PyTorch's default NCHW layout")
+    return chosen
+
+
+@contextmanager
+def convolution_layout(prior) -> Iterator[bool]:
+    """With ``SCORERECON_LAYOUT=channels_last`` (:func:`chosen_layout`), run the prior's networks
+    with their convolution weights in ``torch.channels_last`` while inside, on the CPU; yields
+    whether it did.  The convolutions then run in oneDNN's channels-last kernels, with the same
+    results up to the order of the sums.  Off by default: on the 2-core AVX2 development hosts it
+    was no faster (``benchmarks/denoiser_layout.py`` measures both layouts, per call and per
+    reconstruction, on the host at hand).  On leaving, every weight gets back the very tensor it
+    had.  Left alone: priors without a network and networks on a GPU (not measured there)."""
     members = getattr(prior, "members", [prior])
     networks = [m.network for m in members if isinstance(getattr(m, "network", None), nn.Module)]
     weights = [w for n in networks for w in n.parameters() if w.dim() == 4]
-    if chosen == "default" or not weights or any(w.device.type != "cpu" for w in weights):
+    if chosen_layout() == "default" or not weights or any(w.device.type != "cpu" for w in weights):
         yield False
         return
     saved = [(w, w.data) for w in weights]

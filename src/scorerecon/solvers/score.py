@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..priors.prior import convolution_layout
+from ..priors.prior import chosen_layout, convolution_layout
 from . import samplers
 from .conditioning import InverseProblem, SenseData, cg_consistency
 from .registry import MethodOutput, reconstruct, register
@@ -86,11 +86,15 @@ _COMMON_SETTINGS = ("steps", "samples", "std_scale")
 
 
 # ------------------------------------------------------------------------------- prior
+#: the shipped prior each modality reconstructs with unless told otherwise
+DEFAULT_PRIOR = {"ct": "head-ct", "mri": "brain-mri"}
+
+
 def resolve_prior(prior, modality: str):
     """A prior object from a name, a path, or an object (default: the modality's shipped prior)."""
     if prior is None or isinstance(prior, str) or hasattr(prior, "__fspath__"):
         from ..priors.registry import load_prior
-        name = prior if prior is not None else ("head-ct" if modality == "ct" else "brain-mri")
+        name = prior if prior is not None else DEFAULT_PRIOR[modality]
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return load_prior(name, device=device)
     return prior
@@ -283,6 +287,7 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
         raise UserError(f"unknown score-based method {method!r}: use one of {', '.join(METHODS)}")
     if samples is not None and int(samples) < 1:
         raise UserError(f"the number of samples must be positive, got {samples}")
+    chosen_layout()  # a mistyped SCORERECON_LAYOUT is refused before any work
     task = task_of(meas)
     settings = settings_for(method, task, {**options, "steps": steps, "samples": samples})
     samples = int(settings.pop("samples", 1))
