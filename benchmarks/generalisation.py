@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from score_methods import (RESULTS, best_over_slices, check_methods, classical_rows, evaluation_images, measured_row,
-                           row_key, sampler, signed_db, simulate, split_k_suffix)
+                           row_key, sampler, signed_db, simulate, split_k_suffix, write_result)
 from scorerecon.atomic import atomic_path
 from scorerecon.solvers.tuning import preset_task, task_of
 
@@ -82,8 +82,9 @@ def sweep(modality: str, values, args) -> dict[float, dict]:
         out[value] = {"score": (float(np.mean(score_psnr)), args.method),
                       "classical": (float(np.mean([r["psnr"] for r in rows])), best),
                       "preset": ", ".join(sorted(presets)), "reused": reused}
-        print(f"{modality} {value:g} ({out[value]['preset']}): {args.method} {out[value]['score'][0]:.2f} dB"
-              f"{f' ({len(reused)} rows reused)' if reused else ''}, best classical ({best}) {out[value]['classical'][0]:.2f} dB", flush=True)
+        note = f" ({len(reused)} rows reused)" if reused else ""
+        print(f"{modality} {value:g} ({out[value]['preset']}): {args.method} {out[value]['score'][0]:.2f} dB{note}, "
+              f"best classical ({best}) {out[value]['classical'][0]:.2f} dB", flush=True)
     return out
 
 
@@ -148,13 +149,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     ct, mri = sweep("ct", views, args), sweep("mri", accelerations, args)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    text = table(ct, mri, args)
-    with atomic_path(output, suffix=".md") as tmp:
-        tmp.write_text(text)
+    write_result(str(output), table(ct, mri, args))
     figure(ct, mri, output.with_suffix(".png"), args.method)
-    print(text)
-    print(f"wrote {output} and {output.with_suffix('.png')}")
+    print(f"wrote {output.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
