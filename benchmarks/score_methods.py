@@ -239,13 +239,17 @@ def store_row(folder: Path | None, key: dict, row: dict) -> None:
         tmp.write_text(json.dumps(stored, indent=1) + "\n")
 
 
-def measured_row(folder: Path | None, key: dict, meas, options: dict) -> tuple[dict, dict | None]:
+def measured_row(folder: Path | None, key: dict, meas, options: dict,
+                 measure: bool = True) -> tuple[dict | None, dict | None]:
     """The row of ``key``: read back from ``folder`` when stored under that key (with the stored
     record, which names the commit and date), else measured now by the sampler of ``key["method"]``
-    with ``options`` and stored (with None)."""
+    with ``options`` and stored (with None); (None, None) when it is not stored and ``measure`` is
+    False (``--stored-only``)."""
     stored = cached_row(folder, key)
     if stored:
         return stored["row"], stored
+    if not measure:
+        return None, None
     row = run(meas, split_k_suffix(key["method"])[0], progress=False, **options)
     store_row(folder, key, row)
     return row, None
@@ -405,10 +409,10 @@ def benchmark(args) -> str:
                 options = dict(prior=priors[modality], steps=args.fast_steps if fast else args.steps,
                                samples=samples or args.samples, seed=0, **extra)
                 key = row_key(args, meas, task, name, method, options)
-                if args.stored_only and not cached_row(folder, key):
+                row, stored = measured_row(folder, key, meas, options, measure=not args.stored_only)
+                if row is None:
                     missing.append(f"{task} {name} {method}")
                     continue
-                row, stored = measured_row(folder, key, meas, options)
                 if stored:
                     reused.append(f"{task} {name} {method} ({stored['commit']}, {stored['date']})")
                 per_method.setdefault(method, []).append(row)
