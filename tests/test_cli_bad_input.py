@@ -81,6 +81,24 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(ct_files, capsys,
     assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "r.npy", "taken.h5", "taken.json"]
 
 
+def test_a_reference_that_cannot_serve_the_output_is_refused_before_any_work(ct_files, capsys, monkeypatch):
+    """--reference is checked with the outputs: it must exist, be one slice for a 2-D image, and
+    the output must be a DICOM folder."""
+    import scorerecon.solvers as solvers
+    monkeypatch.setattr(solvers, "reconstruct", lambda *a, **k: pytest.fail("the work ran"))
+    from scorerecon.data.io import write_image
+    write_image(ct_files / "series", np.zeros((3, 8, 8), np.float32), modality="ct")
+    capsys.readouterr()
+    argv = ["reconstruct", str(ct_files / "m.h5"), "--method", "fbp"]
+    cases = [(["-o", str(ct_files / "r.npy"), "--reference", str(ct_files / "series")], "DICOM output only"),
+             (["-o", str(ct_files / "out"), "--reference", str(ct_files / "none")], "does not exist"),
+             (["-o", str(ct_files / "out"), "--reference", str(ct_files / "series")], "has 3 slices but the image has 1")]
+    for extra, message in cases:
+        assert main([*argv, *extra]) == 2
+        assert message in _one_line(capsys)
+    assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "series"]
+
+
 def test_score_options_with_a_classical_method_are_refused(ct_files, capsys):
     capsys.readouterr()
     argv = ["reconstruct", str(ct_files / "m.h5"), "-o", str(ct_files / "r.npy")]

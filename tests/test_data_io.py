@@ -309,6 +309,22 @@ def test_series_sorted_by_position_and_single_series_enforced(tmp_path):
         read_image(tmp_path)
 
 
+@pytest.mark.parametrize("case, match", [
+    ("echoes", "3 slices at only 2 positions"), ("localizer", "2 orientations")])
+def test_a_series_that_is_not_one_volume_is_refused_in_one_line(tmp_path, case, match):
+    """Two echoes at one position, or a localizer of another orientation, in one series folder."""
+    uid = generate_uid()
+    _series_file(tmp_path, 0, 0.0, uid, 1)
+    _series_file(tmp_path, 1, 3.0, uid, 2)
+    if case == "echoes":
+        _series_file(tmp_path, 2, 3.0, uid, 3)
+    else:
+        _series_file(tmp_path, 2, [0, 0, 6.0], uid, 3, orientation=(0, 1, 0, 0, 0, -1))
+    with pytest.raises(UserError, match=match) as info:
+        read_image(tmp_path)
+    assert "\n" not in str(info.value)
+
+
 def _sagittal_series(folder, volume, steps=(2.0, 0.5, 0.8)):
     """The sagittal DICOM series of an LPS volume (z, y, x): ImageOrientationPatient 0,1,0,0,0,-1
     (along a row +y, down the rows -z, so the normal is -x), one file per x, superior row first."""
@@ -360,6 +376,29 @@ def test_a_slice_stored_posterior_first_reads_anterior_up_and_writes_back(tmp_pa
     assert np.array_equal(read_image(written).array, stored[::-1] + 1)
 
 
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, -1, 0), (-1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, -1, 0)])
+def test_a_series_with_flipped_in_plane_axes_reads_like_its_slices_and_writes_back(tmp_path, orientation):
+    """A series whose rows or columns run along −x or −y (prone, feet first) is flipped in plane
+    once, as each of its files read alone is; written with itself as reference, the values go
+    back to where they were stored."""
+    stored = np.arange(3 * 4 * 4, dtype=np.int16).reshape(3, 4, 4)
+    series, uid = tmp_path / "series", generate_uid()
+    series.mkdir()
+    normal = np.cross(orientation[:3], orientation[3:])
+    for k in range(3):
+        _series_file(series, k, list(normal * k), uid, stored[k], orientation=orientation)
+    volume = read_image(series).array
+    superior_last = range(3) if normal[2] > 0 else range(2, -1, -1)  # the io layout runs along +z
+    assert np.array_equal(volume, np.stack([read_image(series / f"f{k}.dcm").array for k in superior_last]))
+    assert not np.array_equal(volume, stored)
+    write_image(tmp_path / "out", volume + 1, reference=series)
+    written = {int(ds.InstanceNumber): ds for ds in map(pydicom.dcmread, (tmp_path / "out").iterdir())}
+    for k in range(3):
+        ds = written[k + 1]
+        assert np.array_equal(apply_modality_lut(ds.pixel_array, ds), stored[k] + 1)
+        assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx(list(normal * k))
+
+
 def test_enhanced_multiframe_uses_per_frame_rescale_and_positions(tmp_path):
     stored = np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)
     ds = Dataset()
@@ -393,6 +432,10 @@ def test_enhanced_multiframe_uses_per_frame_rescale_and_positions(tmp_path):
     expected = np.stack([stored[k] * (k + 1) - 1000 + 100 * k for k in range(3)])[::-1]
     assert np.array_equal(image.array, expected) and image.spacing == pytest.approx((3.0, 0.5, 0.6))
     assert read_slice(tmp_path / "mf.dcm", 2).array.shape == (8, 8)
+    frames[2].PlanePositionSequence[0].ImagePositionPatient = [0, 0, 10.0]  # a second phase at frame 0's place
+    ds.save_as(tmp_path / "phases.dcm", enforce_file_format=True)
+    with pytest.raises(UserError, match="3 slices at only 2 positions"):
+        read_image(tmp_path / "phases.dcm")
 
 
 def test_pydicom_enhanced_ct_sample_reads_as_volume():
@@ -413,11 +456,30 @@ def test_pydicom_enhanced_ct_sample_reads_as_volume():
     (lambda p: np.save(p / "d4.npy", np.zeros((2, 2, 4, 4))) or p / "d4.npy", "expected a 2-D image"),
     (lambda p: np.save(p / "d1.npy", np.zeros(5)) or p / "d1.npy", "expected a 2-D image"),
     (lambda p: p, "no DICOM image"),
+    (lambda p: np.savez(p / "s.npz", image=np.ones((4, 4)), scale=[1.0, 2.0]) or p / "s.npz", "'scale' holds 2 values"),
+    (lambda p: np.savez(p / "t.npz", image=np.ones((4, 4)), spacing=["a", "b"]) or p / "t.npz", "'spacing' holds <U1"),
+    (lambda p: np.savez(p / "u.npz", image=np.ones((4, 4)), spacing=[1, 1, 1]) or p / "u.npz", "of 2 dimensions"),
 ])
 def test_bad_inputs_raise_one_line_user_errors(tmp_path, make, match):
     with pytest.raises(UserError, match=match) as info:
         read_image(make(tmp_path))
     assert "\n" not in str(info.value)
+
+
+def test_a_bare_dicom_data_set_without_preamble_or_file_meta_is_read(tmp_path):
+    """Older and exported files hold the data set alone (no DICM preamble, no transfer syntax)."""
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.2", generate_uid(), "CT"
+    ds.Rows = ds.Columns = 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.arange(16, dtype=np.int16).tobytes()
+    ds.save_as(tmp_path / "bare", implicit_vr=True, little_endian=True)
+    assert (tmp_path / "bare").read_bytes()[128:132] != b"DICM"
+    image = read_image(tmp_path)  # a folder: the file has no .dcm name either
+    assert image.modality == "ct" and np.array_equal(image.array, np.arange(16).reshape(4, 4) - 1024)
+    assert np.array_equal(read_image(tmp_path / "bare").array, image.array)
 
 
 def test_dicom_without_pixel_data(tmp_path, dicom_file):
@@ -455,10 +517,27 @@ def test_writer_errors_leave_nothing_behind(tmp_path, volume):
         write_image(tmp_path / "x.npy", np.full((4, 4), np.nan))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("user data")
-    with pytest.raises(UserError, match="holds other files"):
+    with pytest.raises(UserError, match="holds files scorerecon did not write"):
         write_image(tmp_path / "busy", volume, modality="ct")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
     assert (tmp_path / "busy" / "keep.txt").exists()
+
+
+def test_a_dicom_output_replaces_only_a_series_scorerecon_wrote(tmp_path, volume):
+    """Writing a series again into its folder replaces it; a folder of the user's own DICOM,
+    even named like ours (Horos: IM-0001-0001.dcm; or IM00001.dcm from another program), is
+    refused and left whole."""
+    write_image(tmp_path / "ours", volume, modality="ct")
+    write_image(tmp_path / "ours", volume + 10, modality="ct")
+    assert np.abs(read_image(tmp_path / "ours").array - volume - 10).max() <= 0.5
+    for name in ("IM-0001-0001.dcm", "IM00001.dcm"):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        _series_file(folder, 0, 0.0, generate_uid(), 7)
+        (folder / "f0.dcm").rename(folder / name)
+        with pytest.raises(UserError, match="scorerecon did not write"):
+            write_image(folder, volume, modality="ct")
+        assert [p.name for p in folder.iterdir()] == [name]
 
 
 def test_cli_evaluate_missing_file_exits_2_with_one_line(tmp_path, capsys):

@@ -10,7 +10,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
 from scorerecon.cli import main
-from scorerecon.data.fastmri import ismrmrd_header, parse_ismrmrd_header, read_fastmri
+from scorerecon.data.fastmri import ISMRMRD_NS, ismrmrd_header, parse_ismrmrd_header, read_fastmri
 from scorerecon.data.measurement import read_measurement
 from scorerecon.data.samples import samples_dir
 from scorerecon.errors import UserError
@@ -118,6 +118,17 @@ def test_reads_a_readout_oversampled_single_coil_file(tmp_path):
     assert result.metrics(meas)["psnr"] > 80
 
 
+@pytest.mark.parametrize("coil_axis", [False, True])
+def test_the_reference_is_esc_for_single_coil_and_rss_for_multi_coil(tmp_path, coil_axis):
+    """fastMRI's single-coil knee files hold both images; the ESC one belongs to their k-space."""
+    kspace = np.ones((2, 3, 16, 16) if coil_axis else (2, 16, 16), np.complex64)
+    with h5py.File(tmp_path / "both.h5", "w") as f:
+        f.create_dataset("kspace", data=kspace)
+        f.create_dataset("reconstruction_esc", data=np.full((2, 16, 16), 1.0, np.float32))
+        f.create_dataset("reconstruction_rss", data=np.full((2, 16, 16), 7.0, np.float32))
+    assert np.all(read_fastmri(tmp_path / "both.h5").truth == (7.0 if coil_axis else 1.0))
+
+
 def test_reads_a_test_file_with_a_column_mask_and_no_reference(tmp_path):
     kspace = fft2c(torch.from_numpy(np.ones((2, 3, 16, 20), np.complex64))).numpy()
     mask = np.zeros(20, bool)
@@ -135,6 +146,11 @@ def test_reads_a_test_file_with_a_column_mask_and_no_reference(tmp_path):
                 f.create_dataset("mask", data=np.ones(7))), "does not match the k-space grid"),
     (lambda f: f.create_dataset("kspace", data=np.full((1, 8, 8), np.nan, np.complex64)), "NaN"),
     (lambda f: f.create_dataset("kspace", data=np.ones((1, 8, 8), np.float32)), "must be complex"),
+    (lambda f: (f.create_dataset("kspace", data=np.ones((1, 8, 8), np.complex64)),
+                f.create_dataset("ismrmrd_header", data=f'<ismrmrdHeader xmlns="{ISMRMRD_NS}"><encoding>'
+                                 "<encodedSpace><matrixSize><x>8</x></matrixSize></encodedSpace>"
+                                 "</encoding></ismrmrdHeader>".encode())),
+     "encodedSpace/matrixSize lacks a numeric x or y"),
     (lambda f: (f.create_dataset("kspace", data=np.ones((1, 4, 8, 8), np.complex64)),
                 f.create_group("scorerecon").create_dataset("sensitivity_maps", data=np.ones((3, 8, 8), np.complex64))),
      "3 coils but the k-space has 4"),

@@ -111,7 +111,8 @@ def _run_reconstruct(args) -> None:
     meas = read_measurement(args.measurement)
     _check_score_options(args)
     # fail before any work or output
-    check_reconstruction_outputs(args.output, std=_writes_std_map(meas, args), samples=args.save_samples)
+    check_reconstruction_outputs(args.output, std=_writes_std_map(meas, args), samples=args.save_samples,
+                                 reference=args.reference)
     if args.metrics:
         check_output_file(args.metrics)
         if meas.truth is None:

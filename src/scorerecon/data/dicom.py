@@ -33,6 +33,8 @@ identifiers replaced; without one, a minimal Secondary Capture series (PS3.3 A.8
 from __future__ import annotations
 
 import datetime
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         SecondaryCaptureImageStorage, generate_uid)
 
 from ..errors import UserError
 from .orientation import closest_lps, flip_in_plane, from_closest_lps
@@ -55,13 +58,34 @@ _DECODER_HINT = ("install a decoder: pip install pylibjpeg pylibjpeg-openjpeg py
 def read_dataset(path: Path, pixels: bool = True) -> Dataset:
     """Read one DICOM file; a non-DICOM or image-less file raises :class:`UserError`."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+        ds = _dcmread(path, pixels)
     except (InvalidDicomError, EOFError, OSError, ValueError) as err:
         raise UserError(f"{path} is not a readable DICOM file ({type(err).__name__}): "
                         "pass a DICOM image, a series folder, NIfTI, NRRD, .npy or .png") from None
     if pixels and "PixelData" not in ds:
         raise UserError(f"{path} is a DICOM file without pixel data ({ds.get('SOPClassUID', 'no SOP class')}): "
                         "pass a DICOM image")
+    return ds
+
+
+_ENCODINGS = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+              (False, False): ExplicitVRBigEndian}
+
+
+def _dcmread(path: Path, pixels: bool) -> Dataset:
+    """pydicom's read; a file without the DICM preamble or file meta (older and exported files)
+    is read as a bare data set when it holds an image (Rows and Columns), its transfer syntax
+    taken from the encoding it was read in."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except InvalidDicomError:
+        with warnings.catch_warnings():  # pydicom's guesses at a file that is not DICOM at all
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise InvalidDicomError("neither a DICOM file nor a bare DICOM image data set")
+    if "TransferSyntaxUID" not in ds.file_meta and ds.original_encoding in _ENCODINGS:
+        ds.file_meta.TransferSyntaxUID = _ENCODINGS[ds.original_encoding]
     return ds
 
 
@@ -106,7 +130,7 @@ def _frame_positions(ds: Dataset, frames: int) -> list[float] | None:
     return positions
 
 
-def _multiframe(ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, tuple[float, ...] | None]:
+def _multiframe(ds: Dataset, stored: np.ndarray, name: str) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Enhanced multi-frame: per-frame rescale, frames sorted along the normal, spacing."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     stored = stored.reshape(frames, *stored.shape[-2:])
@@ -118,6 +142,7 @@ def _multiframe(ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, tuple[floa
     positions = _frame_positions(ds, frames)
     step = None
     if positions is not None:
+        _check_distinct_positions(positions, name)
         values = values[np.argsort(positions, kind="stable")]
         step = float(np.median(np.diff(np.sort(positions)))) if frames > 1 else None
     measures = _group_item(ds, 0, "PixelMeasuresSequence")
@@ -128,14 +153,18 @@ def _multiframe(ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, tuple[floa
         spacing = (float(step), row, col) if step else None
     orientation = _group_item(ds, 0, "PlaneOrientationSequence")
     cosines = orientation.get("ImageOrientationPatient") if orientation is not None else None
-    return to_io_layout(values, spacing, cosines, along_normal=positions is not None, name="the multi-frame image")
+    return to_io_layout(values, spacing, cosines, along_normal=positions is not None, name=name)
 
 
-def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """Physical pixel values (float32; (H, W) or (frames, H, W)) and spacing in mm."""
+def _is_multiframe(ds: Dataset) -> bool:
+    return ("PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+            or int(ds.get("NumberOfFrames", 1) or 1) > 1)
+
+
+def _stored_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Physical pixel values (float32; (H, W) or (frames, H, W)) of a classic (not enhanced)
+    image, in the stored order of rows and columns, and its spacing in mm."""
     stored = _stored_pixels(ds, path)
-    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        return _multiframe(ds, stored)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         stored = stored.reshape(-1, *stored.shape[-2:])
     values = apply_modality_lut(stored, ds).astype(np.float32)
@@ -143,6 +172,15 @@ def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...]
     if spacing is not None and values.ndim == 3:
         step = ds.get("SpacingBetweenSlices", ds.get("SliceThickness"))
         spacing = (float(step), *spacing) if step else None
+    return values, spacing
+
+
+def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Physical pixel values (float32; (H, W) or (frames, H, W)) and spacing in mm, in the
+    layout of :mod:`scorerecon.data.io`."""
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        return _multiframe(ds, _stored_pixels(ds, path), str(path))
+    values, spacing = _stored_values(ds, path)
     return to_io_layout(values, spacing, ds.get("ImageOrientationPatient"), along_normal=False, name=str(path))
 
 
@@ -186,7 +224,7 @@ def _dicom_files(folder: Path) -> list[tuple[Path, Dataset]]:
         if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = _dcmread(path, pixels=False)
         except (InvalidDicomError, EOFError, OSError, ValueError):
             continue
         if "Rows" in ds and "Columns" in ds:
@@ -217,19 +255,33 @@ def sort_series(folder: Path) -> list[Path]:
         raise UserError(f"the slices in {folder} have different sizes {sorted(shapes)}: pass one series")
     positions = [_slice_position(ds) for _, ds in items]
     if all(p is not None for p in positions):
+        orientations = {tuple(np.round(np.asarray(ds.ImageOrientationPatient, dtype=float), 4)) for _, ds in items}
+        if len(orientations) > 1:
+            raise UserError(f"the slices in {folder} lie in {len(orientations)} orientations (a localizer "
+                            "in the series?): put the slices of one orientation in a folder of their own")
+        _check_distinct_positions(positions, str(folder))
         order = np.argsort(positions, kind="stable")
     else:
         order = np.argsort([int(ds.get("InstanceNumber", 0) or 0) for _, ds in items], kind="stable")
     return [items[i][0] for i in order]
 
 
+def _check_distinct_positions(positions: list[float], name: str) -> None:
+    """Refuse a stack with two slices at one position along the normal (several echoes, phases
+    or time points in one series), which would interleave them into one volume."""
+    distinct = len(np.unique(np.round(positions, 3)))
+    if distinct < len(positions):
+        raise UserError(f"{name} holds {len(positions)} slices at only {distinct} positions (several echoes, "
+                        "phases or time points?): split them into one series per echo or phase")
+
+
 def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dataset, list[Path]]:
     """Volume (slices, rows, cols) of the series in ``folder``, spacing, first dataset, files."""
     files = sort_series(folder)
     datasets = [read_dataset(path) for path in files]
-    slices = [pixel_values(ds, path)[0] for ds, path in zip(datasets, files)]
-    if any(s.ndim != 2 for s in slices):
+    if any(_is_multiframe(ds) for ds in datasets):
         raise UserError(f"{folder} mixes multi-frame files into a series: pass the multi-frame file itself")
+    slices = [_stored_values(ds, path)[0] for ds, path in zip(datasets, files)]  # oriented once, below
     along_normal = all(_slice_position(ds) is not None for ds in datasets)
     volume, spacing = to_io_layout(np.stack(slices), _series_spacing(datasets),
                                    datasets[0].get("ImageOrientationPatient"), along_normal, str(folder))
@@ -332,11 +384,20 @@ def _reference_layout(volume: np.ndarray, spacing, refs: list[Dataset], referenc
             volume, spacing = from_closest_lps(volume, directions, spacing, str(reference))
         else:
             volume = flip_in_plane(volume, directions[1:])
-    if len(refs) != volume.shape[0]:
-        raise UserError(f"reference {reference} has {len(refs)} slices but the image has {volume.shape[0]} "
+    _check_reference_count(refs, volume.shape[0], reference)
+    return np.ascontiguousarray(volume), spacing
+
+
+def _check_reference_count(refs: list[Dataset], slices: int, reference: Path) -> None:
+    if len(refs) != slices:
+        raise UserError(f"reference {reference} has {len(refs)} slices but the image has {slices} "
                         "in the reference's orientation: pass a reference with one slice per image slice "
                         "(a single file for a 2-D image)")
-    return np.ascontiguousarray(volume), spacing
+
+
+def check_slice_reference(reference: Path) -> None:
+    """Check, before any work, that ``reference`` can serve a 2-D image (one single-frame slice)."""
+    _check_reference_count(_reference_datasets(reference), 1, reference)
 
 
 def _from_reference(ref: Dataset, shape: tuple[int, int], spacing: tuple[float, float] | None) -> Dataset:
@@ -385,12 +446,28 @@ def write_series(folder: Path, volume: np.ndarray, spacing: tuple[float, ...] | 
         _save(ds, folder / f"IM{k + 1:05d}.dcm")
 
 
+SERIES_DESCRIPTION = "scorerecon reconstruction"
+
+
+def is_written_by_scorerecon(path: Path) -> bool:
+    """Whether ``path`` is a slice of a series this module wrote (``IM00001.dcm``, … with its
+    SeriesDescription): the only files an output folder may hold to be replaced.  A user's own
+    series (Horos names its slices ``IM-0001-0001.dcm``) is never one."""
+    if re.fullmatch(r"IM\d{5}\.dcm", path.name) is None or not path.is_file():
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
+    except (InvalidDicomError, EOFError, OSError, ValueError):
+        return False
+    return ds.get("SeriesDescription") == SERIES_DESCRIPTION
+
+
 def _identify(ds: Dataset, series_uid: str, k: int, now: datetime.datetime, ref: Dataset | None) -> None:
     ds.SeriesInstanceUID = series_uid
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesNumber = 9001
     ds.InstanceNumber = k + 1
-    ds.SeriesDescription = "scorerecon reconstruction"
+    ds.SeriesDescription = SERIES_DESCRIPTION
     ds.ImageType = ["DERIVED", "SECONDARY"] + list(ref.get("ImageType", [])[2:3] if ref is not None else [])
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     if ref is not None:

@@ -90,10 +90,19 @@ def parse_ismrmrd_header(xml: bytes | str) -> dict[str, Any]:
         matrix = root.find(f"m:encoding/m:{name}/m:matrixSize", ns)
         fov = root.find(f"m:encoding/m:{name}/m:fieldOfView_mm", ns)
         if matrix is not None:
-            out[f"{key}_shape"] = [int(matrix.findtext(f"m:{a}", namespaces=ns)) for a in "xy"]
+            out[f"{key}_shape"] = [int(v) for v in _header_numbers(matrix, f"{name}/matrixSize", ns)]
         if fov is not None:
-            out[f"{key}_fov_mm"] = [float(fov.findtext(f"m:{a}", namespaces=ns)) for a in "xy"]
+            out[f"{key}_fov_mm"] = _header_numbers(fov, f"{name}/fieldOfView_mm", ns)
     return out
+
+
+def _header_numbers(element: ET.Element, where: str, ns: dict[str, str]) -> list[float]:
+    """The x and y of an ismrmrd_header element; a UserError naming it when one is missing."""
+    try:
+        return [float(element.findtext(f"m:{a}", namespaces=ns)) for a in "xy"]
+    except (TypeError, ValueError):
+        raise UserError(f"the ismrmrd_header's encoding/{where} lacks a numeric x or y: "
+                        "repair or drop the header") from None
 
 
 # ------------------------------------------------------------------------------ writing
@@ -139,7 +148,7 @@ def read_fastmri(path: str | os.PathLike, slice_index: int | None = None) -> Mea
         kspace, index = _read_slice(f["kspace"], path, slice_index)
         mask = _read_mask(f, kspace, path)
         header = parse_ismrmrd_header(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else {}
-        reference = _read_reference(f, index)
+        reference = _read_reference(f, index, kspace.shape[0])
         file_attrs = {k: _plain(v) for k, v in f.attrs.items()}
         group = f.get(EXTRAS_GROUP)
         extras = {k: v[()] for k, v in group.items()} if group is not None else {}
@@ -193,8 +202,11 @@ def _read_mask(f: h5py.File, kspace: np.ndarray, path: Path) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
-def _read_reference(f: h5py.File, index: int) -> np.ndarray | None:
-    for name in ("reconstruction_rss", "reconstruction_esc"):
+def _read_reference(f: h5py.File, index: int, coils: int) -> np.ndarray | None:
+    """The slice's reference image: fastMRI's single-coil files hold both, and the ESC image is
+    the one of their (emulated single-coil) k-space, the RSS one that of the multi-coil data."""
+    names = ("reconstruction_esc", "reconstruction_rss")
+    for name in names if coils == 1 else names[::-1]:
         if name in f and f[name].ndim == 3 and index < f[name].shape[0]:
             return np.asarray(f[name][index], dtype=np.float32)
     return None

@@ -314,11 +314,23 @@ def _read_npz(path: Path) -> Image:
     if "image" not in arrays:
         raise UserError(f"{path} has no 'image' array (found {sorted(arrays)}): "
                         "save it as numpy.savez(path, image=...)")
-    spacing = tuple(float(v) for v in arrays["spacing"]) if "spacing" in arrays else None
+    spacing = _npz_numbers(arrays, "spacing", path) if "spacing" in arrays else None
+    spacing = spacing_per_axis(spacing, min(np.ndim(arrays["image"]), 3))  # one value: isotropic
     modality = normalise_modality(str(arrays["modality"])) if "modality" in arrays else None
-    image = arrays["image"] * float(arrays["scale"]) if "scale" in arrays else arrays["image"]
+    scale = _npz_numbers(arrays, "scale", path) if "scale" in arrays else (1.0,)
+    if len(scale) != 1:
+        raise UserError(f"{path}: 'scale' holds {len(scale)} values: save one number (the image's multiplier)")
+    image = arrays["image"] * scale[0] if "scale" in arrays else arrays["image"]
     meta = {"format": "npz"} | ({"source": str(arrays["source"])} if "source" in arrays else {})
     return Image(image, spacing, modality, None, meta)
+
+
+def _npz_numbers(arrays: dict[str, np.ndarray], name: str, path: Path) -> tuple[float, ...]:
+    """The numbers of the archive's array ``name`` (a scalar gives one); a UserError otherwise."""
+    try:
+        return tuple(float(v) for v in np.atleast_1d(arrays[name]).ravel())
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: '{name}' holds {arrays[name].dtype} values: save numbers") from None
 
 
 def _read_png(path: Path) -> Image:
@@ -363,8 +375,8 @@ def check_image_output(path: str | os.PathLike) -> Path:
     suffix = image_suffix(path)
     if suffix == "":
         check_output_folder(check_writable_parent(path))
-        if path.is_dir() and any(not (f.name.startswith("IM") and f.suffix == ".dcm") for f in path.iterdir()):
-            raise UserError(f"output folder {path} exists and holds other files: "
+        if path.is_dir() and not all(dicom.is_written_by_scorerecon(f) for f in path.iterdir()):
+            raise UserError(f"output folder {path} exists and holds files scorerecon did not write: "
                             "choose a new folder for the DICOM series")
     elif suffix == ".cfl":
         from .cfl import check_cfl_output

@@ -125,7 +125,7 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
         raise UserError(f"{result.method} draws no posterior samples: saving samples needs a "
                         "score-based method")
     std_path, samples_path = check_reconstruction_outputs(output, std=result.std is not None,
-                                                          samples=samples)
+                                                          samples=samples, reference=reference)
     spacing = meas.geometry.get("pixel_size")
     # the samples' axis has no physical spacing: 1 (mm), the pixel spacing along the other two
     stack_spacing = None if spacing is None else (1.0, *spacing_per_axis(spacing, 2))
@@ -137,11 +137,19 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
         write_image(samples_path, result.samples, spacing=stack_spacing, reference=None, modality=meas.modality)
 
 
-def check_reconstruction_outputs(output: str, *, std: bool, samples: bool) -> tuple[str | None, str | None]:
+def check_reconstruction_outputs(output: str, *, std: bool, samples: bool,
+                                 reference: str | None = None) -> tuple[str | None, str | None]:
     """Check, before any work, that the image, its std map and (``samples``) the stack of samples
-    can be written; return the std map's and the samples' paths (None where not written)."""
+    can be written, and that a DICOM ``reference`` can serve the image; return the std map's and
+    the samples' paths (None where not written)."""
+    from ..data.dicom import check_slice_reference
     from ..data.io import check_image_output, image_suffix
     check_image_output(output)
+    if reference is not None:
+        if image_suffix(Path(output)) != "":
+            raise UserError(f"a DICOM reference lends its tags to a DICOM output only: write {output} as a "
+                            "folder without extension, or drop the reference")
+        check_slice_reference(Path(reference))
     std_path = _sibling(output, "_std") if std else None
     samples_path = _sibling(output, "_samples") if samples else None
     if samples_path is not None and image_suffix(Path(output)) == ".png":
