@@ -99,6 +99,14 @@ def test_a_reference_that_cannot_serve_the_output_is_refused_before_any_work(ct_
     assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "series"]
 
 
+def test_a_slice_of_a_one_slice_measurement_file_is_refused(ct_files, capsys):
+    capsys.readouterr()
+    argv = ["reconstruct", str(ct_files / "m.h5"), "--slice", "0", "-o", str(ct_files / "r.npy")]
+    assert main(argv) == 2
+    assert "holds one 2-D slice: drop --slice" in _one_line(capsys)
+    assert not (ct_files / "r.npy").exists()
+
+
 def test_score_options_with_a_classical_method_are_refused(ct_files, capsys):
     capsys.readouterr()
     argv = ["reconstruct", str(ct_files / "m.h5"), "-o", str(ct_files / "r.npy")]

@@ -184,6 +184,27 @@ def test_cli_simulate_and_reconstruct(tmp_path):
     assert written["psnr"] == pytest.approx(expected.metrics(stored)["psnr"])
 
 
+def test_cli_reconstructs_the_slice_asked_for_of_a_fastmri_volume(tmp_path, capsys):
+    """--slice picks a slice of a multi-slice file; out of range it is one line and exit 2 with
+    no output."""
+    rng = np.random.default_rng(1)
+    images = rng.random((3, 16, 16)).astype(np.complex64) + np.arange(3)[:, None, None]
+    _fastmri_file(tmp_path / "vol.h5", fft2c(torch.from_numpy(images)).numpy(),
+                  np.abs(images).astype(np.float32), recon=(16, 16))
+    for index in (0, 2):
+        out = tmp_path / f"r{index}.npy"
+        assert main(["reconstruct", str(tmp_path / "vol.h5"), "--slice", str(index), "--method", "zero-filled",
+                     "-o", str(out)]) == 0
+        np.testing.assert_allclose(np.load(out), np.abs(images[index]), atol=1e-4)
+    write_simulated_mri(tmp_path / "one.h5", simulate_mri(_image(16), mask="equispaced", seed=0))
+    capsys.readouterr()
+    for name, index, message in [("vol.h5", "3", "outside the file's 3 slices"), ("one.h5", "1", "outside the file's 1 slices")]:
+        assert main(["reconstruct", str(tmp_path / name), "--slice", index, "-o", str(tmp_path / "x.npy")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.npy").exists()
+
+
 @pytest.mark.parametrize("options, message", [
     (["--acceleration", "0.5"], "below 1"),
     (["--acceleration", "100"], "exceeds"),

@@ -98,6 +98,8 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--filter", default="ramp", choices=["ramp", "shepp-logan", "cosine", "hann"],
                    help="FBP filter")
     p.add_argument("--reference", default=None, help="DICOM series whose tags a DICOM output copies")
+    p.add_argument("--slice", type=int, default=None,
+                   help="slice of a multi-slice fastMRI or twix file (default: the middle one)")
     p.add_argument("--metrics", default=None, help="write PSNR/SSIM against the stored truth to this JSON")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_reconstruct)
@@ -108,7 +110,7 @@ def _run_reconstruct(args) -> None:
     from .data.measurement import read_measurement
     from .solvers import reconstruct, write_reconstruction
     from .solvers.registry import check_reconstruction_outputs
-    meas = read_measurement(args.measurement)
+    meas = read_measurement(args.measurement, args.slice)
     _check_score_options(args)
     # fail before any work or output
     check_reconstruction_outputs(args.output, std=_writes_std_map(meas, args), samples=args.save_samples,

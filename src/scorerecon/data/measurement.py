@@ -132,16 +132,18 @@ def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
                 extras.create_dataset(name, data=array, compression="gzip", compression_opts=4)
 
 
-def read_measurement(path: str | os.PathLike) -> Measurement:
+def read_measurement(path: str | os.PathLike, slice_index: int | None = None) -> Measurement:
     """Read a scorerecon measurement file, a fastMRI file, Siemens twix raw data or BART k-space
-    (``.cfl``), and validate it."""
+    (``.cfl``), and validate it.  ``slice_index`` picks a slice of a fastMRI or twix file (by
+    default the middle one); the other formats hold one slice."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"measurement file {path} does not exist: check the path")
     if path.name.lower().endswith((".dat", ".dat.gz")):
         from .twix import read_twix  # Siemens raw data
-        return read_twix(path).validate()
+        return read_twix(path, slice_index).validate()
     if path.suffix.lower() == ".cfl":
+        _one_slice_only(path, slice_index)
         from .cfl import read_cfl_measurement  # BART k-space
         return read_cfl_measurement(path)
     try:
@@ -153,9 +155,10 @@ def read_measurement(path: str | os.PathLike) -> Measurement:
         if f.attrs.get("format") != FORMAT:
             if "kspace" in f or "ismrmrd_header" in f:
                 from .fastmri import read_fastmri  # fastMRI layout
-                return read_fastmri(path).validate()
+                return read_fastmri(path, slice_index).validate()
             raise UserError(f"{path} is neither a scorerecon measurement nor a fastMRI file "
                             "(no 'kspace' dataset): simulate one with 'scorerecon simulate'")
+        _one_slice_only(path, slice_index)
         version = f.attrs.get("version")
         version = int(version) if isinstance(version, (int, np.integer)) else version
         if not isinstance(version, int) or not 1 <= version <= VERSION:
@@ -178,3 +181,8 @@ def read_measurement(path: str | os.PathLike) -> Measurement:
             attrs=attrs,
         )
     return meas.validate()
+
+
+def _one_slice_only(path: Path, slice_index: int | None) -> None:
+    if slice_index is not None:
+        raise UserError(f"{path} holds one 2-D slice: drop --slice (it picks a slice of a fastMRI or twix file)")
