@@ -89,6 +89,12 @@ def test_beam_hardening_and_water_precorrection():
     # ... more so for bone, whose attenuation depends more on energy
     assert bone[-1] / (16 * bone[1]) < water[-1] / (16 * water[1])
     np.testing.assert_allclose(water_precorrection(water), t, atol=2e-3)
+    # noisy air rays (post-log below 0) continue along the curve's slope at 0 instead of
+    # clamping to 0: noise around 0 stays centred there
+    small = np.array([-0.01, -0.001, 0.001, 0.01])
+    corrected = water_precorrection(small)
+    np.testing.assert_allclose(corrected[:2], -corrected[:1:-1], rtol=2e-3)
+    assert np.all(corrected[:2] < 0)
     assert metal_hu("iron") > metal_hu("titanium") > 5000
 
 
@@ -199,3 +205,7 @@ def test_simulate_file_round_trip_and_no_partial_output(tmp_path):
     with pytest.raises(UserError, match="empty"):
         simulate_ct_file(image, tmp_path / "m.h5", metal=str(mask_file), full_views=20)
     assert not (tmp_path / "m.h5").exists()
+    np.savez(tmp_path / "oblong.npz", image=hu, spacing=[1.0, 0.5])
+    with pytest.raises(UserError, match="pixels of 1 x 0.5 mm: the CT simulation needs square pixels"):
+        simulate_ct_file(tmp_path / "oblong.npz", tmp_path / "o.h5", full_views=20)
+    assert not (tmp_path / "o.h5").exists()

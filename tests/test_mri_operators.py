@@ -210,6 +210,8 @@ def test_acceleration_one_is_fully_sampled():
     (("random", (32, 32), 4, 1.0), "centre fraction"),
     (("equispaced", (32, 32), 8, 0.5), "centre fraction alone"),
     (("spiral", (32, 32), 4, 0.08), "unknown mask pattern"),
+    (("poisson", (64, 64), 1.3, 0.08), "Poisson-disc mask needs --acceleration 2 or more"),
+    (("radial", (64, 64), 1000, 0.0), "radial spokes reach at most"),
 ])
 def test_bad_mask_requests(args, message):
     with pytest.raises(UserError, match=message):

@@ -11,16 +11,18 @@ from the mask (:func:`effective_acceleration`), never assumed.
 Patterns (:data:`PATTERNS`):
 
 * ``equispaced`` — ACS plus every ``a``-th column with a random offset, a = R (N − n_acs) /
-  (n_acs R − N) (fastMRI ``EquispacedMaskFractionFunc``, Zbontar et al. 2018).
+  (N − n_acs R) (fastMRI ``EquispacedMaskFractionFunc``, Zbontar et al. 2018).
 * ``random`` — ACS plus columns drawn uniformly without replacement (fastMRI ``RandomMaskFunc``
   with the expected count made exact).
 * ``gaussian1d`` / ``gaussian2d`` — columns / points drawn without replacement with a centred
   Gaussian density of standard deviation ``√(1.5/128)`` × size (Chung & Ye 2022, score-MRI code).
 * ``uniform2d`` — points drawn uniformly without replacement.
 * ``poisson`` — variable-density Poisson disc (Lustig et al. 2007; sigpy.mri.poisson), which
-  tunes its radius until the acceleration is within 0.1 of R; the ACS block is then ensured.
+  tunes its radius until the acceleration is within 0.1 of R (R = 1 or R ≥ 2); the ACS block
+  is then ensured.
 * ``radial`` — equally spaced spokes through the k-space centre rasterised on the Cartesian grid
-  (nearest neighbour, half-pixel steps), the number of spokes the one closest to R.
+  (nearest neighbour, half-pixel steps), the number of spokes the one closest to R; an R that
+  one spoke and the ACS block do not reach within 10 % is refused.
 """
 
 from __future__ import annotations
@@ -152,14 +154,25 @@ def uniform2d_mask(shape, acceleration: float, center_fraction: float = 0.08, se
     return _weighted_choice(mask, extra, np.ones(shape), seed)
 
 
+POISSON_MIN_ACCELERATION = 2.0
+
+
 def poisson_mask(shape, acceleration: float, center_fraction: float = 0.08, seed=0) -> np.ndarray:
-    """Variable-density Poisson disc (sigpy.mri.poisson) with a centred ACS block."""
+    """Variable-density Poisson disc (sigpy.mri.poisson) with a centred ACS block.
+
+    1 (fully sampled) or at least :data:`POISSON_MIN_ACCELERATION`: below about 1.5 (grid
+    dependent) sigpy's bisection on the density slope cannot reach the request and halves the
+    slope a thousand times before it gives up, minutes on a 320² grid."""
     import sigpy.mri
 
     _check(shape, acceleration, center_fraction, shape[0] * shape[1])
     acs, _ = _acs_block(shape, center_fraction, acceleration)
     if acceleration == 1:
         return np.ones(shape, np.uint8)
+    if acceleration < POISSON_MIN_ACCELERATION:
+        raise UserError(f"a Poisson-disc mask needs --acceleration {POISSON_MIN_ACCELERATION:g} or more "
+                        f"(or 1, fully sampled), not {acceleration}: for lighter undersampling use "
+                        "--mask gaussian2d or uniform2d")
     calib = tuple(_acs_count(s, center_fraction) for s in shape)
     try:
         mask = sigpy.mri.poisson(tuple(shape), acceleration, calib=calib, dtype=np.float32,
@@ -204,6 +217,10 @@ def radial_mask(shape, acceleration: float, center_fraction: float = 0.08, seed=
         middle = (low + high) // 2
         low, high = (middle, high) if effective_acceleration(build(middle)) > acceleration else (low, middle)
     best = min((low, high), key=lambda n: abs(effective_acceleration(build(n)) - acceleration))
+    reached = effective_acceleration(build(best))
+    if reached < acceleration / 1.1:  # one spoke and the ACS block are the sparsest pattern
+        raise UserError(f"radial spokes reach at most {reached:.1f}x on a {shape[0]}x{shape[1]} grid with "
+                        f"centre fraction {center_fraction}, not {acceleration}: choose a lower --acceleration")
     return build(best)
 
 

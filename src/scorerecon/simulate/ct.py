@@ -130,11 +130,14 @@ def water_precorrection(post_log: np.ndarray) -> np.ndarray:
 
     The water curve t ↦ -log Σ_E s_E exp(-t r_w(E)) is increasing; it is tabulated on a fine grid
     and inverted by linear interpolation (Kachelrieß et al. 2006, 'empirical cupping correction'
-    with a known spectrum).
+    with a known spectrum).  Below 0 (noisy air rays that counted more than I₀) it continues along
+    the curve's slope at 0, so that noise around 0 stays centred there.
     """
     thickness = np.linspace(0.0, 60.0, 6001)
     poly = -np.log(polychromatic_transmission({"water": thickness}))
-    return np.interp(post_log, poly, thickness, right=None).astype(np.float32)
+    slope_at_zero = (thickness[1] - thickness[0]) / (poly[1] - poly[0])
+    corrected = np.where(post_log < 0, post_log * slope_at_zero, np.interp(post_log, poly, thickness))
+    return corrected.astype(np.float32)
 
 
 def photon_counts(transmission: np.ndarray, flux: float, rng: np.random.Generator) -> np.ndarray:
@@ -328,6 +331,9 @@ def simulate_ct_file(image_path, output, *, views: int | None = None, full_views
     from ..data.measurement import check_measurement_output, write_measurement
     check_measurement_output(output)
     image = read_slice(image_path, slice_index)
+    if image.spacing and not np.isclose(image.spacing[-2], image.spacing[-1], rtol=1e-3):
+        raise UserError(f"{image_path} has pixels of {image.spacing[-2]:g} x {image.spacing[-1]:g} mm: the CT "
+                        "simulation needs square pixels; resample the image first")
     pixel_size = float(image.spacing[-1]) if image.spacing else 1.0
     meas = simulate_ct(image.array, pixel_size=pixel_size, views=views, full_views=full_views,
                        geometry=geometry, detector=detector, limited_angle=limited_angle, metal=metal,
