@@ -344,6 +344,7 @@ def test_sagittal_dicom_series_reads_like_its_lps_nrrd_twin(tmp_path):
     image = read_image(_sagittal_series(tmp_path / "sag", lps))
     twin = read_image(_nrrd_lps(tmp_path / "twin.nrrd", lps, (0.8, 0.5, 2.0)))
     assert np.array_equal(image.array, lps) and np.array_equal(twin.array, lps)
+    assert read_slice(tmp_path / "sag", 1).dicom_reference is None  # an axial slice has no file of its own
     assert image.spacing == pytest.approx((2.0, 0.5, 0.8)) == twin.spacing
 
 
@@ -391,6 +392,8 @@ def test_a_series_with_flipped_in_plane_axes_reads_like_its_slices_and_writes_ba
     superior_last = range(3) if normal[2] > 0 else range(2, -1, -1)  # the io layout runs along +z
     assert np.array_equal(volume, np.stack([read_image(series / f"f{k}.dcm").array for k in superior_last]))
     assert not np.array_equal(volume, stored)
+    for k, file in enumerate(superior_last):  # each slice names its own file, for a --reference
+        assert read_slice(series, k).dicom_reference == series / f"f{file}.dcm"
     write_image(tmp_path / "out", volume + 1, reference=series)
     written = {int(ds.InstanceNumber): ds for ds in map(pydicom.dcmread, (tmp_path / "out").iterdir())}
     for k in range(3):

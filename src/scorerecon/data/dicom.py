@@ -275,17 +275,23 @@ def _check_distinct_positions(positions: list[float], name: str) -> None:
                         "phases or time points?): split them into one series per echo or phase")
 
 
-def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dataset, list[Path]]:
-    """Volume (slices, rows, cols) of the series in ``folder``, spacing, first dataset, files."""
+def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dataset, list[Path] | None]:
+    """Volume (slices, rows, cols) of the series in ``folder``, spacing, first dataset, and the
+    file of each slice of the volume (None when the volume's slices are not the files' slices:
+    a sagittal or coronal series turned axial)."""
     files = sort_series(folder)
     datasets = [read_dataset(path) for path in files]
     if any(_is_multiframe(ds) for ds in datasets):
         raise UserError(f"{folder} mixes multi-frame files into a series: pass the multi-frame file itself")
-    slices = [_stored_values(ds, path)[0] for ds, path in zip(datasets, files)]  # oriented once, below
+    stacked = np.stack([_stored_values(ds, path)[0] for ds, path in zip(datasets, files)])  # oriented once
     along_normal = all(_slice_position(ds) is not None for ds in datasets)
-    volume, spacing = to_io_layout(np.stack(slices), _series_spacing(datasets),
-                                   datasets[0].get("ImageOrientationPatient"), along_normal, str(folder))
-    return volume, spacing, datasets[0], files
+    cosines = datasets[0].get("ImageOrientationPatient")
+    volume, spacing = to_io_layout(stacked, _series_spacing(datasets), cosines, along_normal, str(folder))
+    # the file index of every voxel, moved alike: constant over each slice where slices stay slices
+    file_index = np.broadcast_to(np.arange(len(files))[:, None, None], stacked.shape)
+    moved = to_io_layout(file_index, None, cosines, along_normal, str(folder))[0].reshape(volume.shape[0], -1)
+    aligned = volume.shape[0] == len(files) and np.all(moved == moved[:, :1])
+    return volume, spacing, datasets[0], [files[k] for k in moved[:, 0]] if aligned else None
 
 
 def _series_spacing(datasets: list[Dataset]) -> tuple[float, ...] | None:

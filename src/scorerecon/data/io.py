@@ -72,7 +72,8 @@ class Image:
 
     ``array``: float32, (H, W) or (slices, H, W).  ``spacing``: mm per array axis, or None.
     ``modality``: "ct" (values in HU), "mr" or None.  ``dicom_reference``: the DICOM file or
-    series the image came from (to copy tags when writing DICOM), else None.
+    series the image came from (to copy tags when writing DICOM); for a slice of a volume, that
+    slice's own file where it has one; else None.
     """
 
     array: np.ndarray
@@ -117,8 +118,8 @@ def _take_slice(image: Image, index: int) -> Image:
     count = image.array.shape[0]
     if not 0 <= index < count:
         raise UserError(f"slice index {index} is out of range: the volume has {count} slices (0..{count - 1})")
-    files = image.meta.get("files")
-    reference = Path(files[index]) if files else image.dicom_reference
+    files = image.meta.get("files")  # the DICOM file of each slice, where there is one
+    reference = Path(files[index]) if files else None
     meta = {k: v for k, v in image.meta.items() if k != "files"} | {"slice_index": index}
     spacing = image.spacing[1:] if image.spacing is not None else None
     return Image(image.array[index], spacing, image.modality, reference, meta)
@@ -168,7 +169,7 @@ def _read_dicom_file(path: Path) -> Image:
 
 def _read_dicom_series(folder: Path) -> Image:
     volume, spacing, first, files = dicom.read_series(folder)
-    meta = _dicom_meta(first) | {"files": [str(f) for f in files]}
+    meta = _dicom_meta(first) | ({"files": [str(f) for f in files]} if files else {})
     return Image(volume, spacing, dicom.modality_of(first), folder, meta)
 
 

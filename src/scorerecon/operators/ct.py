@@ -444,7 +444,9 @@ def fbp(geometry, sinogram: torch.Tensor, filter: str = "ramp") -> torch.Tensor:
 # =============================================================================== masks
 def view_mask(n_full: int, k: int | None = None, indices=None) -> np.ndarray:
     """(V,) float32 view mask: ``k`` evenly spaced views round(linspace(0, n_full-1, k)) (as
-    Song et al.'s code) or the given view ``indices``."""
+    Song et al.'s code, ``get_ct_subsampling_mask``) or the given view ``indices``.  Both ends
+    are kept, so on a parallel-beam grid over 180° the first and last views lie one step apart
+    (0° and 179° of 180 views): the published 23-view protocol, kept for comparability."""
     if (k is None) == (indices is None):
         raise UserError("give either the number of views k or the view indices, not both or neither")
     mask = np.zeros(int(n_full), np.float32)
