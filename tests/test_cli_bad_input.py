@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from conftest import shepp_logan_hu
 from skimage.metrics import structural_similarity
 
@@ -176,6 +177,27 @@ def test_evaluate_checks_its_json_before_printing_metrics(tmp_path, capsys):
     assert captured.out == "" and captured.err.count("\n") == 1 and "m.json is a folder" in captured.err
 
 
+def test_evaluate_refuses_pngs_mixed_modalities_and_an_empty_mask(tmp_path, capsys):
+    """A PNG holds a display window, not HU; an MR file is not scored in the CT window; a body
+    mask with no body leaves nothing to compare.  Each: one line, exit 2."""
+    from scorerecon.data.io import write_image
+    hu = shepp_logan_hu(32)
+    write_image(tmp_path / "a.png", hu, modality="ct")
+    write_image(tmp_path / "ct.nrrd", hu, modality="ct")
+    write_image(tmp_path / "mr.nrrd", np.abs(hu) / 1000, modality="mr")
+    np.save(tmp_path / "air.npy", np.full((32, 32), -1000.0, np.float32))
+    capsys.readouterr()
+    for argv, message in [(["a.png", "ct.nrrd"], "a.png is a PNG, an 8-bit display window"),
+                          (["mr.nrrd", "ct.nrrd"], "the files record different modalities (ct and mri)"),
+                          (["mr.nrrd", "mr.nrrd", "--modality", "ct"], "the files record mri but --modality ct was given"),
+                          (["air.npy", "air.npy", "--body-mask"], "no pixel is left to compare")]:
+        assert main(["evaluate", *(str(tmp_path / a) if a.endswith(("png", "nrrd", "npy")) else a for a in argv)]) == 2
+        assert message in _one_line(capsys)
+    assert main(["evaluate", str(tmp_path / "mr.nrrd"), str(tmp_path / "mr.nrrd"), "--json", str(tmp_path / "m.json")]) == 0
+    assert "PSNR inf  SSIM 1.0000" in capsys.readouterr().out  # the MRI window: the file says mr
+    assert json.loads((tmp_path / "m.json").read_text()) == {"psnr": None, "ssim": 1.0}  # strict JSON: no Infinity
+
+
 def test_an_unreadable_twix_file_gives_one_line_and_prints_nothing_else(tmp_path, capsys):
     (tmp_path / "scan.dat").write_bytes(np.random.default_rng(0).bytes(300))
     assert main(["reconstruct", str(tmp_path / "scan.dat"), "-o", str(tmp_path / "r.npy")]) == 2
@@ -251,9 +273,16 @@ def test_a_partial_sde_table_resumes_a_run_saved_before_the_defaults_were_filled
         check_resumable(cfg, {**cfg, "sde": {"type": "ve", "sigma_max": 40.0}})
 
 
-def test_a_device_torch_does_not_know_is_named():
+def test_a_device_torch_does_not_know_is_named_and_cuda_means_this_process_gpu(monkeypatch):
     with pytest.raises(UserError, match="is not a device"):
         _configured_device("tpu")
+    assert _configured_device("cuda", local_rank=1) == torch.device("cuda:1")  # each torchrun rank its own GPU
+    assert _configured_device("cuda:0", local_rank=1) == torch.device("cuda:0")  # as given
+    assert _configured_device("cpu", local_rank=1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _configured_device("auto", local_rank=1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _configured_device("auto", local_rank=1) == torch.device("cuda:1")
 
 
 def test_unreadable_config_files_are_user_errors(tmp_path):

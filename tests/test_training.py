@@ -104,12 +104,68 @@ def test_checkpoints_rotate_and_survive_corruption(tmp_path):
     cfg["training"]["steps"] = 5
     train(cfg, resume=True, progress=False)  # falls back to checkpoint.prev.pt (step 2)
     assert [r["step"] for r in _log(run / "log.csv")] == ["1", "2", "3", "4", "5"]
+    # the damaged file was set aside, so no save rotated it over the good previous checkpoint
+    assert (run / "checkpoint.unreadable.pt").read_bytes() == b"truncated"
+    assert [read_checkpoint(run / name)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")] == [5, 4]
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (run / name).write_bytes(b"garbage")
-    with pytest.raises(UserError, match="corrupted"):
+    with pytest.raises(UserError, match="are both damaged"):
         train(cfg, resume=True, progress=False)
     with pytest.raises(UserError, match="corrupted"):
         load_prior(run / "checkpoint.pt")
+
+
+def test_a_kill_during_the_rotation_leaves_a_readable_checkpoint(tmp_path, monkeypatch):
+    """checkpoint.pt exists at every instant of save_checkpoint: a failure just before the new
+    file moves in leaves the old checkpoint under both names, and no temporary files."""
+    import scorerecon.priors.checkpoint as checkpoint
+    save_checkpoint = checkpoint.save_checkpoint
+    save_checkpoint({"format": "scorerecon-prior-checkpoint", "step": 1}, tmp_path)
+    save_checkpoint({"format": "scorerecon-prior-checkpoint", "step": 2}, tmp_path)
+    real_replace = os.replace
+
+    def killed_before_the_last_move(source, target):
+        if str(source).endswith(".tmp") and os.path.basename(target) == "checkpoint.pt":
+            raise KeyboardInterrupt
+        real_replace(source, target)
+    monkeypatch.setattr(checkpoint.os, "replace", killed_before_the_last_move)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"format": "scorerecon-prior-checkpoint", "step": 3}, tmp_path)
+    steps = [torch.load(tmp_path / name, weights_only=True)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")]
+    assert steps == [2, 2] and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
+
+
+def test_a_prior_file_this_version_cannot_build_is_one_user_error(tmp_path):
+    cfg = _config(tmp_path, steps=2)
+    exported = train(cfg, progress=False)
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    with safe_open(str(exported), framework="pt") as handle:
+        header = handle.metadata()
+    network = json.loads(header["network"])
+    for broken in ({**network, "groups": 4}, [1, 2]):
+        save_file(load_file(str(exported)), str(tmp_path / "other.safetensors"),
+                  metadata={**header, "network": json.dumps(broken)})
+        with pytest.raises(UserError, match="describes a prior this scorerecon cannot build"):
+            load_prior(tmp_path / "other.safetensors")
+
+
+def test_resume_refuses_training_data_of_another_shape(tmp_path):
+    cfg = _config(tmp_path, steps=2)
+    train(cfg, progress=False)
+    np.save(tmp_path / "train.npy", _images(n=20))  # the dataset prepared again, with more images
+    cfg["training"]["steps"] = 4
+    with pytest.raises(UserError, match=r"training data changed since the checkpoint \(16 images"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_a_fresh_run_refuses_a_folder_holding_only_the_previous_checkpoint(tmp_path):
+    cfg = _config(tmp_path, steps=4)
+    train(cfg, progress=False)
+    os.remove(tmp_path / "run/checkpoint.pt")
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, progress=False)
+    assert read_checkpoint(tmp_path / "run/checkpoint.prev.pt")["step"] == 2
 
 
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_old_folder(tmp_path):
@@ -188,6 +244,12 @@ def test_config_errors(tmp_path):
     bad.write_text("[training]\nsteps = -1\n")
     with pytest.raises(UserError, match="steps"):
         load_config(bad)
+    for table, text, message in [("training", "seed = -1", "seed must be a whole number ≥ 0"),
+                                 ("training", "grad_clip = 0", "grad_clip must be a positive number"),
+                                 ("network", "dropout = 2.0", r"dropout must lie in \[0, 1\)")]:
+        bad.write_text(f"[{table}]\n{text}\n")
+        with pytest.raises(UserError, match=message):
+            load_config(bad)
     bad.write_text("[parameterization]\ntype = 'x0'\n")
     with pytest.raises(UserError, match="parameterization 'x0' is unknown"):
         load_config(bad)

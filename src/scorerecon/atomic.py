@@ -97,3 +97,22 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json(path: str | os.PathLike, payload) -> Path:
+    """Write ``payload`` as strict JSON (RFC 8259) atomically: a non-finite number (the PSNR of
+    identical images, a correlation of a constant map) becomes null, which every parser reads."""
+    import json
+    import math
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
+    return Path(path)

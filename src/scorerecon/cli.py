@@ -7,7 +7,6 @@ written atomically, so a failed command never leaves a partial file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -155,8 +154,9 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="PSNR and SSIM of a reconstruction against a reference")
     p.add_argument("recon", help="reconstruction (any readable image)")
     p.add_argument("truth", help="reference image of the same size")
-    p.add_argument("--modality", choices=["ct", "mri"], default="ct",
-                   help="ct: HU mapped by the fixed window; mri: both scaled by the reference's maximum")
+    p.add_argument("--modality", choices=["ct", "mri"], default=None,
+                   help="ct: HU mapped by the fixed window; mri: both scaled by the reference's maximum "
+                        "(default: the modality the files record, else ct)")
     p.add_argument("--body-mask", action="store_true", help="compute the metrics inside the body only")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.set_defaults(handler=_run_evaluate)
@@ -168,11 +168,29 @@ def _run_evaluate(args) -> None:
     from .evaluation.metrics import evaluate_images
     if args.json:
         check_output_file(args.json)
-    metrics = evaluate_images(read_image(args.recon).array, read_image(args.truth).array,
-                              modality=args.modality, body=args.body_mask)
+    recon, truth = read_image(args.recon), read_image(args.truth)
+    for path, image in ((args.recon, recon), (args.truth, truth)):
+        if image.meta.get("format") == "png":
+            raise UserError(f"{path} is a PNG, an 8-bit display window of the image, not its values: "
+                            "evaluate the .npy, .nii.gz, .nrrd or DICOM output")
+    metrics = evaluate_images(recon.array, truth.array, modality=_evaluation_modality(args, recon, truth),
+                              body=args.body_mask)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
     if args.json:
         _write_json(args.json, metrics)
+
+
+def _evaluation_modality(args, *images) -> str:
+    """--modality, else the modality the files record ("mr" → "mri"), else ct; a file that records
+    another modality than --modality, or two files that disagree, is a UserError."""
+    recorded = {{"mr": "mri"}.get(image.modality, image.modality) for image in images if image.modality}
+    if len(recorded) > 1:
+        raise UserError(f"the files record different modalities ({' and '.join(sorted(recorded))}): "
+                        "compare a reconstruction with a reference of its own modality")
+    if args.modality and recorded and recorded != {args.modality}:
+        raise UserError(f"the files record {next(iter(recorded))} but --modality {args.modality} was given: "
+                        "drop --modality (the files' own is used)")
+    return args.modality or next(iter(recorded), "ct")
 
 
 # ---------------------------------------------------------------------------------- data
@@ -214,9 +232,8 @@ def _run_demo(args) -> None:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    from .atomic import atomic_path
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    from .atomic import write_json
+    write_json(path, payload)
     print(f"wrote {path}")
 
 

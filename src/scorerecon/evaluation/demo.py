@@ -10,12 +10,11 @@ needs, weights included, ships inside the package.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, check_output_folder
+from ..atomic import check_output_folder, write_json
 from ..data.intensity import HU_HIGH, HU_LOW, hu_to_unit
 from ..data.samples import load_sample
 from ..solvers import reconstruct
@@ -77,6 +76,5 @@ def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None
     figure = save_panels(out_dir / "demo.png", panels,
                          title=f"sparse-view CT, {DEMO_VIEWS}/{DEMO_FULL_VIEWS} views, held-out slice {DEMO_SAMPLE}")
     metrics_path = out_dir / "metrics.json"
-    with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(metrics_path, metrics)
     return {"figure": figure, "metrics": metrics_path}

@@ -90,6 +90,9 @@ def evaluate_images(recon, truth, modality: str = "ct", body: bool = False,
     if exclude is not None:
         keep = ~np.asarray(exclude, dtype=bool).reshape(truth_unit.shape)
         mask = keep if mask is None else mask & keep
+    if mask is not None and not mask.any():
+        raise UserError("no pixel is left to compare: the reference has no body above the window's 10 % "
+                        "(drop the body mask) or the excluded pixels cover the whole image")
     return image_metrics(recon_unit, truth_unit, mask)
 
 

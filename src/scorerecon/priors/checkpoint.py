@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,7 @@ DESCRIPTION_KEYS = ("network", "sde", "parameterization", "metadata")
 VERSION = "1"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+UNREADABLE = "checkpoint.unreadable.pt"
 
 
 def export_prior(network_state: dict, prior_description: dict, path: str | os.PathLike) -> Path:
@@ -49,16 +51,23 @@ def export_prior(network_state: dict, prior_description: dict, path: str | os.Pa
 
 
 def build_prior(description: dict, network_state: dict, source: str) -> ScorePrior:
-    """Rebuild a ScorePrior; UserError if the weights do not fit the stored network config."""
-    network = ScoreUNet(**description["network"])
+    """Rebuild a ScorePrior; UserError if the stored description is not one this version builds
+    (another version's network options, a malformed SDE or parameterisation) or if the weights do
+    not fit the stored network config."""
+    try:
+        network = ScoreUNet(**description["network"])
+        sde = sde_from_dict(description["sde"])
+        parameterization = Parameterization.from_dict(description.get("parameterization"))
+    except (TypeError, ValueError, KeyError) as err:
+        raise UserError(f"{source} describes a prior this scorerecon cannot build ({type(err).__name__}: {err}): "
+                        "upgrade scorerecon or re-export the prior from its training checkpoint") from None
     try:
         network.load_state_dict(network_state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise UserError(f"weights in {source} do not match the network config stored with them ({first}): "
                         "re-export the prior from its training checkpoint") from None
-    prior = ScorePrior(network, sde_from_dict(description["sde"]), description.get("metadata", {}),
-                       Parameterization.from_dict(description.get("parameterization")))
+    prior = ScorePrior(network, sde, description.get("metadata", {}), parameterization)
     return prior.eval().requires_grad_(False)
 
 
@@ -87,7 +96,12 @@ def read_prior_file(path: str | os.PathLike) -> ScorePrior:
 
 # ------------------------------------------------------------------------ training checkpoints
 def save_checkpoint(state: dict, folder: str | os.PathLike) -> Path:
-    """Write ``state`` to folder/checkpoint.pt, keeping the former one as checkpoint.prev.pt."""
+    """Write ``state`` to folder/checkpoint.pt, keeping the former one as checkpoint.prev.pt.
+
+    At every instant of the rotation a readable checkpoint is in place: the new state is written
+    and synced to a temporary file; the current checkpoint becomes the previous one through a
+    second name (a hard link, else a copy) while checkpoint.pt still exists; only then does the
+    temporary file replace checkpoint.pt.  A kill anywhere leaves the old pair or the new one."""
     folder = Path(folder)
     latest = folder / CHECKPOINT
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
@@ -97,12 +111,24 @@ def save_checkpoint(state: dict, folder: str | os.PathLike) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         if latest.exists():
-            os.replace(latest, folder / PREVIOUS)
+            _keep_as_previous(latest, folder / PREVIOUS)
         os.replace(tmp, latest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return latest
+
+
+def _keep_as_previous(latest: Path, previous: Path) -> None:
+    """Make ``previous`` a second name of ``latest`` (a copy where hard links are not allowed),
+    through a temporary name, so neither file is ever missing."""
+    second = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    second.unlink(missing_ok=True)
+    try:
+        os.link(latest, second)
+    except OSError:
+        shutil.copyfile(latest, second)
+    os.replace(second, previous)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -119,8 +145,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def latest_checkpoint(folder: str | os.PathLike) -> dict:
-    """The newest readable checkpoint in ``folder`` (falls back to the previous one)."""
+def latest_checkpoint(folder: str | os.PathLike) -> tuple[dict, Path]:
+    """The newest readable checkpoint in ``folder`` and its path (the previous one when
+    checkpoint.pt cannot be read)."""
     folder = Path(folder)
     candidates = [folder / name for name in (CHECKPOINT, PREVIOUS) if (folder / name).exists()]
     if not candidates:
@@ -128,7 +155,19 @@ def latest_checkpoint(folder: str | os.PathLike) -> dict:
     errors = []
     for path in candidates:
         try:
-            return read_checkpoint(path)
+            return read_checkpoint(path), path
         except UserError as err:
             errors.append(str(err))
-    raise UserError(errors[0])
+    if len(errors) == 1:
+        raise UserError(errors[0])
+    raise UserError(f"no checkpoint in {folder} can be read ({CHECKPOINT} and {PREVIOUS} are both damaged): "
+                    "start again in a new [output] dir")
+
+
+def set_aside_unreadable(folder: str | os.PathLike) -> Path:
+    """Rename an unreadable checkpoint.pt to checkpoint.unreadable.pt, so that the next save
+    keeps the readable previous checkpoint instead of rotating the damaged file over it."""
+    folder = Path(folder)
+    aside = folder / UNREADABLE
+    os.replace(folder / CHECKPOINT, aside)
+    return aside

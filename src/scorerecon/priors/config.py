@@ -36,7 +36,8 @@ DEFAULTS = {
                  "device": "auto", "init": "", "sigma_range": []},
     "output": {"dir": "", "export": ""},
 }
-_POSITIVE = {"training": ("steps", "batch_size", "checkpoint_every", "log_every", "lr"), "data": ("crop",)}
+_POSITIVE = {"training": ("steps", "batch_size", "checkpoint_every", "log_every", "lr", "grad_clip"),
+             "data": ("crop",)}
 
 
 def data_root() -> Path:
@@ -162,6 +163,10 @@ def _check_values(cfg: dict) -> None:
                 raise UserError(f"[{table}] {key} must be a positive number, got {value!r}")
     if not 0.0 <= cfg["training"]["ema"] < 1.0:
         raise UserError(f"[training] ema must lie in [0, 1), got {cfg['training']['ema']}")
+    if not 0.0 <= cfg["network"]["dropout"] < 1.0:
+        raise UserError(f"[network] dropout must lie in [0, 1), got {cfg['network']['dropout']}")
+    if cfg["training"]["seed"] < 0:
+        raise UserError(f"[training] seed must be a whole number ≥ 0, got {cfg['training']['seed']}")
     Parameterization.from_dict(cfg["parameterization"])  # UserError for an unknown type or σ_d ≤ 0
     sde_from_dict(cfg["sde"])  # UserError for an unknown type or parameter, before any run folder
     downsample = cfg["data"]["downsample"]

@@ -49,8 +49,10 @@ import torch.distributed as dist
 from torch import nn
 
 from ..allocator import retain_freed_memory
+from ..atomic import atomic_path
 from ..errors import UserError
-from .checkpoint import FORMAT, export_prior, latest_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT, FORMAT, PREVIOUS, export_prior, latest_checkpoint, save_checkpoint,
+                         set_aside_unreadable)
 from .config import dataset_paths, training_data_name
 from .network import ScoreUNet, count_parameters
 from .parameterization import LEGACY, Parameterization
@@ -275,12 +277,20 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, EMA, Adam, step, RNGs, data position."""
         return {"format": FORMAT + "-checkpoint", "step": self.step, "elapsed": self.elapsed,
-                "data_position": self.step * self.opt["batch_size"], "config": self.cfg,
+                "data_position": self.step * self.opt["batch_size"], "data_shape": list(self.images.shape),
+                "config": self.cfg,
                 "model": self.network.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": _rng_states(), "prior": self.describe()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (the config compatibility is checked by the caller)."""
+        """Restore a :meth:`state_dict` (the config compatibility is checked by the caller); the
+        training images must have the shape they had, or the batches drawn from (seed, step)
+        would silently be others."""
+        shape = state.get("data_shape")  # checkpoints written before session 56 lack it
+        if shape is not None and list(shape) != list(self.images.shape):
+            raise UserError(f"the training data changed since the checkpoint ({shape[0]} images of {shape[1:]} then, "
+                            f"{self.images.shape[0]} of {list(self.images.shape[1:])} now): resume with the data "
+                            "it was trained on, or start a new run in a new [output] dir")
         self.network.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -348,7 +358,7 @@ class CsvLog:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         rows = self._rows_until(resume_step) if resume_step is not None and path.exists() else []
-        with open(path, "w", newline="") as handle:
+        with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:  # a kill keeps the old log
             writer = csv.writer(handle)
             writer.writerow(LOG_FIELDS)
             writer.writerows(rows)
@@ -363,19 +373,26 @@ class CsvLog:
             csv.writer(handle).writerow([values[k] for k in LOG_FIELDS])
 
 
-def _configured_device(name: str) -> torch.device:
-    """``[training] device`` as a torch device; a name torch does not know is a UserError."""
+def _configured_device(name: str, local_rank: int = 0) -> torch.device:
+    """``[training] device`` as this process's torch device: auto = this process's GPU (its
+    LOCAL_RANK) where CUDA is available, else the CPU; cuda = this process's GPU; cpu or cuda:N
+    as given.  A name torch does not know is a UserError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
     try:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"[training] device {name!r} is not a device: use auto, cpu or cuda (or cuda:N)") from None
 
 
-def init_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; one process without it."""
+def init_distributed(requested: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment (one process without it), the
+    device from ``[training] device`` (:func:`_configured_device`) and the process group's
+    backend from that device: nccl for CUDA, gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    device = _configured_device(requested, int(os.environ.get("LOCAL_RANK", "0")))
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -398,9 +415,7 @@ def bf16_is_emulated(device: torch.device) -> bool:
 def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None:
     """Run (or resume) the training described by ``cfg``; return the exported prior's path."""
     retain_freed_memory()
-    rank, world, device = init_distributed()
-    if cfg["training"]["device"] != "auto":
-        device = _configured_device(cfg["training"]["device"])
+    rank, world, device = init_distributed(cfg["training"]["device"])
     trainer = Trainer(cfg, load_training_images(cfg), rank, world, device)
     if rank == 0 and trainer.opt["bf16"] and bf16_is_emulated(device):
         print(f"warning: [training] bf16 = true, but this CPU ({torch.backends.cpu.get_cpu_capability()}) has "
@@ -421,10 +436,14 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
 
 def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
     if resume:
-        state = latest_checkpoint(out)
+        state, path = latest_checkpoint(out)
         check_resumable(trainer.cfg, state["config"])
         trainer.load_state_dict(state)
-    elif (out / "checkpoint.pt").exists():
+        if path.name == PREVIOUS and trainer.rank == 0:
+            aside = set_aside_unreadable(out)
+            print(f"warning: {CHECKPOINT} could not be read (kept as {aside.name}); resuming from {PREVIOUS} "
+                  f"at step {trainer.step}", file=sys.stderr)
+    elif any((out / name).exists() for name in (CHECKPOINT, PREVIOUS)):
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, "
                         "or set [output] dir to a new folder")
     else:
