@@ -193,9 +193,36 @@ def test_evaluate_refuses_pngs_mixed_modalities_and_an_empty_mask(tmp_path, caps
                           (["air.npy", "air.npy", "--body-mask"], "no pixel is left to compare")]:
         assert main(["evaluate", *(str(tmp_path / a) if a.endswith(("png", "nrrd", "npy")) else a for a in argv)]) == 2
         assert message in _one_line(capsys)
+    np.save(tmp_path / "small.npy", np.ones((8, 8)))
+    assert main(["evaluate", str(tmp_path / "ct.nrrd"), str(tmp_path / "ct.nrrd"), "--exclude", str(tmp_path / "small.npy")]) == 2
+    assert "the mask of pixels to leave out has shape (8, 8)" in _one_line(capsys)
     assert main(["evaluate", str(tmp_path / "mr.nrrd"), str(tmp_path / "mr.nrrd"), "--json", str(tmp_path / "m.json")]) == 0
     assert "PSNR inf  SSIM 1.0000" in capsys.readouterr().out  # the MRI window: the file says mr
     assert json.loads((tmp_path / "m.json").read_text()) == {"psnr": None, "ssim": 1.0}  # strict JSON: no Infinity
+
+
+def test_evaluate_a_slice_of_a_volume_and_leave_pixels_out(tmp_path, capsys):
+    """--slice compares a 2-D reconstruction with its slice of the reference volume; --exclude
+    leaves the masked pixels (the metal) out, as reconstruct --metrics does."""
+    from scorerecon.data.io import write_image
+    from scorerecon.evaluation.metrics import evaluate_images
+    volume = np.stack([shepp_logan_hu(32) + 10 * k for k in range(3)])
+    write_image(tmp_path / "volume.nrrd", volume, modality="ct")
+    recon = volume[1].copy()
+    recon[10:14, 10:14] += 500  # a wrong patch, as put-back metal would be
+    np.save(tmp_path / "recon.npy", recon)
+    patch = np.zeros((32, 32), np.uint8)
+    patch[10:14, 10:14] = 1
+    np.save(tmp_path / "patch.npy", patch)
+    capsys.readouterr()
+    argv = ["evaluate", str(tmp_path / "recon.npy"), str(tmp_path / "volume.nrrd"), "--slice", "1"]
+    assert main(argv) == 0
+    expected = evaluate_images(recon, volume[1])
+    assert f"PSNR {expected['psnr']:.4f}" in capsys.readouterr().out
+    assert main([*argv, "--exclude", str(tmp_path / "patch.npy")]) == 0
+    assert "PSNR inf  SSIM" in capsys.readouterr().out  # everything but the patch is exact
+    assert main([*argv[:-1], "3"]) == 2
+    assert "out of range: the volume has 3 slices" in _one_line(capsys)
 
 
 def test_an_unreadable_twix_file_gives_one_line_and_prints_nothing_else(tmp_path, capsys):

@@ -158,6 +158,11 @@ def _add_evaluate(sub) -> None:
                    help="ct: HU mapped by the fixed window; mri: both scaled by the reference's maximum "
                         "(default: the modality the files record, else ct)")
     p.add_argument("--body-mask", action="store_true", help="compute the metrics inside the body only")
+    p.add_argument("--exclude", default=None,
+                   help="image of the pixels to leave out (non-zero), e.g. the metal mask of a metal simulation")
+    p.add_argument("--slice", type=int, default=None,
+                   help="compare this slice of any volume among the two files (e.g. the slice a 2-D "
+                        "reconstruction was simulated from)")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.set_defaults(handler=_run_evaluate)
 
@@ -168,16 +173,24 @@ def _run_evaluate(args) -> None:
     from .evaluation.metrics import evaluate_images
     if args.json:
         check_output_file(args.json)
-    recon, truth = read_image(args.recon), read_image(args.truth)
-    for path, image in ((args.recon, recon), (args.truth, truth)):
-        if image.meta.get("format") == "png":
-            raise UserError(f"{path} is a PNG, an 8-bit display window of the image, not its values: "
-                            "evaluate the .npy, .nii.gz, .nrrd or DICOM output")
+    recon, truth = (_evaluation_image(path, args.slice) for path in (args.recon, args.truth))
+    exclude = read_image(args.exclude).array != 0 if args.exclude else None
     metrics = evaluate_images(recon.array, truth.array, modality=_evaluation_modality(args, recon, truth),
-                              body=args.body_mask)
+                              body=args.body_mask, exclude=exclude)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
     if args.json:
         _write_json(args.json, metrics)
+
+
+def _evaluation_image(path: str, slice_index: int | None):
+    """An image to score: ``slice_index`` of a volume (a 2-D image as it is); a PNG, an 8-bit
+    display window rather than the values, is a UserError."""
+    from .data.io import read_image, take_slice
+    image = read_image(path)
+    if image.meta.get("format") == "png":
+        raise UserError(f"{path} is a PNG, an 8-bit display window of the image, not its values: "
+                        "evaluate the .npy, .nii.gz, .nrrd or DICOM output")
+    return take_slice(image, slice_index) if slice_index is not None and image.array.ndim == 3 else image
 
 
 def _evaluation_modality(args, *images) -> str:

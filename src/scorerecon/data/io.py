@@ -98,8 +98,8 @@ def read_image(path: str | os.PathLike, slice_index: int | None = None) -> Image
     image = _read_any(path)
     image.array = _checked(image.array, path)
     if image.array.ndim == 3 and image.array.shape[0] == 1:
-        image = _take_slice(image, 0)
-    return _take_slice(image, slice_index) if slice_index is not None else image
+        image = take_slice(image, 0)
+    return take_slice(image, slice_index) if slice_index is not None else image
 
 
 def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Image:
@@ -107,10 +107,12 @@ def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Image
     image = read_image(path)
     if slice_index is None:
         slice_index = image.array.shape[0] // 2 if image.array.ndim == 3 else 0
-    return _take_slice(image, slice_index)
+    return take_slice(image, slice_index)
 
 
-def _take_slice(image: Image, index: int) -> Image:
+def take_slice(image: Image, index: int) -> Image:
+    """Slice ``index`` of a volume (a 2-D image is its own slice 0), with its spacing and, for a
+    DICOM series, its own file as reference; an index out of range is a UserError."""
     if image.array.ndim == 2:
         if index != 0:
             raise UserError(f"slice {index} requested from a single 2-D image: drop --slice or use --slice 0")

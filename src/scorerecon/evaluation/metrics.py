@@ -88,6 +88,9 @@ def evaluate_images(recon, truth, modality: str = "ct", body: bool = False,
     recon_unit = to_unit(recon, modality, reference=truth)
     mask = body_mask(truth_unit) if body else None
     if exclude is not None:
+        if np.size(exclude) != truth_unit.size:
+            raise UserError(f"the mask of pixels to leave out has shape {np.shape(exclude)}, the images "
+                            f"{truth_unit.shape}: pass a mask of the images' size")
         keep = ~np.asarray(exclude, dtype=bool).reshape(truth_unit.shape)
         mask = keep if mask is None else mask & keep
     if mask is not None and not mask.any():
