@@ -90,6 +90,28 @@ def test_resume_continues_exactly(tmp_path):
         assert ka == kb and torch.equal(va, vb)
 
 
+def test_a_run_killed_between_log_rows_logs_on_resume_what_an_uninterrupted_run_logs(tmp_path, monkeypatch):
+    """The losses since the last log row travel with the checkpoint: with a checkpoint every 3
+    steps and a row every 2, a kill after step 4 resumes at 3 and the row of step 4 averages
+    steps 3 and 4 again, as in the run that was never stopped."""
+    train(_config(tmp_path / "a", steps=6, checkpoint_every=3, log_every=2), progress=False)
+    cfg = _config(tmp_path / "b", steps=6, checkpoint_every=3, log_every=2)
+    step = Trainer.train_step
+
+    def killed_after_step_4(self):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return step(self)
+    monkeypatch.setattr(Trainer, "train_step", killed_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    train(cfg, resume=True, progress=False)
+    a, b = _log(tmp_path / "a/run/log.csv"), _log(tmp_path / "b/run/log.csv")
+    assert [(r["step"], r["loss"]) for r in b] == [(r["step"], r["loss"]) for r in a]
+    assert [r["step"] for r in a] == ["2", "4", "6"]
+
+
 def test_checkpoints_rotate_and_survive_corruption(tmp_path):
     cfg = _config(tmp_path, steps=4)
     train(cfg, progress=False)

@@ -193,6 +193,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.last_loss: float | None = None   # mean loss of the last log window
+        self.log_window: list[float] = []     # losses since the last log row (kept in checkpoints)
 
     def _wrap(self, network: nn.Module) -> nn.Module:
         if self.world == 1:
@@ -278,6 +279,7 @@ class Trainer:
         """Everything needed to continue exactly: weights, EMA, Adam, step, RNGs, data position."""
         return {"format": FORMAT + "-checkpoint", "step": self.step, "elapsed": self.elapsed,
                 "data_position": self.step * self.opt["batch_size"], "data_shape": list(self.images.shape),
+                "log_window": list(self.log_window),
                 "config": self.cfg,
                 "model": self.network.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": _rng_states(), "prior": self.describe()}
@@ -296,6 +298,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.last_loss = state["prior"]["metadata"].get("final_loss")
+        self.log_window = [float(v) for v in state.get("log_window", [])]  # absent before session 56
         _set_rng_states(state["rng"])
 
 
@@ -474,22 +477,22 @@ def _loop(trainer: Trainer, out: Path, log: CsvLog | None, progress: bool) -> No
     from tqdm import tqdm
     opt = trainer.opt
     bar = tqdm(total=opt["steps"], initial=trainer.step, disable=not progress, unit="step", dynamic_ncols=True)
-    losses, images, seconds = [], 0, 0.0
+    images, seconds = 0, 0.0  # throughput since the last log row (or since this process started)
     while trainer.step < opt["steps"]:
         start = time.perf_counter()
-        losses.append(trainer.train_step())
+        trainer.log_window.append(trainer.train_step())
         took = time.perf_counter() - start
         trainer.elapsed += took
         images, seconds = images + opt["batch_size"], seconds + took
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{opt['batch_size'] / took:.1f}")
+        bar.set_postfix(loss=f"{trainer.log_window[-1]:.4f}", img_s=f"{opt['batch_size'] / took:.1f}")
         done = trainer.step == opt["steps"]
         if trainer.step % opt["log_every"] == 0 or done:
-            trainer.last_loss = float(np.mean(losses))
+            trainer.last_loss = float(np.mean(trainer.log_window))
             if log is not None:
                 log.write(step=trainer.step, loss=f"{trainer.last_loss:.6f}", lr=f"{trainer.learning_rate(trainer.step - 1):.3e}",
                           images_per_s=f"{images / seconds:.2f}", seconds=f"{trainer.elapsed:.1f}")
-            losses, images, seconds = [], 0, 0.0
+            trainer.log_window, images, seconds = [], 0, 0.0
         if (trainer.step % opt["checkpoint_every"] == 0 or done) and trainer.rank == 0:
             save_checkpoint(trainer.state_dict(), out)
     bar.close()
