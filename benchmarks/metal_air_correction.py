@@ -22,8 +22,7 @@ from score_methods import RESULTS, TASKS, classical_rows, evaluation_images, rer
 
 def clamped_precorrection(post_log: np.ndarray) -> np.ndarray:
     """The inversion before session 56: values below the water curve's start clamp to 0."""
-    thickness = np.linspace(0.0, 60.0, 6001)
-    poly = -np.log(ct_simulation.polychromatic_transmission({"water": thickness}))
+    thickness, poly = ct_simulation.water_curve()
     return np.interp(post_log, poly, thickness).astype(np.float32)
 
 

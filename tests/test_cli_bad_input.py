@@ -100,12 +100,13 @@ def test_a_reference_that_cannot_serve_the_output_is_refused_before_any_work(ct_
     assert sorted(p.name for p in ct_files.iterdir()) == ["m.h5", "phantom.npy", "series"]
 
 
-def test_a_slice_of_a_one_slice_measurement_file_is_refused(ct_files, capsys):
+def test_a_slice_of_a_one_slice_measurement_file_is_refused_but_slice_0(ct_files, capsys):
     capsys.readouterr()
-    argv = ["reconstruct", str(ct_files / "m.h5"), "--slice", "0", "-o", str(ct_files / "r.npy")]
-    assert main(argv) == 2
+    argv = ["reconstruct", str(ct_files / "m.h5"), "--method", "fbp", "-o", str(ct_files / "r.npy")]
+    assert main([*argv, "--slice", "1"]) == 2
     assert "holds one 2-D slice: drop --slice" in _one_line(capsys)
     assert not (ct_files / "r.npy").exists()
+    assert main([*argv, "--slice", "0"]) == 0  # its one slice, as a one-slice fastMRI file's
 
 
 def test_score_options_with_a_classical_method_are_refused(ct_files, capsys):
@@ -181,6 +182,7 @@ def test_evaluate_refuses_pngs_mixed_modalities_and_an_empty_mask(tmp_path, caps
     """A PNG holds a display window, not HU; an MR file is not scored in the CT window; a body
     mask with no body leaves nothing to compare.  Each: one line, exit 2."""
     from scorerecon.data.io import write_image
+    from scorerecon.evaluation.metrics import evaluate_images
     hu = shepp_logan_hu(32)
     write_image(tmp_path / "a.png", hu, modality="ct")
     write_image(tmp_path / "ct.nrrd", hu, modality="ct")
@@ -196,8 +198,12 @@ def test_evaluate_refuses_pngs_mixed_modalities_and_an_empty_mask(tmp_path, caps
     np.save(tmp_path / "small.npy", np.ones((8, 8)))
     assert main(["evaluate", str(tmp_path / "ct.nrrd"), str(tmp_path / "ct.nrrd"), "--exclude", str(tmp_path / "small.npy")]) == 2
     assert "the mask of pixels to leave out has shape (8, 8)" in _one_line(capsys)
+    write_image(tmp_path / "mr2.nrrd", np.abs(hu) / 1000 * 1.1, modality="mr")
+    assert main(["evaluate", str(tmp_path / "mr2.nrrd"), str(tmp_path / "mr.nrrd")]) == 0
+    as_mri = evaluate_images(np.abs(hu) / 1000 * 1.1, np.abs(hu) / 1000, modality="mri")
+    assert f"PSNR {as_mri['psnr']:.4f}" in capsys.readouterr().out  # the MRI window: the files say mr
     assert main(["evaluate", str(tmp_path / "mr.nrrd"), str(tmp_path / "mr.nrrd"), "--json", str(tmp_path / "m.json")]) == 0
-    assert "PSNR inf  SSIM 1.0000" in capsys.readouterr().out  # the MRI window: the file says mr
+    assert "PSNR inf  SSIM 1.0000" in capsys.readouterr().out
     assert json.loads((tmp_path / "m.json").read_text()) == {"psnr": None, "ssim": 1.0}  # strict JSON: no Infinity
 
 
@@ -223,6 +229,11 @@ def test_evaluate_a_slice_of_a_volume_and_leave_pixels_out(tmp_path, capsys):
     assert "PSNR inf  SSIM" in capsys.readouterr().out  # everything but the patch is exact
     assert main([*argv[:-1], "3"]) == 2
     assert "out of range: the volume has 3 slices" in _one_line(capsys)
+    np.save(tmp_path / "patches.npy", np.stack([0 * patch, patch, 0 * patch]))  # a mask volume, sliced alike
+    assert main([*argv, "--exclude", str(tmp_path / "patches.npy")]) == 0
+    assert "PSNR inf  SSIM" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "recon.npy"), str(tmp_path / "recon.npy"), "--slice", "1"]) == 2
+    assert "--slice 1 picks a slice of a volume, and neither" in _one_line(capsys)
 
 
 def test_an_unreadable_twix_file_gives_one_line_and_prints_nothing_else(tmp_path, capsys):

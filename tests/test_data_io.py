@@ -310,7 +310,7 @@ def test_series_sorted_by_position_and_single_series_enforced(tmp_path):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("echoes", "3 slices at only 2 positions"), ("localizer", "2 orientations")])
+    ("echoes", "3 slices at only 2 positions"), ("localizer", "1 of the 3 slices .* lie in another orientation")])
 def test_a_series_that_is_not_one_volume_is_refused_in_one_line(tmp_path, case, match):
     """Two echoes at one position, or a localizer of another orientation, in one series folder."""
     uid = generate_uid()

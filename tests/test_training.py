@@ -129,6 +129,10 @@ def test_checkpoints_rotate_and_survive_corruption(tmp_path):
     # the damaged file was set aside, so no save rotated it over the good previous checkpoint
     assert (run / "checkpoint.unreadable.pt").read_bytes() == b"truncated"
     assert [read_checkpoint(run / name)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")] == [5, 4]
+    os.remove(run / "checkpoint.pt")  # as a kill inside the rotation of earlier versions left it
+    cfg["training"]["steps"] = 6
+    train(cfg, resume=True, progress=False)  # resumes from checkpoint.prev.pt (step 4), nothing to set aside
+    assert read_checkpoint(run / "checkpoint.pt")["step"] == 6
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (run / name).write_bytes(b"garbage")
     with pytest.raises(UserError, match="are both damaged"):

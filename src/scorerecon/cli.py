@@ -174,7 +174,10 @@ def _run_evaluate(args) -> None:
     if args.json:
         check_output_file(args.json)
     recon, truth = (_evaluation_image(path, args.slice) for path in (args.recon, args.truth))
-    exclude = read_image(args.exclude).array != 0 if args.exclude else None
+    if args.slice is not None and not any(image.meta.get("slice_index") is not None for image in (recon, truth)):
+        raise UserError(f"--slice {args.slice} picks a slice of a volume, and neither {args.recon} nor {args.truth} "
+                        "is one: drop --slice")
+    exclude = _slice_of(read_image(args.exclude), args.slice).array != 0 if args.exclude else None
     metrics = evaluate_images(recon.array, truth.array, modality=_evaluation_modality(args, recon, truth),
                               body=args.body_mask, exclude=exclude)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
@@ -183,13 +186,19 @@ def _run_evaluate(args) -> None:
 
 
 def _evaluation_image(path: str, slice_index: int | None):
-    """An image to score: ``slice_index`` of a volume (a 2-D image as it is); a PNG, an 8-bit
-    display window rather than the values, is a UserError."""
-    from .data.io import read_image, take_slice
+    """An image to score, :func:`_slice_of` it; a PNG, an 8-bit display window rather than the
+    values, is a UserError."""
+    from .data.io import read_image
     image = read_image(path)
     if image.meta.get("format") == "png":
         raise UserError(f"{path} is a PNG, an 8-bit display window of the image, not its values: "
                         "evaluate the .npy, .nii.gz, .nrrd or DICOM output")
+    return _slice_of(image, slice_index)
+
+
+def _slice_of(image, slice_index: int | None):
+    """Slice ``slice_index`` of a volume; a 2-D image (or no index) as it is."""
+    from .data.io import take_slice
     return take_slice(image, slice_index) if slice_index is not None and image.array.ndim == 3 else image
 
 

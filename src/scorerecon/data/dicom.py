@@ -255,10 +255,13 @@ def sort_series(folder: Path) -> list[Path]:
         raise UserError(f"the slices in {folder} have different sizes {sorted(shapes)}: pass one series")
     positions = [_slice_position(ds) for _, ds in items]
     if all(p is not None for p in positions):
-        orientations = {tuple(np.round(np.asarray(ds.ImageOrientationPatient, dtype=float), 4)) for _, ds in items}
-        if len(orientations) > 1:
-            raise UserError(f"the slices in {folder} lie in {len(orientations)} orientations (a localizer "
-                            "in the series?): put the slices of one orientation in a folder of their own")
+        first = np.asarray(items[0][1].ImageOrientationPatient, dtype=float)
+        others = sum(not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), first, atol=1e-3)
+                     for _, ds in items)
+        if others:
+            raise UserError(f"{others} of the {len(items)} slices in {folder} lie in another orientation than the "
+                            "first (a localizer in the series?): put the slices of one orientation in a folder "
+                            "of their own")
         _check_distinct_positions(positions, str(folder))
         order = np.argsort(positions, kind="stable")
     else:
@@ -287,11 +290,11 @@ def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dat
     along_normal = all(_slice_position(ds) is not None for ds in datasets)
     cosines = datasets[0].get("ImageOrientationPatient")
     volume, spacing = to_io_layout(stacked, _series_spacing(datasets), cosines, along_normal, str(folder))
-    # the file index of every voxel, moved alike: constant over each slice where slices stay slices
-    file_index = np.broadcast_to(np.arange(len(files))[:, None, None], stacked.shape)
-    moved = to_io_layout(file_index, None, cosines, along_normal, str(folder))[0].reshape(volume.shape[0], -1)
-    aligned = volume.shape[0] == len(files) and np.all(moved == moved[:, :1])
-    return volume, spacing, datasets[0], [files[k] for k in moved[:, 0]] if aligned else None
+    # the file index, one value per slice, moved alike: still along axis 0 where slices stay slices
+    moved = to_io_layout(np.arange(len(files), dtype=np.int32)[:, None, None], None, cosines, along_normal,
+                         str(folder))[0]
+    aligned = moved.shape[0] == len(files)
+    return volume, spacing, datasets[0], [files[k] for k in moved[:, 0, 0]] if aligned else None
 
 
 def _series_spacing(datasets: list[Dataset]) -> tuple[float, ...] | None:

@@ -17,7 +17,9 @@ reference, and a group ``/scorerecon`` holding what fastMRI lacks: ``sensitivity
 
 :func:`read_fastmri` returns one slice (the middle one unless asked) as a ``Measurement``:
 k-space (coils, H, W) with zeros where Λ = 0, mask (H, W) (the file's mask, else the non-zero
-samples), truth = the reference reconstruction when present (else None: metrics unavailable),
+samples), truth = the reference reconstruction when present (``reconstruction_esc`` first for a
+single-coil file, which may hold the multi-coil RSS image too; ``reconstruction_rss`` first for
+a multi-coil one; else None: metrics unavailable),
 ``geometry["output_shape"]`` = the reference (or reconSpace) matrix, to which reconstructions of
 read-out oversampled data are centre-cropped, and ``attrs["intensity_scale"]`` = the file's ``max``
 (the reference peak), which maps the unit-domain magnitude back to the file's units.

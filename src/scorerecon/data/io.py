@@ -323,7 +323,7 @@ def _read_npz(path: Path) -> Image:
     scale = _npz_numbers(arrays, "scale", path) if "scale" in arrays else (1.0,)
     if len(scale) != 1:
         raise UserError(f"{path}: 'scale' holds {len(scale)} values: save one number (the image's multiplier)")
-    image = arrays["image"] * scale[0] if "scale" in arrays else arrays["image"]
+    image = arrays["image"] * scale[0]
     meta = {"format": "npz"} | ({"source": str(arrays["source"])} if "source" in arrays else {})
     return Image(image, spacing, modality, None, meta)
 

@@ -184,5 +184,6 @@ def read_measurement(path: str | os.PathLike, slice_index: int | None = None) ->
 
 
 def _one_slice_only(path: Path, slice_index: int | None) -> None:
-    if slice_index is not None:
+    """A format of one slice takes no slice index but 0 (as a one-slice fastMRI file does)."""
+    if slice_index not in (None, 0):
         raise UserError(f"{path} holds one 2-D slice: drop --slice (it picks a slice of a fastMRI or twix file)")

@@ -121,8 +121,9 @@ def save_checkpoint(state: dict, folder: str | os.PathLike) -> Path:
 
 def _keep_as_previous(latest: Path, previous: Path) -> None:
     """Make ``previous`` a second name of ``latest`` (a copy where hard links are not allowed),
-    through a temporary name, so neither file is ever missing."""
-    second = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    through a temporary name, so neither file is ever missing; one fixed temporary name, so a
+    kill's leftover is removed by the next save (only rank 0 saves)."""
+    second = previous.with_name(f".{previous.name}.tmp")
     second.unlink(missing_ok=True)
     try:
         os.link(latest, second)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import write_json
 from ..errors import UserError
 from .prior import per_sample_time
 
@@ -172,9 +172,7 @@ def write_experts_file(path: str | os.PathLike, members: list[str], switch_sigma
     body = {"format": FORMAT, "version": VERSION, "members": [str(m) for m in members],
             "switch_sigmas": [float(s) for s in switch_sigmas], "metadata": dict(metadata or {}),
             "selections": list(selections or [])}
-    path = Path(path)
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
+    path = write_json(path, body)
     path.chmod(0o644)
     return path
 

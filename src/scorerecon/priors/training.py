@@ -442,7 +442,7 @@ def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
         state, path = latest_checkpoint(out)
         check_resumable(trainer.cfg, state["config"])
         trainer.load_state_dict(state)
-        if path.name == PREVIOUS and trainer.rank == 0:
+        if path.name == PREVIOUS and (out / CHECKPOINT).exists() and trainer.rank == 0:
             aside = set_aside_unreadable(out)
             print(f"warning: {CHECKPOINT} could not be read (kept as {aside.name}); resuming from {PREVIOUS} "
                   f"at step {trainer.step}", file=sys.stderr)

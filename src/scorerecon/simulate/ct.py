@@ -125,6 +125,13 @@ def polychromatic_transmission(line_integrals: dict[str, np.ndarray]) -> np.ndar
     return np.tensordot(weights, np.exp(-exponent), axes=1)
 
 
+def water_curve() -> tuple[np.ndarray, np.ndarray]:
+    """The water curve tabulated for its inversion: monochromatic line integrals t on [0, 60]
+    and their polychromatic post-log values -log Σ_E s_E exp(-t r_w(E))."""
+    thickness = np.linspace(0.0, 60.0, 6001)
+    return thickness, -np.log(polychromatic_transmission({"water": thickness}))
+
+
 def water_precorrection(post_log: np.ndarray) -> np.ndarray:
     """Map polychromatic post-log values of water to the monochromatic line integral at E_ref.
 
@@ -133,8 +140,7 @@ def water_precorrection(post_log: np.ndarray) -> np.ndarray:
     with a known spectrum).  Below 0 (noisy air rays that counted more than I₀) it continues along
     the curve's slope at 0, so that noise around 0 stays centred there.
     """
-    thickness = np.linspace(0.0, 60.0, 6001)
-    poly = -np.log(polychromatic_transmission({"water": thickness}))
+    thickness, poly = water_curve()
     slope_at_zero = (thickness[1] - thickness[0]) / (poly[1] - poly[0])
     corrected = np.where(post_log < 0, post_log * slope_at_zero, np.interp(post_log, poly, thickness))
     return corrected.astype(np.float32)

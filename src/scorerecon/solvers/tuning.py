@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, check_output_folder
+from ..atomic import check_output_folder, write_json
 from ..cli_types import positive_int
 from ..errors import UserError
 from ..operators.masks import keeps_whole_lines
@@ -213,9 +213,7 @@ def save_preset(task: str, method: str, params: dict, provenance: dict,
     preset = preset or {"task": task, "methods": {}}
     preset.setdefault("methods", {})[method] = params
     preset.setdefault("tuned", {})[method] = provenance
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(preset, indent=2) + "\n")
-    return path
+    return write_json(path, preset)
 
 
 # ------------------------------------------------------------------- validation cases
