@@ -123,8 +123,10 @@ def test_checkpoints_rotate_and_survive_corruption(tmp_path):
     # the last log row's loss travels with the checkpoint, so a stopped run's export has it
     assert abs(state["prior"]["metadata"]["final_loss"] - float(_log(run / "log.csv")[-1]["loss"])) < 1e-6
     (run / "checkpoint.pt").write_bytes(b"truncated")
+    (run / ".checkpoint.k2j4x.tmp").write_bytes(b"the half-written save of a killed run")
     cfg["training"]["steps"] = 5
     train(cfg, resume=True, progress=False)  # falls back to checkpoint.prev.pt (step 2)
+    assert not list(run.glob(".checkpoint.*.tmp"))  # the leftover of the kill is gone
     assert [r["step"] for r in _log(run / "log.csv")] == ["1", "2", "3", "4", "5"]
     # the damaged file was set aside, so no save rotated it over the good previous checkpoint
     assert (run / "checkpoint.unreadable.pt").read_bytes() == b"truncated"

@@ -165,6 +165,15 @@ def latest_checkpoint(folder: str | os.PathLike) -> tuple[dict, Path]:
                     "start again in a new [output] dir")
 
 
+def remove_leftover_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files of saves that a kill interrupted (``.checkpoint.*.tmp``, each
+    as large as a checkpoint); call it before the run saves again.  Returns their names."""
+    leftovers = sorted(Path(folder).glob(".checkpoint.*.tmp"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return [path.name for path in leftovers]
+
+
 def set_aside_unreadable(folder: str | os.PathLike) -> Path:
     """Rename an unreadable checkpoint.pt to checkpoint.unreadable.pt, so that the next save
     keeps the readable previous checkpoint instead of rotating the damaged file over it."""

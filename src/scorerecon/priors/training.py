@@ -51,8 +51,8 @@ from torch import nn
 from ..allocator import retain_freed_memory
 from ..atomic import atomic_path
 from ..errors import UserError
-from .checkpoint import (CHECKPOINT, FORMAT, PREVIOUS, export_prior, latest_checkpoint, save_checkpoint,
-                         set_aside_unreadable)
+from .checkpoint import (CHECKPOINT, FORMAT, PREVIOUS, export_prior, latest_checkpoint,
+                         remove_leftover_temporaries, save_checkpoint, set_aside_unreadable)
 from .config import dataset_paths, training_data_name
 from .network import ScoreUNet, count_parameters
 from .parameterization import LEGACY, Parameterization
@@ -442,6 +442,8 @@ def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
         state, path = latest_checkpoint(out)
         check_resumable(trainer.cfg, state["config"])
         trainer.load_state_dict(state)
+        if trainer.rank == 0:
+            remove_leftover_temporaries(out)
         if path.name == PREVIOUS and (out / CHECKPOINT).exists() and trainer.rank == 0:
             aside = set_aside_unreadable(out)
             print(f"warning: {CHECKPOINT} could not be read (kept as {aside.name}); resuming from {PREVIOUS} "
