@@ -54,6 +54,15 @@ def test_bad_measurements_are_refused_without_output(tmp_path, bad, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_mri_k_space_needs_a_coil_axis_and_a_column_mask_is_spread_over_the_rows():
+    kspace = np.ones((1, 8, 6), np.complex64)
+    column = np.array([1, 0, 1, 0, 1, 0], np.uint8)
+    meas = Measurement(modality="mri", data=kspace, mask=column, geometry={}).validate()
+    assert meas.mask.shape == (8, 6) and np.array_equal(meas.mask[3], column)
+    with pytest.raises(UserError, match=r"MRI k-space must be \(coils, H, W\), got shape \(8, 6\)"):
+        Measurement(modality="mri", data=kspace[0], mask=column, geometry={}).validate()
+
+
 def test_reading_non_measurements(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_measurement(tmp_path / "missing.h5")

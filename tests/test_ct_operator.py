@@ -183,6 +183,22 @@ def test_limited_angle_mask():
     for bad in (0, -5, 180, 400):
         with pytest.raises(UserError):
             limited_angle_mask(g, bad)
+    # a start angle that degrees() computes a hair low (30° as 29.999…) keeps its own view
+    for start in (0, 30, 60, 90, 110):
+        kept = np.nonzero(limited_angle_mask(g, 120, start_degrees=start))[0]
+        assert len(kept) == 120 and start in kept and (start - 1) % 180 not in kept
+
+
+def test_a_mask_of_detector_bins_that_broadcasts_over_the_views_is_a_ct_problem():
+    """A (1, D) mask (dead detector bins in every view) is a valid measurement mask."""
+    from scorerecon.solvers.classical_ct import ct_problem
+    g = CTGeometry.parallel((16, 16), n_views=20)
+    op = CTOperator(g)
+    sinogram = op.transform(torch.ones(1, 1, 16, 16)).numpy()[0, 0]
+    dead = np.ones((1, g.n_detectors), np.float32)
+    dead[0, 5] = 0
+    meas = Measurement(modality="ct", data=sinogram, mask=dead, geometry=g.to_dict(), attrs={"units": "unit"})
+    assert ct_problem(meas.validate()).acquired.all()
 
 
 def test_metal_trace_hits_exactly_the_bins_through_the_metal():

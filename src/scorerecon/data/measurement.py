@@ -61,6 +61,12 @@ class Measurement:
         kept = np.count_nonzero(self.mask)
         if kept == 0:
             raise UserError("the mask keeps no measurement (all zeros): nothing to reconstruct from")
+        if self.modality == "mri":
+            if np.ndim(self.data) != 3:
+                raise UserError(f"MRI k-space must be (coils, H, W), got shape {np.shape(self.data)}: "
+                                "store single-coil data with a coil axis of 1")
+            if np.ndim(self.mask) < 2:  # a (W,) column mask, as fastMRI stores it: the (H, W) the solvers take
+                self.mask = np.ascontiguousarray(np.broadcast_to(self.mask, np.shape(self.data)[-2:]))
         return self
 
 

@@ -468,8 +468,9 @@ def limited_angle_mask(geometry: CTGeometry, range_degrees: float, start_degrees
     if not range_degrees > 0:
         raise UserError(f"the limited-angle range must be positive, got {range_degrees} degrees")
     period = 180.0 if geometry.kind == "parallel" else 360.0
-    offset = np.mod(np.degrees(geometry.angles) - start_degrees, period)
-    mask = (offset < range_degrees - 1e-9).astype(np.float32)
+    # 1e-9 on both ends: a view at exactly the start angle (30° computed as 29.999…) is kept
+    offset = np.mod(np.degrees(geometry.angles) - start_degrees + 1e-9, period)
+    mask = (offset < range_degrees).astype(np.float32)
     if mask.all():
         raise UserError(f"a {range_degrees:g}° range keeps every view of this scan: choose a smaller range")
     if not mask.any():

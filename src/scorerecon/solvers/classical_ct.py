@@ -103,7 +103,7 @@ class CTProblem:
 def ct_problem(meas) -> CTProblem:
     """Build the :class:`CTProblem` of a CT measurement."""
     op = ct_operator_from_measurement(meas)
-    acquired = np.asarray(meas.mask).reshape(op.geometry.n_views, -1).any(axis=1)
+    acquired = np.broadcast_to(np.asarray(meas.mask) != 0, op.geometry.sinogram_shape).any(axis=1)
     metal = meas.extras.get("metal_mask")
     metal = None if metal is None else np.asarray(metal) != 0
     if metal is not None and metal.shape != op.geometry.image_shape:
