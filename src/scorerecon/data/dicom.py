@@ -55,11 +55,15 @@ _DECODER_HINT = ("install a decoder: pip install pylibjpeg pylibjpeg-openjpeg py
 
 
 # ------------------------------------------------------------------------------ reading
+#: what pydicom raises for a file that is not (readable) DICOM
+_UNREADABLE = (InvalidDicomError, EOFError, OSError, ValueError)
+
+
 def read_dataset(path: Path, pixels: bool = True) -> Dataset:
     """Read one DICOM file; a non-DICOM or image-less file raises :class:`UserError`."""
     try:
         ds = _dcmread(path, pixels)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+    except _UNREADABLE as err:
         raise UserError(f"{path} is not a readable DICOM file ({type(err).__name__}): "
                         "pass a DICOM image, a series folder, NIfTI, NRRD, .npy or .png") from None
     if pixels and "PixelData" not in ds:
@@ -156,9 +160,13 @@ def _multiframe(ds: Dataset, stored: np.ndarray, name: str) -> tuple[np.ndarray,
     return to_io_layout(values, spacing, cosines, along_normal=positions is not None, name=name)
 
 
+def _is_enhanced(ds: Dataset) -> bool:
+    """An enhanced multi-frame image: geometry and rescale in functional groups."""
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
 def _is_multiframe(ds: Dataset) -> bool:
-    return ("PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-            or int(ds.get("NumberOfFrames", 1) or 1) > 1)
+    return _is_enhanced(ds) or int(ds.get("NumberOfFrames", 1) or 1) > 1
 
 
 def _stored_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -178,7 +186,7 @@ def _stored_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ..
 def pixel_values(ds: Dataset, path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Physical pixel values (float32; (H, W) or (frames, H, W)) and spacing in mm, in the
     layout of :mod:`scorerecon.data.io`."""
-    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+    if _is_enhanced(ds):
         return _multiframe(ds, _stored_pixels(ds, path), str(path))
     values, spacing = _stored_values(ds, path)
     return to_io_layout(values, spacing, ds.get("ImageOrientationPatient"), along_normal=False, name=str(path))
@@ -225,7 +233,7 @@ def _dicom_files(folder: Path) -> list[tuple[Path, Dataset]]:
             continue
         try:
             ds = _dcmread(path, pixels=False)
-        except (InvalidDicomError, EOFError, OSError, ValueError):
+        except _UNREADABLE:
             continue
         if "Rows" in ds and "Columns" in ds:
             found.append((path, ds))
@@ -466,7 +474,7 @@ def is_written_by_scorerecon(path: Path) -> bool:
         return False
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
-    except (InvalidDicomError, EOFError, OSError, ValueError):
+    except _UNREADABLE:
         return False
     return ds.get("SeriesDescription") == SERIES_DESCRIPTION
 

@@ -165,13 +165,11 @@ def latest_checkpoint(folder: str | os.PathLike) -> tuple[dict, Path]:
                     "start again in a new [output] dir")
 
 
-def remove_leftover_temporaries(folder: str | os.PathLike) -> list[str]:
+def remove_leftover_temporaries(folder: str | os.PathLike) -> None:
     """Delete the temporary files of saves that a kill interrupted (``.checkpoint.*.tmp``, each
-    as large as a checkpoint); call it before the run saves again.  Returns their names."""
-    leftovers = sorted(Path(folder).glob(".checkpoint.*.tmp"))
-    for path in leftovers:
+    as large as a checkpoint); call it before the run saves again."""
+    for path in Path(folder).glob(".checkpoint.*.tmp"):
         path.unlink(missing_ok=True)
-    return [path.name for path in leftovers]
 
 
 def set_aside_unreadable(folder: str | os.PathLike) -> Path:

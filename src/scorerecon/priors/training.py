@@ -442,12 +442,12 @@ def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
         state, path = latest_checkpoint(out)
         check_resumable(trainer.cfg, state["config"])
         trainer.load_state_dict(state)
-        if trainer.rank == 0:
+        if trainer.rank == 0:  # only rank 0 writes in the run folder
             remove_leftover_temporaries(out)
-        if path.name == PREVIOUS and (out / CHECKPOINT).exists() and trainer.rank == 0:
-            aside = set_aside_unreadable(out)
-            print(f"warning: {CHECKPOINT} could not be read (kept as {aside.name}); resuming from {PREVIOUS} "
-                  f"at step {trainer.step}", file=sys.stderr)
+            if path.name == PREVIOUS and (out / CHECKPOINT).exists():
+                aside = set_aside_unreadable(out)
+                print(f"warning: {CHECKPOINT} could not be read (kept as {aside.name}); resuming from {PREVIOUS} "
+                      f"at step {trainer.step}", file=sys.stderr)
     elif any((out / name).exists() for name in (CHECKPOINT, PREVIOUS)):
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, "
                         "or set [output] dir to a new folder")
