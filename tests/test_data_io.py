@@ -296,11 +296,11 @@ def _series_file(folder, k, position, series_uid, value, orientation=(1, 0, 0, 0
 
 def test_series_sorted_by_position_and_single_series_enforced(tmp_path):
     uid = generate_uid()
-    for k, position in enumerate([5.0, -2.5, 0.0]):
+    for k, position in enumerate([2.5, -2.5, 0.0]):
         _series_file(tmp_path, k, position, uid, int(position * 10))
     (tmp_path / "notes.txt").write_text("not DICOM")
     image = read_image(tmp_path)
-    assert image.array[:, 0, 0].tolist() == [-25, 0, 50] and image.spacing == pytest.approx((3.75, 1, 1))
+    assert image.array[:, 0, 0].tolist() == [-25, 0, 25] and image.spacing == pytest.approx((2.5, 1, 1))
     middle = read_slice(tmp_path)
     assert middle.dicom_reference == tmp_path / "f2.dcm" and middle.array[0, 0] == 0
     other = generate_uid()
@@ -323,6 +323,21 @@ def test_a_series_that_is_not_one_volume_is_refused_in_one_line(tmp_path, case, 
     with pytest.raises(UserError, match=match) as info:
         read_image(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_a_series_with_a_missing_slice_is_refused_and_its_slices_still_read(tmp_path):
+    """Positions 0, 3, 9: no one slice spacing describes the stack, so the volume is refused in one
+    line naming the gap rather than written with a median spacing; one file still reads."""
+    uid = generate_uid()
+    for k, position in enumerate([0.0, 3.0, 9.0]):
+        _series_file(tmp_path, k, position, uid, k)
+    with pytest.raises(UserError, match="6 mm between slices 2 and 3 .* 3 mm elsewhere") as info:
+        read_image(tmp_path)
+    assert "\n" not in str(info.value)
+    assert read_slice(tmp_path / "f2.dcm").array[0, 0] == 2
+    (tmp_path / "f2.dcm").unlink()
+    _series_file(tmp_path, 2, 6.004, uid, 2)  # rounding in the stored positions is no gap
+    assert read_image(tmp_path).spacing == pytest.approx((3.002, 1, 1))
 
 
 def _sagittal_series(folder, volume, steps=(2.0, 0.5, 0.8)):

@@ -148,7 +148,7 @@ def _multiframe(ds: Dataset, stored: np.ndarray, name: str) -> tuple[np.ndarray,
     if positions is not None:
         _check_distinct_positions(positions, name)
         values = values[np.argsort(positions, kind="stable")]
-        step = float(np.median(np.diff(np.sort(positions)))) if frames > 1 else None
+        step = _even_step(positions, name) if frames > 1 else None
     measures = _group_item(ds, 0, "PixelMeasuresSequence")
     spacing = None
     if measures is not None and "PixelSpacing" in measures:
@@ -286,6 +286,19 @@ def _check_distinct_positions(positions: list[float], name: str) -> None:
                         "phases or time points?): split them into one series per echo or phase")
 
 
+def _even_step(positions: list[float], name: str) -> float:
+    """The distance between neighbouring slices (mm) of a stack at ``positions`` along the normal,
+    refusing a stack whose slices are not evenly spaced (a missing slice), which no single voxel
+    spacing describes."""
+    gaps = np.diff(np.sort(positions))
+    widest, narrowest = int(np.argmax(gaps)), float(gaps.min())
+    if gaps[widest] - narrowest > max(0.01 * narrowest, 0.01):
+        raise UserError(f"{name}: the slices are not evenly spaced ({gaps[widest]:.4g} mm between slices "
+                        f"{widest + 1} and {widest + 2} along the normal, {narrowest:.4g} mm elsewhere; a slice "
+                        "missing?): pass the complete series, or one slice's file")
+    return float(np.median(gaps))
+
+
 def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dataset, list[Path] | None]:
     """Volume (slices, rows, cols) of the series in ``folder``, spacing, first dataset, and the
     file of each slice of the volume (None when the volume's slices are not the files' slices:
@@ -297,7 +310,7 @@ def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dat
     stacked = np.stack([_stored_values(ds, path)[0] for ds, path in zip(datasets, files)])  # oriented once
     along_normal = all(_slice_position(ds) is not None for ds in datasets)
     cosines = datasets[0].get("ImageOrientationPatient")
-    volume, spacing = to_io_layout(stacked, _series_spacing(datasets), cosines, along_normal, str(folder))
+    volume, spacing = to_io_layout(stacked, _series_spacing(datasets, str(folder)), cosines, along_normal, str(folder))
     # the file index, one value per slice, moved alike: still along axis 0 where slices stay slices
     moved = to_io_layout(np.arange(len(files), dtype=np.int32)[:, None, None], None, cosines, along_normal,
                          str(folder))[0]
@@ -305,15 +318,16 @@ def read_series(folder: Path) -> tuple[np.ndarray, tuple[float, ...] | None, Dat
     return volume, spacing, datasets[0], [files[k] for k in moved[:, 0, 0]] if aligned else None
 
 
-def _series_spacing(datasets: list[Dataset]) -> tuple[float, ...] | None:
+def _series_spacing(datasets: list[Dataset], name: str) -> tuple[float, ...] | None:
     first = datasets[0]
+    positions = [_slice_position(ds) for ds in datasets]
+    step = None
+    if len(datasets) > 1 and all(p is not None for p in positions):
+        step = _even_step(positions, name)
     if "PixelSpacing" not in first:
         return None
     row, col = (float(v) for v in first.PixelSpacing)
-    positions = [_slice_position(ds) for ds in datasets]
-    if len(datasets) > 1 and all(p is not None for p in positions):
-        step = float(np.median(np.diff(positions)))
-    else:
+    if step is None:
         step = first.get("SpacingBetweenSlices", first.get("SliceThickness"))
     if step is None or float(step) <= 0:
         return None
