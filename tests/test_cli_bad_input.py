@@ -353,6 +353,13 @@ def test_calibrating_the_std_map_refuses_the_search_options_and_one_sample_befor
     assert "song's preset for ct-sparse-view draws one posterior sample" in _one_line(capsys)
 
 
+def test_tune_refuses_the_options_of_simulated_cases_beside_its_own_cases(capsys, monkeypatch):
+    from scorerecon.solvers import tuning
+    monkeypatch.setattr(tuning, "read_cases", lambda *a, **k: pytest.fail("cases read"))
+    assert main(["tune", "ct-sparse-view", "--cases", ".", "--size", "32", "--slices", "2"]) == 2
+    assert "--slices, --size choose the simulated validation slices, which --cases replaces" in _one_line(capsys)
+
+
 def test_tune_checks_its_preset_folder_before_the_trials(tmp_path, monkeypatch):
     import scorerecon.solvers.tuning as tuning
 

@@ -21,6 +21,7 @@ from scorerecon.solvers.conditioning import (InverseProblem, SenseData, hard_con
                                              sense_step)
 
 H = W = 4
+_PRESET_FOLDERS = tuning.preset_dirs, tuning.user_presets_dir  # before the fixture below replaces them
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +29,7 @@ def _isolated_presets(tmp_path, monkeypatch):
     """Presets from the user's folder or the repository must not change these tests."""
     monkeypatch.setenv(tuning.PRESETS_ENV, str(tmp_path / "presets"))
     monkeypatch.setattr(tuning, "preset_dirs", lambda: [tmp_path / "presets"])
+    monkeypatch.setattr(tuning, "user_presets_dir", lambda: tmp_path / "presets")
 
 
 def _gaussian(size=H) -> GaussianPrior:
@@ -316,6 +318,34 @@ def test_user_presets_override_shipped_ones_method_by_method(tmp_path, monkeypat
     assert tuning.load_preset("ct-metal")["methods"] == {"song": {"lam": 0.3}, "fast": {"eta": 0.9}}
 
 
+def test_an_entry_keeps_the_provenance_of_its_own_file(tmp_path, monkeypatch):
+    """A higher folder's entry without a record does not show the record of the entry it hides."""
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    monkeypatch.setattr(tuning, "preset_dirs", lambda: [user, shipped])
+    tuning.save_preset("ct-metal", "fast", {"eta": 0.5}, {"trials": 20, "source": "head-ct val.npy"}, shipped)
+    tuning.save_preset("ct-metal", "song", {"lam": 0.3}, {"trials": 9}, shipped)
+    (user / "ct-metal.json").parent.mkdir()
+    (user / "ct-metal.json").write_text(json.dumps({"methods": {"fast": {"eta": 0.5, "samples": 3}}}))
+    preset = tuning.load_preset("ct-metal")
+    assert preset["methods"]["fast"] == {"eta": 0.5, "samples": 3} and preset["tuned"] == {"song": {"trials": 9}}
+
+
+def test_tune_writes_to_the_user_folder_and_says_when_another_folder_hides_it(tmp_path, monkeypatch):
+    """With $SCORERECON_PRESETS set, tune (no -o) still writes to the user's folder, not into the
+    folder the variable names (a benchmark's committed presets, say); a preset there with its own
+    entry for the method, which reconstruct would use instead, is named."""
+    monkeypatch.setattr(tuning, "preset_dirs", _PRESET_FOLDERS[0])
+    monkeypatch.setattr(tuning, "user_presets_dir", _PRESET_FOLDERS[1])
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv(tuning.PRESETS_ENV, str(tmp_path / "env"))
+    path = tuning.save_preset("mri-single", "song", {"lam": 0.5}, {})
+    assert path == tmp_path / "xdg" / "scorerecon" / "presets" / "mri-single.json"
+    assert not (tmp_path / "env").exists() and tuning.hidden_by("mri-single", "song", path) is None
+    tuning.save_preset("mri-single", "song", {"lam": 0.9}, {}, tmp_path / "env")
+    assert tuning.hidden_by("mri-single", "song", path) == tmp_path / "env" / "mri-single.json"
+    assert tuning.hidden_by("mri-single", "fast", path) is None
+
+
 def test_malformed_preset_is_one_user_error(tmp_path):
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "mri-single.json").write_text("{not json")
@@ -470,22 +500,45 @@ def test_tune_finds_settings_in_the_search_space_and_saves_a_preset(ct_files, ti
     assert tuning.load_preset("ct-sparse-view")["methods"]["fast"] == best and path.is_file()
 
 
-def _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps, objective="ssim"):
-    """run_tune on one case where the current settings score 0.5 and every trial 0.9."""
+def _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps, objective="ssim",
+                           task="ct-sparse-view", method="fast", case="sparse.h5"):
+    """run_tune on one case where the current settings score 0.5 and every trial 0.9; returns
+    the saved entry and the settings each trial ran."""
     pytest.importorskip("optuna")
     runs = []
+    searched = set(tuning.SEARCH_SPACES[method]) - {"steps"}
 
     def score_settings(cases, method, settings, prior, seed, objective="ssim"):
         runs.append(dict(settings))
-        return 0.9 if "eta" in settings else 0.5
+        return 0.9 if searched & set(settings) else 0.5
     monkeypatch.setattr(tuning, "score_settings", score_settings)
     cases = tmp_path / "cases"
     cases.mkdir()
-    (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
-    path = tuning.run_tune("ct-sparse-view", "fast", prior=tiny_prior, steps=steps, trials=2,
+    (cases / case).write_bytes((ct_files / case).read_bytes())
+    path = tuning.run_tune(task, method, prior=tiny_prior, steps=steps, trials=2,
                            cases_dir=str(cases), output=str(tmp_path / "presets"), objective=objective,
                            log=lambda *_: None)
-    return json.loads(path.read_text())["methods"]["fast"], runs[1:]
+    return json.loads(path.read_text())["methods"][method], runs[1:]
+
+
+def test_tune_keeps_the_settings_it_does_not_search(ct_files, tiny_prior, tmp_path, monkeypatch):
+    """The trials of Song's method for metal run the preset's corrector_steps = 0 (snr idle):
+    the saved entry keeps it beside the tuned λ and snr, instead of switching the corrector on."""
+    tuning.save_preset("ct-metal", "song", {"lam": 0.3, "corrector_steps": 0, "steps": 5}, {}, tmp_path / "presets")
+    saved, trials = _tune_with_mock_scores(monkeypatch, ct_files, tiny_prior, tmp_path, steps=None,
+                                           task="ct-metal", method="song", case="metal.h5")
+    assert saved["corrector_steps"] == 0 and saved["steps"] == 5 and saved["lam"] != 0.3
+    assert all(score.settings_for("song", "ct-metal", t)["corrector_steps"] == 0 for t in trials)
+    tuned = json.loads((tmp_path / "presets" / "ct-metal.json").read_text())["tuned"]["song"]
+    assert tuned["steps"] == 5
+
+
+def test_tune_refuses_before_any_reconstruction_without_optuna(ct_files, tiny_prior, tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    monkeypatch.setattr(tuning, "score_settings", lambda *a, **k: pytest.fail("reconstructed before the check"))
+    with pytest.raises(UserError, match="tuning needs Optuna"):
+        tuning.run_tune("ct-sparse-view", "fast", prior=tiny_prior, cases_dir=str(ct_files), log=lambda *_: None)
 
 
 def test_tune_maximises_psnr_on_request_and_records_it(ct_files, tiny_prior, tmp_path, monkeypatch):

@@ -125,11 +125,16 @@ def _check_task(task: str) -> None:
 
 
 # ---------------------------------------------------------------------------- presets
+def user_presets_dir() -> Path:
+    """The user's preset folder, where ``tune`` writes unless told otherwise (-o)."""
+    from platformdirs import user_config_dir
+    return Path(user_config_dir("scorerecon")) / "presets"
+
+
 def preset_dirs() -> list[Path]:
     """Folders searched for presets, first match wins."""
-    from platformdirs import user_config_dir
     dirs = [Path(os.environ[PRESETS_ENV]).expanduser()] if os.environ.get(PRESETS_ENV) else []
-    dirs.append(Path(user_config_dir("scorerecon")) / "presets")
+    dirs.append(user_presets_dir())
     dirs.append(Path(__file__).resolve().parent / "presets")  # shipped with the package
     return dirs
 
@@ -137,16 +142,19 @@ def preset_dirs() -> list[Path]:
 def load_preset(task: str, fallback: bool = True) -> dict:
     """The preset of ``task`` ({} when there is none), merged method by method over
     :func:`preset_dirs` (earlier folders win) and, unless ``fallback`` is False, over the preset
-    of the task's fallback (a method the task's own files name wins); a malformed file raises
-    UserError."""
+    of the task's fallback (a method the task's own files name wins); an entry's provenance comes
+    from the file its settings come from.  A malformed file raises UserError."""
     parent = TASKS.get(task, {}).get("falls_back_to") if fallback else None
-    own: dict = {}
+    own: dict = {"methods": {}, "tuned": {}}
     for folder in reversed(preset_dirs()):
         preset = _read_preset(folder / f"{task}.json")
         if preset is None:
             continue
-        for key in ("methods", "tuned"):
-            own.setdefault(key, {}).update(preset.get(key, {}))
+        for method, entry in preset.get("methods", {}).items():
+            own["methods"][method] = entry
+            own["tuned"].pop(method, None)
+            if method in preset.get("tuned", {}):
+                own["tuned"][method] = preset["tuned"][method]
     merged = load_preset(parent) if parent else {}
     named = own.get("methods", {})
     for key in ("methods", "tuned"):  # an entry of the task's own replaces the fallback's, provenance too
@@ -195,10 +203,10 @@ def _read_preset(path: Path) -> dict | None:
 
 
 def preset_file(task: str, folder: str | os.PathLike | None = None) -> tuple[Path, dict | None]:
-    """``folder``/<task>.json (default: the first of :func:`preset_dirs`) and the preset already
+    """``folder``/<task>.json (default: :func:`user_presets_dir`) and the preset already
     there (None), checked before tuning without making anything: the folder can be made or
     written, and that preset is readable."""
-    folder = check_output_folder(folder if folder is not None else preset_dirs()[0])
+    folder = check_output_folder(folder if folder is not None else user_presets_dir())
     path = folder / f"{task}.json"
     if path.is_dir():
         raise UserError(f"{path} is a folder: move it, or give tune another -o")
@@ -214,6 +222,18 @@ def save_preset(task: str, method: str, params: dict, provenance: dict,
     preset.setdefault("methods", {})[method] = params
     preset.setdefault("tuned", {})[method] = provenance
     return write_json(path, preset)
+
+
+def hidden_by(task: str, method: str, path: Path) -> Path | None:
+    """The preset file of a folder searched before ``path``'s (:func:`preset_dirs`) that has its
+    own ``method`` entry for ``task``, so that ``reconstruct`` uses that one instead (None: none)."""
+    for folder in preset_dirs():
+        if folder.resolve() == path.parent.resolve():
+            return None
+        preset = _read_preset(folder / f"{task}.json")
+        if preset and method in preset.get("methods", {}):
+            return folder / f"{task}.json"
+    return None
 
 
 # ------------------------------------------------------------------- validation cases
@@ -376,6 +396,15 @@ def _inside(settings: dict, space: dict[str, tuple]) -> dict:
             if k in space and isinstance(v, (int, float)) and space[k][1] <= v <= space[k][2]}
 
 
+def _optuna():
+    """The optuna module, or a UserError saying how to install it."""
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise UserError("tuning needs Optuna: pip install 'scorerecon[tune]'") from None
+    return optuna
+
+
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
          start: dict | None = None, start_value: float | None = None, callback=None,
          objective: str = "ssim") -> tuple[dict, float]:
@@ -388,12 +417,9 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     search knows a good setting before its random start-up trials; settings of it outside the
     search space are drawn instead.  With ``start_value`` (its SSIM, already measured) it is
     recorded as a finished trial instead of being run again.  Settings that make the sampler
-    diverge score 0 instead of stopping the search.
+    diverge score -inf (below any finite trial) instead of stopping the search.
     """
-    try:
-        import optuna
-    except ModuleNotFoundError:
-        raise UserError("tuning needs Optuna: pip install 'scorerecon[tune]'") from None
+    optuna = _optuna()
     if method not in SEARCH_SPACES:
         raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
     if objective not in OBJECTIVES:
@@ -415,7 +441,7 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
         except UserError as err:
             if "NaN/Inf" not in str(err):
                 raise
-            return 0.0
+            return float("-inf")
 
     callbacks = [lambda study, trial: callback(trial.number, trial.params, trial.value)] if callback else []
     study.optimize(trial_value, n_trials=trials, callbacks=callbacks)
@@ -427,8 +453,11 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
              size: int | None = None, output: str | None = None, seed: int = 0, objective: str = "ssim",
              log=print) -> Path | None:
     """The ``scorerecon tune`` command: build cases, tune, save the preset; returns its path
-    (None when no trial beat the current settings)."""
+    (None when no trial beat the current settings).  The saved entry is the one the trials ran
+    on, the searched settings replaced by the best trial's: settings outside the search (e.g.
+    ``corrector_steps``) keep their value, a ``std_scale`` fitted to the old settings is dropped."""
     from .score import resolve_prior, settings_for
+    _optuna()  # before any reconstruction
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings({}, steps)
@@ -446,18 +475,23 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
                        start_value=baseline if same else None, objective=objective,
                        callback=lambda k, p, v: log(f"  trial {k}: {name} {v:.4f}  {p}"))
+    entry = load_preset(task).get("methods", {}).get(method, {})
+    saved = {**{k: v for k, v in entry.items() if k != "std_scale"}, **best}
     provenance = {objective: value, f"{objective}_before": baseline, "objective": objective,
                   "trials": trials, "cases": len(cases),
                   "source": cases_dir or validation_source(task),
                   "slices": [c.attrs["validation_slice"] for c in cases],
                   "prior": str(prior or loaded.metadata.get("name")),
-                  "steps": steps, "seconds": round(time.perf_counter() - start, 1),
+                  "steps": saved.get("steps"), "seconds": round(time.perf_counter() - start, 1),
                   "date": time.strftime("%Y-%m-%d")}
     if value <= baseline:
         log(f"no trial beat the current settings ({value:.4f} <= {baseline:.4f}): preset unchanged")
         return None
-    path = save_preset(task, method, best, provenance, output)  # steps stored: it reproduces the run
+    path = save_preset(task, method, saved, provenance, output)  # steps stored: it reproduces the run
     log(f"best {name} {value:.4f} with {best}: wrote {path}")
+    hiding = hidden_by(task, method, path)
+    if hiding is not None:
+        log(f"note: {hiding} has its own {method} entry for {task}, which reconstruct uses instead")
     if "std_scale" in current:  # fitted to the settings just replaced
         log(std_calibration_dropped(task, method, output))
     return path
@@ -571,7 +605,7 @@ def add_tune_command(sub) -> None:
     p.add_argument("--trials", type=positive_int, default=None, help="optimisation trials (default 20)")
     p.add_argument("--steps", type=positive_int, default=None, help="sampler steps N (default: the method's; "
                    "the fast sampler searches them up to the budget of 50 network evaluations)")
-    p.add_argument("--slices", type=positive_int, default=4, help="validation slices from val.npy (default 4)")
+    p.add_argument("--slices", type=positive_int, default=None, help="validation slices from val.npy (default 4)")
     p.add_argument("--cases", default=None, help="folder of measurement .h5 files with ground truth to use "
                                                   "instead of simulated validation slices")
     p.add_argument("--data", default=None, help="prepared dataset folder (default: the user cache)")
@@ -588,6 +622,12 @@ def add_tune_command(sub) -> None:
 
 
 def _run_tune_command(args) -> None:
+    if args.cases is not None:
+        simulated = [f"--{name}" for name in ("slices", "data", "size") if getattr(args, name) is not None]
+        if simulated:
+            raise UserError(f"{', '.join(simulated)} choose the simulated validation slices, which --cases "
+                            "replaces: drop them, or drop --cases")
+    args.slices = args.slices or 4
     if args.calibrate_std:
         searched = [f"--{name}" for name in ("trials", "steps", "objective") if getattr(args, name) is not None]
         if searched:
