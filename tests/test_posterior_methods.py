@@ -190,11 +190,21 @@ def test_fast_is_the_default_with_at_most_50_evaluations():
 
 
 # -------------------------------------------------------------------------- multi-coil
-@pytest.mark.parametrize("coils", ["sense", "ssos", "hybrid"])
-def test_multi_coil_flavours(coils):
+@pytest.mark.parametrize("method, coils", [("chung", "sense"), ("chung", "ssos"), ("chung", "hybrid"),
+                                           ("fast", "sense"), ("fast", "ssos")])
+def test_multi_coil_flavours(method, coils):
+    """K = 3 samples of every flavour, the fast sampler's warm start (one image per coil in the
+    per-coil flavours) included; the samples differ, so the std map is not zero."""
     meas = _mri_measurement(coils=3)
-    out = reconstruct(meas, "chung", prior=_gaussian(), steps=6, samples=2, coils=coils, progress=False)
+    out = reconstruct(meas, method, prior=_gaussian(), steps=6, samples=3, coils=coils, progress=False,
+                      **({"start_sigma": 0.1} if method == "fast" else {}))
     assert out.image.shape == (H, W) and out.info["coils"] == coils and out.info["task"] == "mri-multi"
+    assert out.samples.shape == (3, H, W) and out.std.max() > 0
+
+
+def test_hybrid_is_refused_by_the_methods_that_run_no_sense_step():
+    with pytest.raises(UserError, match="coils=hybrid .* which song does not run"):
+        reconstruct(_mri_measurement(coils=3), "song", prior=_gaussian(), steps=3, coils="hybrid", progress=False)
 
 
 def test_sense_step_does_not_increase_the_data_misfit():
@@ -214,6 +224,18 @@ def test_sense_step_does_not_increase_the_data_misfit():
 
 
 # ---------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 0}, "number of steps must be positive"),
+    ({"start_sigma": -0.1}, "start_sigma must not be negative"),
+    ({"cg_iterations": -1}, "cg_iterations must not be negative"),
+    ({"gamma": -0.01}, "gamma must not be negative")])
+def test_the_fast_sampler_refuses_negative_settings(options, message):
+    """steps = 0 was taken as 'the prior's N' (1000 evaluations); a negative start_sigma started
+    at t = ε, where the prior does nothing."""
+    with pytest.raises(UserError, match=message):
+        reconstruct(_mri_measurement(), "fast", prior=_gaussian(), progress=False, **{"steps": 3, **options})
+
+
 def test_prior_and_operator_size_mismatch_is_one_user_error():
     with pytest.raises(UserError, match="models 4x4 images"):
         reconstruct(_mri_measurement(size=8), "fast", prior=_gaussian(), steps=3, progress=False)

@@ -356,11 +356,15 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
     fits them too (one backward pass per step, no extra network evaluation).
 
     Cold start: t_0 = T, x from the SDE's prior.  Warm start ("come closer, diffuse faster",
-    Chung, Sim & Ye 2022): ``init`` (an image in the problem's layout, e.g. a classical
+    Chung, Sim & Ye 2022): ``init`` (one sample's image in the problem's layout, e.g. a classical
     reconstruction) diffused to the noise level ``start_sigma``, x = α(t_0) init + β(t_0) z with
     β(t_0)/α(t_0) = ``start_sigma``; the prior then only removes what that noise hides.
     """
     steps = _check_steps(steps)
+    for name, value in (("start_sigma", start_sigma or 0.0), ("gamma", gamma), ("eta", eta), ("zeta", zeta),
+                        ("cg_iterations", cg_iterations)):
+        if value < 0:
+            raise UserError(f"the fast sampler's {name} must not be negative, got {value}")
     counted = CountingPrior(prior)
     norm = operator_norm(problem, generator) if gamma or zeta else 0.0
     damping, scaled = gamma * norm, _guidance_scale(zeta, norm)
@@ -369,7 +373,8 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
         if init is None:
             raise UserError("a warm start (start_sigma) needs an initial image")
         t0 = sde.time_of_noise(start_sigma)
-        start = problem.to_state(init.expand(samples, *init.shape[1:]).to(problem.device))
+        # init holds one image per group (coil): every sample starts from all of them
+        start = problem.to_state(init.to(problem.device).repeat(samples, 1, 1, 1))
         x = float(sde.alpha(t0)) * start + float(sde.beta(t0)) * randn(start.shape, generator, start.device)
     else:
         t0 = sde.T

@@ -285,8 +285,9 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     (default K: the method's setting, see :data:`DEFAULTS`, else 1)."""
     if method not in METHODS:
         raise UserError(f"unknown score-based method {method!r}: use one of {', '.join(METHODS)}")
-    if samples is not None and int(samples) < 1:
-        raise UserError(f"the number of samples must be positive, got {samples}")
+    for name, value in (("samples", samples), ("steps", steps)):
+        if value is not None and int(value) < 1:
+            raise UserError(f"the number of {name} must be positive, got {value}")
     chosen_layout()  # a mistyped SCORERECON_LAYOUT is refused before any work
     task = task_of(meas)
     settings = settings_for(method, task, {**options, "steps": steps, "samples": samples})
@@ -294,6 +295,9 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     std_scale = _std_scale(method, task, samples, settings.pop("std_scale", 1.0), options.get("std_scale"))
     prior = resolve_prior(prior, meas.modality)
     problem_options = {k: settings.pop(k) for k in _PROBLEM_OPTIONS if k in settings}
+    if problem_options.get("coils") == "hybrid" and method != "chung":
+        raise UserError(f"coils=hybrid (a SENSE step every m steps) is Chung & Ye's multi-coil sampler, which "
+                        f"{method} does not run: use --method chung, or coils sense or ssos")
     problem, finish, warm_start = build_problem(meas, prior, _device(prior), **problem_options)
     settings["steps"] = int(settings.get("steps") or prior.sde.N)
     if method in ("song", "chung", "guidance"):
