@@ -273,7 +273,14 @@ def test_config_errors(tmp_path):
     with pytest.raises(UserError, match="steps"):
         load_config(bad)
     for table, text, message in [("training", "seed = -1", "seed must be a whole number ≥ 0"),
-                                 ("training", "grad_clip = 0", "grad_clip must be a positive number"),
+                                 ("training", "grad_clip = 0", "grad_clip must be a positive finite number"),
+                                 ("training", "lr = nan", "lr must be a positive finite number"),
+                                 ("training", "grad_clip = inf", "grad_clip must be a positive finite number"),
+                                 ("sde", "sigma_max = inf", "sigma_min < sigma_max < inf"),
+                                 ("sde", "type = 'vp'\nbeta_max = inf", "beta_min < beta_max < inf"),
+                                 ("parameterization", "sigma_data = nan", "sigma_data must be a positive finite"),
+                                 ("data", "path = 'x.npy'\ndataset = 'head-ct'",
+                                  r"\[data\] path and \[data\] dataset both name the training data"),
                                  ("network", "dropout = 2.0", r"dropout must lie in \[0, 1\)")]:
         bad.write_text(f"[{table}]\n{text}\n")
         with pytest.raises(UserError, match=message):

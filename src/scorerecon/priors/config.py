@@ -159,8 +159,8 @@ def _check_values(cfg: dict) -> None:
     for table, keys in _POSITIVE.items():
         for key in keys:
             value = cfg[table][key]
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise UserError(f"[{table}] {key} must be a positive number, got {value!r}")
+            if not isinstance(value, (int, float)) or not 0 < value < float("inf"):  # NaN fails too
+                raise UserError(f"[{table}] {key} must be a positive finite number, got {value!r}")
     if not 0.0 <= cfg["training"]["ema"] < 1.0:
         raise UserError(f"[training] ema must lie in [0, 1), got {cfg['training']['ema']}")
     if not 0.0 <= cfg["network"]["dropout"] < 1.0:
@@ -177,6 +177,9 @@ def _check_values(cfg: dict) -> None:
     if not isinstance(dataset, str) and not (isinstance(dataset, list) and dataset
                                              and all(isinstance(n, str) and n for n in dataset)):
         raise UserError(f"[data] dataset must be a dataset name or a list of names, got {dataset!r}")
+    if cfg["data"]["path"] and dataset_names(cfg):
+        raise UserError("[data] path and [data] dataset both name the training data: keep one "
+                        "(path, an explicit .npy; or dataset, prepared datasets by name)")
     _check_repeat(cfg["data"]["repeat"], dataset_names(cfg))
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")

@@ -48,8 +48,8 @@ class Parameterization:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise UserError(f"parameterization {self.kind!r} is unknown: use one of {', '.join(KINDS)}")
-        if not self.sigma_data > 0:
-            raise UserError(f"sigma_data must be positive, got {self.sigma_data!r}")
+        if not 0 < self.sigma_data < float("inf"):
+            raise UserError(f"sigma_data must be a positive finite number, got {self.sigma_data!r}")
 
     def coefficients(self, alpha: torch.Tensor, sigma: torch.Tensor):
         """(c_skip − 1, c_out, c_in) for per-sample α and σ = β/α, each of shape (B,)."""

@@ -136,8 +136,8 @@ class VESDE(SDE):
     kind = "ve"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000, eps: float = 1e-5):
-        if not 0.0 < sigma_min < sigma_max:
-            raise UserError(f"VE SDE needs 0 < sigma_min < sigma_max: got {sigma_min}, {sigma_max}")
+        if not 0.0 < sigma_min < sigma_max < math.inf:
+            raise UserError(f"VE SDE needs 0 < sigma_min < sigma_max < inf: got {sigma_min}, {sigma_max}")
         super().__init__(N, eps)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
@@ -167,8 +167,8 @@ class VPSDE(SDE):
     kind = "vp"
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000, eps: float = 1e-3):
-        if not 0.0 <= beta_min < beta_max:
-            raise UserError(f"VP SDE needs 0 <= beta_min < beta_max: got {beta_min}, {beta_max}")
+        if not 0.0 <= beta_min < beta_max < math.inf:
+            raise UserError(f"VP SDE needs 0 <= beta_min < beta_max < inf: got {beta_min}, {beta_max}")
         super().__init__(N, eps)
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
