@@ -15,7 +15,7 @@ import pytest
 
 from scorerecon.cli import main
 from scorerecon.data import datasets
-from scorerecon.data.datasets import load_meta, load_split, prepare_dataset, unpack_deb
+from scorerecon.data.datasets import _write_splits, load_meta, load_split, prepare_dataset, read_inv3, unpack_deb
 from scorerecon.errors import UserError
 
 INV_DEB = Path("/tmp/invesalius-examples_3.1.99998-4_all.deb")
@@ -142,6 +142,32 @@ def test_bad_deb_arguments(tmp_path):
     with pytest.raises(UserError, match="holds other files"):
         prepare_dataset("head-ct", out=tmp_path / "mine", source=tmp_path / "empty")
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def test_a_damaged_download_is_one_line(tmp_path):
+    """A .deb cut short inside its data.tar member, a damaged ar header, a truncated Cranium.inv3
+    inside a whole .deb: each a UserError, not EOFError or ValueError from the unpacking."""
+    data = _tar_bytes({"./a.bin": bytes(range(256)) * 400}, "w:gz")
+    cut = tmp_path / "cut.deb"
+    cut.write_bytes(_ar({"debian-binary": b"2.0\n", "data.tar.gz": data[:len(data) // 2]}))
+    with pytest.raises(UserError, match="cannot unpack data.tar.gz"):
+        unpack_deb(cut, tmp_path / "out1")
+    bad_header = bytearray(_ar({"data.tar.gz": data}))
+    bad_header[8 + 48:8 + 58] = b"12x4      "
+    (tmp_path / "header.deb").write_bytes(bytes(bad_header))
+    with pytest.raises(UserError, match="ar header of member 'data.tar.gz' is damaged"):
+        unpack_deb(tmp_path / "header.deb", tmp_path / "out2")
+    whole = _fake_inv_deb(tmp_path)
+    inv3 = unpack_deb(whole, tmp_path / "unpacked") / "usr/share/doc/invesalius-examples/examples/Cranium.inv3"
+    inv3.write_bytes(inv3.read_bytes()[:4000])
+    with pytest.raises(UserError, match="is not an InVesalius project"):
+        read_inv3(inv3)
+
+
+def test_a_split_left_empty_by_the_filters_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="no slice of the head-ct source is left for val and eval"):
+        _write_splits(tmp_path, "head-ct", {"train": [object()], "val": [], "eval": []}, {})
+    assert not list(tmp_path.iterdir())
 
 
 def _fake_pyradiomics(tmp_path: Path) -> tuple[Path, Path]:

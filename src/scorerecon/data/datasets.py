@@ -61,6 +61,7 @@ folder); pip cannot fetch it without building it.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io as _io
 import json
 import os
@@ -70,6 +71,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -79,6 +81,9 @@ import numpy as np
 from ..atomic import atomic_directory
 from ..errors import UserError
 from .intensity import HU_HIGH, HU_LOW, hu_to_unit, magnitude_scale
+
+#: what unpacking a damaged (truncated, corrupted) archive raises beside tarfile's own errors
+_DAMAGED_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError)
 
 SIZE = 256
 VAL_EVERY = 10
@@ -221,6 +226,10 @@ def _output_folder(folder: Path) -> Path:
 
 
 def _write_splits(folder: Path, name: str, splits: dict[str, list[Slice]], meta: dict) -> None:
+    empty = [split for split, slices in splits.items() if not slices]
+    if empty:
+        raise UserError(f"no slice of the {name} source is left for {' and '.join(empty)} (all filtered out): "
+                        "pass the source the dataset is built from (--source)")
     for split, slices in splits.items():
         np.save(folder / f"{split}.npy", np.stack([s.image for s in slices]).astype(np.float32))
     meta = {"dataset": name, "size": [SIZE, SIZE], **meta,
@@ -271,7 +280,10 @@ def _ar_members(blob: bytes) -> Iterator[tuple[str, bytes]]:
     while pos + 60 <= len(blob):
         header = blob[pos:pos + 60]
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise UserError(f"the ar header of member {name!r} is damaged: download the .deb again") from None
         yield name, blob[pos + 60:pos + 60 + size]
         pos += 60 + size + (size % 2)
 
@@ -283,8 +295,8 @@ def unpack_deb(deb: Path, dest: Path) -> Path:
             try:
                 with tarfile.open(fileobj=_io.BytesIO(content), mode="r:*") as tar:
                     tar.extractall(dest, filter="data")
-            except tarfile.TarError as err:
-                raise UserError(f"cannot unpack {name} of {deb} ({err}): unpack it with "
+            except _DAMAGED_ARCHIVE as err:
+                raise UserError(f"cannot unpack {name} of {deb} ({type(err).__name__}: {err}): unpack it with "
                                 f"'dpkg-deb -x {deb} DIR' and pass --source DIR") from None
             return dest
     raise UserError(f"{deb} has no data.tar member: pass a Debian binary package")
@@ -306,8 +318,8 @@ def sdist_root(source: PackageSource, given: str | os.PathLike | None, work: Pat
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             tar.extractall(work / "root", filter="data")
-    except tarfile.TarError as err:
-        raise UserError(f"cannot unpack {archive} ({err}): download {source.url} again") from None
+    except _DAMAGED_ARCHIVE as err:
+        raise UserError(f"cannot unpack {archive} ({type(err).__name__}: {err}): download {source.url} again") from None
     return work / "root"
 
 
@@ -315,7 +327,7 @@ def _download(source: PackageSource, dest: Path) -> Path:
     try:
         with urllib.request.urlopen(source.url, timeout=300) as response, open(dest, "wb") as out:
             shutil.copyfileobj(response, out)
-    except OSError as err:
+    except (OSError, http.client.HTTPException) as err:
         raise UserError(f"cannot download {source.url} ({err}): download it by hand (e.g. curl -LO) "
                         "and pass it with --source FILE") from None
     return dest
@@ -338,16 +350,16 @@ def read_inv3(path: Path) -> tuple[np.ndarray, tuple[float, float, float], dict]
             plist = plistlib.loads(tar.extractfile(members["main.plist"]).read())
             matrix = plist["matrix"]
             raw = tar.extractfile(members[matrix["filename"]]).read()
-    except (tarfile.TarError, KeyError, OSError, plistlib.InvalidFileException) as err:
+            shape = tuple(int(n) for n in matrix["shape"])
+            dtype = np.dtype(matrix["dtype"]).newbyteorder("<")
+            sx, sy, sz = (float(v) for v in plist["spacing"])
+    except (*_DAMAGED_ARCHIVE, KeyError, TypeError, plistlib.InvalidFileException) as err:
         raise UserError(f"{path} is not an InVesalius project ({type(err).__name__}: {err}): "
                         f"pass the {HEAD_CT_PACKAGE} package with --source") from None
-    shape = tuple(int(n) for n in matrix["shape"])
-    dtype = np.dtype(matrix["dtype"]).newbyteorder("<")
     if len(raw) != int(np.prod(shape)) * dtype.itemsize:
         raise UserError(f"{path}: {matrix['filename']} holds {len(raw)} bytes, not {shape} {dtype}: "
                         "the file is damaged")
     volume = np.frombuffer(raw, dtype=dtype).reshape(shape)[:, ::-1, :].astype(np.float32)
-    sx, sy, sz = (float(v) for v in plist["spacing"])
     return volume, (sz, sy, sx), plist
 
 
