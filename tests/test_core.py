@@ -59,8 +59,18 @@ def test_mri_k_space_needs_a_coil_axis_and_a_column_mask_is_spread_over_the_rows
     column = np.array([1, 0, 1, 0, 1, 0], np.uint8)
     meas = Measurement(modality="mri", data=kspace, mask=column, geometry={}).validate()
     assert meas.mask.shape == (8, 6) and np.array_equal(meas.mask[3], column)
+    row = Measurement(modality="mri", data=kspace, mask=column[None], geometry={}).validate()  # (1, W)
+    assert np.array_equal(row.mask, meas.mask)  # ESPIRiT reads the calibration region off (H, W)
     with pytest.raises(UserError, match=r"MRI k-space must be \(coils, H, W\), got shape \(8, 6\)"):
         Measurement(modality="mri", data=kspace[0], mask=column, geometry={}).validate()
+
+
+def test_a_fractional_mask_is_stored_as_where_it_measures(tmp_path):
+    """A weight of 0.5 is a measured entry: stored as 1, not cast to 0 (a file refused on reading)."""
+    meas = _measurement()
+    meas.mask = np.where(np.asarray(meas.mask) != 0, 0.5, 0.0)
+    write_measurement(tmp_path / "m.h5", meas)
+    assert np.array_equal(read_measurement(tmp_path / "m.h5").mask, np.asarray(meas.mask) != 0)
 
 
 def test_reading_non_measurements(tmp_path):

@@ -256,3 +256,21 @@ def test_twix_reader_refuses_other_files(tmp_path):
     (tmp_path / "scan.dat").write_bytes(b"\0" * 4096)
     with pytest.raises(UserError, match="not a readable Siemens twix file"):
         read_measurement(tmp_path / "scan.dat")
+    (tmp_path / "notgz.dat.gz").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="notgz.dat.gz cannot be decompressed"):
+        read_measurement(tmp_path / "notgz.dat.gz")
+
+
+@pytest.mark.skipif(not TWIX_SAMPLE.is_file(), reason="the twix sample is not shipped")
+def test_a_truncated_twix_file_is_one_line(tmp_path, capsys):
+    """A raw file cut short parses (twixtools maps its headers) but fails when the k-space is
+    read; a .dat.gz cut short fails while decompressing: both one line, exit 2."""
+    import gzip
+    plain = gzip.decompress(TWIX_SAMPLE.read_bytes())
+    (tmp_path / "cut.dat").write_bytes(plain[:1_000_000])
+    with pytest.raises(UserError, match="probably truncated"):
+        read_measurement(tmp_path / "cut.dat")
+    (tmp_path / "cut.dat.gz").write_bytes(TWIX_SAMPLE.read_bytes()[:100])
+    assert main(["reconstruct", str(tmp_path / "cut.dat.gz"), "-o", str(tmp_path / "r.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cut.dat.gz cannot be decompressed" in err and len(err.splitlines()) == 1

@@ -65,7 +65,8 @@ class Measurement:
             if np.ndim(self.data) != 3:
                 raise UserError(f"MRI k-space must be (coils, H, W), got shape {np.shape(self.data)}: "
                                 "store single-coil data with a coil axis of 1")
-            if np.ndim(self.mask) < 2:  # a (W,) column mask, as fastMRI stores it: the (H, W) the solvers take
+            if np.ndim(self.mask) <= 2 and np.shape(self.mask) != np.shape(self.data)[-2:]:
+                # a (W,) column mask, as fastMRI stores it, or (1, W): the (H, W) the solvers take
                 self.mask = np.ascontiguousarray(np.broadcast_to(self.mask, np.shape(self.data)[-2:]))
         return self
 
@@ -129,7 +130,7 @@ def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
             f.attrs["modality"] = meas.modality
             _write_dict(f, {k: v for k, v in meas.attrs.items() if not isinstance(v, np.ndarray)})
             f.create_dataset("measurement", data=meas.data, compression="gzip", compression_opts=4)
-            f.create_dataset("mask", data=np.asarray(meas.mask, dtype=np.uint8), compression="gzip")
+            f.create_dataset("mask", data=(np.asarray(meas.mask) != 0).astype(np.uint8), compression="gzip")
             _write_dict(f.create_group("geometry"), meas.geometry)
             if meas.truth is not None:
                 f.create_dataset("truth", data=meas.truth, compression="gzip", compression_opts=4)

@@ -23,6 +23,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ from ..errors import UserError
 from .measurement import Measurement, raw_kspace_measurement
 
 KEPT_DIMS = ("Lin", "Cha", "Col")
+#: what twixtools raises on a file that is not twix, or is cut short
+_UNREADABLE = (LookupError, ValueError, OSError, EOFError, struct.error)
 
 
 def read_twix(path: str | os.PathLike, slice_index: int | None = None) -> Measurement:
@@ -41,8 +44,12 @@ def read_twix(path: str | os.PathLike, slice_index: int | None = None) -> Measur
     if path.name.lower().endswith(".gz"):
         with tempfile.TemporaryDirectory(prefix="scorerecon-twix-") as folder:
             plain = Path(folder) / path.name[:-3]
-            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+                raise UserError(f"{path.name} cannot be decompressed ({type(err).__name__}: {err}): "
+                                "pass the whole .dat.gz, or the .dat") from None
             return _read_plain(plain, slice_index, path.name)
     return _read_plain(path, slice_index, path.name)
 
@@ -66,7 +73,7 @@ def _map_last_scan(path: Path):
     try:
         with contextlib.redirect_stdout(printed):
             scans = twixtools.map_twix(str(path), verbose=False)
-    except (LookupError, ValueError, OSError, EOFError, struct.error) as err:  # twixtools' parse failures
+    except _UNREADABLE as err:
         raise UserError(f"{path.name} is not a readable Siemens twix file ({type(err).__name__}): "
                         "pass a .dat raw-data file") from None
     sys.stderr.write(printed.getvalue())  # a file that parses keeps its warnings, on stderr
@@ -102,7 +109,11 @@ def _select_slice(image, slice_index: int | None) -> tuple[np.ndarray, dict]:
             index.append(0)
             if sizes[dim] > 1:
                 selected[f"twix_{dim}"] = 0
-    data = np.asarray(image[tuple(index)])
+    try:  # twixtools reads the data only here: a file cut short parses but fails now
+        data = np.asarray(image[tuple(index)])
+    except _UNREADABLE as err:
+        raise UserError(f"the k-space of this twix file cannot be read ({type(err).__name__}: {err}); the file "
+                        "is probably truncated: copy the whole .dat again") from None
     order = [d for d in dims if d in KEPT_DIMS]
     return np.transpose(data, [order.index(d) for d in KEPT_DIMS]), selected
 
