@@ -4,8 +4,10 @@
 
     train.npy   (N, 256, 256) float32 in the unit domain — the prior's training images
     val.npy     slices held out for tuning and choices: for head-ct and brain-mri, every 10th
-                kept slice of the *training* source (neighbours of a val slice are in train, so
-                val is optimistic); for chest-ct and clinical-brain-mri, another patient
+                kept slice of the *training* source (neighbours of a val slice are in train, and
+                for brain-mri a third to two thirds of a val slice's voxels lie in training slices
+                of the other planes, benchmarks/results/validation_overlap.md: val is optimistic);
+                for chest-ct and clinical-brain-mri, another patient
     eval.npy    slices of other patients / another template — evaluation only, never training
     meta.json   sources, licences, window, spacing, slice provenance and counts
 
