@@ -164,7 +164,10 @@ class InverseProblem:
         projection onto {A x = ŷ} (λ = 1: the projection itself).
 
         Where the operator's T⁻¹ projects (``inverse_projects``: MRI) this is the residual form
-        x + λ T⁻¹[Λ (ŷ − T x)].  Otherwise (CT, T⁻¹ = FBP, which overshoots: repeating its step
+        x + λ T⁻¹[Λ (ŷ − T x)], exact for one coil and a complex image.  For SENSE (T⁻¹ combines
+        the coils with the conjugate maps) and for real images in a phase frame (the real part
+        is kept) the same form is one Landweber step x + λ A^H (ŷ − A x), ‖A‖ = 1, which moves x
+        towards {A x = ŷ} without reaching it; the samplers repeat it after every update.  Otherwise (CT, T⁻¹ = FBP, which overshoots: repeating its step
         diverges) P x is :data:`PROJECTION_ITERATIONS` conjugate-gradient steps on A^H A x = A^H ŷ
         started at x, whose iterates x + K(A^H A, A^H (ŷ − A x)) approach the minimum-norm
         correction, the orthogonal projection.

@@ -159,7 +159,9 @@ class SongConsistency:
 
 class ChungConsistency:
     """Chung & Ye 2022: hard projection after every update; with SENSE data (hybrid flavour) a
-    SENSE step every ``every`` steps with λ from 1.0 down to 0.2 over the N steps."""
+    SENSE step every ``every`` steps with λ from 1.0 down to 0.2 over the N steps.  The SENSE
+    step follows each update of such a step, the corrector's and the predictor's (their code
+    takes one per step; the stored 8-coil rows were measured with this one)."""
 
     def __init__(self, problem: InverseProblem, steps: int, every: int = 0):
         self.problem, self.steps, self.every = problem, steps, every
