@@ -10,7 +10,8 @@ from scorerecon.cli import main
 from scorerecon.errors import UserError
 from scorerecon.priors.analytic import GaussianPrior
 from scorerecon.priors.config import resolve_config
-from scorerecon.priors.experts import NoiseLevelExperts, choose_switch, read_experts_file, tweedie_errors
+from scorerecon.priors.experts import (NoiseLevelExperts, choose_switch, read_experts_file, tweedie_errors,
+                                      write_experts_file)
 from scorerecon.priors.registry import load_prior, prior_digest
 from scorerecon.priors.sde import VESDE, VPSDE
 from scorerecon.priors.training import train
@@ -179,6 +180,20 @@ def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):
                                   "switch_sigma": 1.0}))
     with pytest.raises(UserError, match="itself an experts file"):
         load_prior(nested)
+    with pytest.raises(UserError, match="itself an experts file"):
+        prior_digest(nested)  # was a RecursionError where the file lists itself
+    for body, message in (([], "missing scorerecon-experts header"),
+                          ({"format": "scorerecon-experts", "version": "9", "members": [low, low],
+                            "switch_sigmas": [1.0]}, "layout version '9'"),
+                          ({"format": "scorerecon-experts", "members": [low, low], "switch_sigmas": [1.0],
+                            "metadata": "abc"}, "metadata is not a table")):
+        broken.write_text(json.dumps(body))
+        for load in (load_prior, prior_digest):
+            with pytest.raises(UserError, match=message):
+                load(broken)
+    with pytest.raises(UserError, match="need 2 increasing switches"):
+        write_experts_file(tmp_path / "equal.json", [low, low, low], [1.0, 1.0])
+    assert not (tmp_path / "equal.json").exists()
     assert main(["experts", "--low", low, "--high", str(tmp_path / "none.safetensors"), "--dataset",
                  "brain-mri", "-o", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()

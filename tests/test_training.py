@@ -170,12 +170,17 @@ def test_a_prior_file_this_version_cannot_build_is_one_user_error(tmp_path):
     from safetensors import safe_open
     with safe_open(str(exported), framework="pt") as handle:
         header = handle.metadata()
-    network = json.loads(header["network"])
-    for broken in ({**network, "groups": 4}, [1, 2]):
+    network, metadata = json.loads(header["network"]), json.loads(header["metadata"])
+    for key, broken in (("network", {**network, "groups": 4}), ("network", [1, 2]), ("parameterization", []),
+                        ("metadata", "abc"), ("metadata", {**metadata, "downsample": 0}),
+                        ("metadata", {**metadata, "channels": 2})):
         save_file(load_file(str(exported)), str(tmp_path / "other.safetensors"),
-                  metadata={**header, "network": json.dumps(broken)})
+                  metadata={**header, key: json.dumps(broken)})
         with pytest.raises(UserError, match="describes a prior this scorerecon cannot build"):
             load_prior(tmp_path / "other.safetensors")
+    save_file(load_file(str(exported)), str(tmp_path / "newer.safetensors"), metadata={**header, "version": "99"})
+    with pytest.raises(UserError, match="layout version '99', and this scorerecon reads version 1"):
+        load_prior(tmp_path / "newer.safetensors")
 
 
 def test_resume_refuses_training_data_of_another_shape(tmp_path):

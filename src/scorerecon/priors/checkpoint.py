@@ -55,10 +55,14 @@ def build_prior(description: dict, network_state: dict, source: str) -> ScorePri
     (another version's network options, a malformed SDE or parameterisation) or if the weights do
     not fit the stored network config."""
     try:
+        for key in ("network", "sde", "metadata"):
+            if not isinstance(description.get(key, {}), dict):
+                raise TypeError(f"its {key} is not a table")
         network = ScoreUNet(**description["network"])
         sde = sde_from_dict(description["sde"])
         parameterization = Parameterization.from_dict(description.get("parameterization"))
-    except (TypeError, ValueError, KeyError) as err:
+        metadata = _checked_metadata(description.get("metadata", {}), network.config["channels"])
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise UserError(f"{source} describes a prior this scorerecon cannot build ({type(err).__name__}: {err}): "
                         "upgrade scorerecon or re-export the prior from its training checkpoint") from None
     try:
@@ -67,8 +71,19 @@ def build_prior(description: dict, network_state: dict, source: str) -> ScorePri
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise UserError(f"weights in {source} do not match the network config stored with them ({first}): "
                         "re-export the prior from its training checkpoint") from None
-    prior = ScorePrior(network, sde, description.get("metadata", {}), parameterization)
+    prior = ScorePrior(network, sde, metadata, parameterization)
     return prior.eval().requires_grad_(False)
+
+
+def _checked_metadata(metadata: dict, channels: int) -> dict:
+    """A prior's metadata, once the values the samplers compute with agree with its network: the
+    block size ``downsample`` a whole number ≥ 1, ``channels`` those of the network."""
+    downsample = metadata.get("downsample", 1)
+    if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
+        raise ValueError(f"metadata downsample {downsample!r} is not a whole number >= 1")
+    if metadata.get("channels", channels) != channels:
+        raise ValueError(f"metadata channels {metadata['channels']!r} differ from the network's {channels}")
+    return metadata
 
 
 def read_prior_file(path: str | os.PathLike) -> ScorePrior:
@@ -86,6 +101,9 @@ def read_prior_file(path: str | os.PathLike) -> ScorePrior:
         tensors = load_file(str(path))
         if header.get("format") != FORMAT:
             raise ValueError("missing scorerecon header")
+        if header.get("version") != VERSION:
+            raise UserError(f"{path} is a prior file of layout version {header.get('version')!r}, and this "
+                            f"scorerecon reads version {VERSION}: upgrade scorerecon")
         optional = {"parameterization": "null"}  # files written before it existed: Song's output scaling
         description = {key: json.loads(header.get(key) or optional[key]) for key in DESCRIPTION_KEYS}
     except (SafetensorError, ValueError, KeyError, OSError) as err:

@@ -5,7 +5,7 @@ Only argparse is imported here; torch is imported when a command runs.
 
 from __future__ import annotations
 
-from ..cli_types import positive_float, positive_int
+from ..cli_types import positive_float, positive_int, seed_int
 
 
 def add_train(sub) -> None:
@@ -37,7 +37,7 @@ def add_sample(sub) -> None:
     p.add_argument("--snr", type=positive_float, default=0.16, help="Langevin corrector signal-to-noise ratio (pc)")
     p.add_argument("--size", type=positive_int, default=None,
                    help="image side in pixels (default: the prior's image size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.set_defaults(handler=_run_sample)
 
 

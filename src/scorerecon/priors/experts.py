@@ -167,7 +167,8 @@ def write_experts_file(path: str | os.PathLike, members: list[str], switch_sigma
                        metadata: dict | None = None, selections: list[dict] | None = None) -> Path:
     """Write an experts file (atomically): ``members`` lowest noise first, one switch between each
     pair, and the measurement that chose each switch."""
-    if len(switch_sigmas) != len(members) - 1 or list(switch_sigmas) != sorted(switch_sigmas):
+    if len(switch_sigmas) != len(members) - 1 or any(
+            not low < high for low, high in zip([0.0, *switch_sigmas], switch_sigmas)):  # positive, increasing
         raise UserError(f"{len(members)} experts need {len(members) - 1} increasing switches, got {switch_sigmas}")
     body = {"format": FORMAT, "version": VERSION, "members": [str(m) for m in members],
             "switch_sigmas": [float(s) for s in switch_sigmas], "metadata": dict(metadata or {}),
@@ -182,14 +183,19 @@ def read_experts_body(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         body = json.loads(path.read_text())
-        if body.get("format") != FORMAT:
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise ValueError("missing scorerecon-experts header")
+        if str(body.get("version", "1")) not in ("1", VERSION):
+            raise ValueError(f"layout version {body['version']!r}, and this scorerecon reads 1 to {VERSION}: "
+                             "upgrade scorerecon")
         if "members" not in body:   # version 1: one switch
             body = {**body, "members": [body["low"], body["high"]], "switch_sigmas": [body["switch_sigma"]],
                     "selections": [body.get("selection") or {}]}
         members, switches = [str(m) for m in body["members"]], [float(s) for s in body["switch_sigmas"]]
         if len(members) < 2 or len(switches) != len(members) - 1:
             raise ValueError(f"{len(members)} members need {len(members) - 1} switches, found {len(switches)}")
+        if not isinstance(body.get("metadata") or {}, dict):
+            raise ValueError("its metadata is not a table")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a readable scorerecon experts file ({err}): "
                         "rewrite it with 'scorerecon experts'") from None
@@ -206,18 +212,21 @@ def member_path(member: str, experts_file: Path) -> Path:
     return shipped_path(member) if member in SHIPPED else Path(experts_file).parent / member
 
 
+def check_flat_chain(path: Path, members: list[str]) -> None:
+    """Refuse an experts file whose member is itself an experts file (a chain lists networks)."""
+    nested = [m for m in members if member_path(m, path).suffix == ".json"]
+    if nested:
+        raise UserError(f"{path}: expert {nested[0]!r} is itself an experts file; list its members "
+                        "instead (scorerecon experts --low THAT_FILE extends a chain)")
+
+
 def read_experts_file(path: str | os.PathLike, device: str = "cpu") -> NoiseLevelExperts:
     """Load an experts file and its member priors (names, or paths relative to the file)."""
     from .registry import load_prior
     path = Path(path)
     body = read_experts_body(path)
-    priors = []
-    for member in body["members"]:
-        location = member_path(member, path)
-        if location.suffix == ".json":
-            raise UserError(f"{path}: expert {member!r} is itself an experts file; list its members "
-                            "instead (scorerecon experts --low THAT_FILE extends a chain)")
-        priors.append(load_prior(location, device=device))
+    check_flat_chain(path, body["members"])
+    priors = [load_prior(member_path(member, path), device=device) for member in body["members"]]
     experts = priors[0]
     for prior, switch in zip(priors[1:], body["switch_sigmas"]):
         experts = NoiseLevelExperts(experts, prior, switch)
@@ -257,6 +266,9 @@ def build_experts_file(low: str, high: str, dataset: str, output: str | os.PathL
     images = evenly_spaced(val, slices)
     sde = high_prior.sde
     lowest, highest = sde.noise_range()
+    if floor * 1.05 >= highest:
+        raise UserError(f"{low}'s top switch σ {floor:.3g} lies at the top of the noise range ({highest:.3g}): "
+                        "no noise level is left for another expert")
     grid = np.geomspace(max(lowest, floor * 1.05), highest, sigmas)
     low_mse = tweedie_errors(low_prior, images, grid, seed)
     high_mse = tweedie_errors(high_prior, images, grid, seed)
