@@ -250,15 +250,17 @@ def _phantom_kspace(size=96, coils=8):
 
 
 @pytest.mark.parametrize("backend, fraction", [("torch", 0.12), ("sigpy", 0.25), pytest.param(
-    "bart", 0.25, marks=pytest.mark.skipif(not bart.available(), reason="BART is not installed"))])
+    "bart", 0.12, marks=pytest.mark.skipif(not bart.available(), reason="BART is not installed"))])
 def test_espirit_recovers_simulated_maps(backend, fraction):
+    """BART with the threshold passed as it was (-t 0.02, not its square): agreement 0.55 on
+    average at 12 % of the lines, 0 at some pixels inside the object (maps zeroed there)."""
     image, maps, kspace = _phantom_kspace()
     mask = make_mask("equispaced", image.shape, 4, fraction, seed=0)
     estimated = espirit_maps(kspace * mask, backend=backend)
     inside = np.abs(image) > 0.05
     # equal up to one phase per pixel: |<S_true, S_est>| = 1 for unit-norm coil vectors
     agreement = np.abs((maps.conj() * estimated).sum(0))[inside]
-    assert agreement.mean() > 0.99
+    assert agreement.mean() > 0.99 and agreement.min() > 0.9
     coil_images = torch.from_numpy(maps * image)[None]
     combined = sense_combine(coil_images, torch.from_numpy(estimated).to(torch.complex128))[0, 0].numpy()
     error = np.linalg.norm((np.abs(combined) - np.abs(image))[inside]) / np.linalg.norm(np.abs(image)[inside])

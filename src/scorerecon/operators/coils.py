@@ -159,7 +159,9 @@ def _espirit_bart(kspace: np.ndarray, calib_shape: tuple[int, int], threshold: f
     if not bart.available():
         raise UserError("the 'bart' executable is not installed: apt-get install bart, or use backend 'torch'")
     region = f"{calib_shape[0]}:{calib_shape[1]}:1"
-    maps = bart.run(["ecalib", "-m1", "-r", region, "-k", f"{kernel_width}:{kernel_width}:1", "-t", str(threshold),
+    # bart's -t thresholds eigenvalues of the calibration Gram, the squared singular values that
+    # ``threshold`` bounds: -t 0.02 dropped signal kernels and zeroed maps inside the object
+    maps = bart.run(["ecalib", "-m1", "-r", region, "-k", f"{kernel_width}:{kernel_width}:1", "-t", str(threshold ** 2),
                      "-c", str(crop), "kspace", "maps"], {"kspace": bart.kspace_to_bart(kspace)}, "maps")
     return bart.kspace_from_bart(maps).astype(np.complex64)
 
