@@ -43,6 +43,18 @@ def test_measurement_round_trip(tmp_path):
     np.testing.assert_array_equal(back.extras["metal_mask"], meas.extras["metal_mask"])
 
 
+def test_attributes_of_every_storable_kind_survive_the_round_trip(tmp_path):
+    """Arrays and lists longer than 8 were dropped (or written as root datasets nobody read)."""
+    attrs = {"seed": 3, "flag": True, "name": "x", "arr": np.arange(3), "nine": list(range(9)),
+             "letters": list("abcdefghi")}
+    write_measurement(tmp_path / "m.h5", _measurement(attrs=attrs))
+    back = read_measurement(tmp_path / "m.h5").attrs
+    assert {k: back[k] for k in attrs} == {**attrs, "arr": [0, 1, 2]}
+    with pytest.raises(UserError, match="measurement attribute 'd' \\(dict\\) cannot be stored"):
+        write_measurement(tmp_path / "d.h5", _measurement(attrs={"d": {"x": 1}}))
+    assert not (tmp_path / "d.h5").exists()
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(data=np.full((12, 20), np.nan, np.float32)), "NaN"),
     (dict(mask=np.zeros((12, 20), np.uint8)), "keeps no measurement"),
@@ -174,6 +186,26 @@ def test_body_mask_and_ct_evaluation():
     assert body_mask(hu_to_unit(truth_hu)).sum() == 16 * 16
     metrics = evaluate_images(truth_hu + 30.0, truth_hu, modality="ct")
     assert metrics["psnr"] == pytest.approx(20 * np.log10(3000 / 30.0))
+
+
+def test_masks_are_booleans_of_the_images_shape():
+    """A uint8 mask was used as an index array (another PSNR than the same mask as booleans); a
+    transposed exclude mask was reshaped into place and scrambled the pixels it left out."""
+    rng = np.random.default_rng(0)
+    truth = rng.random((16, 24))
+    recon = truth + 0.05 * rng.standard_normal((16, 24))
+    mask = np.zeros((16, 24), bool)
+    mask[4:12, 6:20] = True
+    for metric in (psnr, ssim):
+        assert metric(recon, truth, mask.astype(np.uint8)) == metric(recon, truth, mask)
+        assert metric(recon, truth, mask[None]) == metric(recon, truth, mask)
+        with pytest.raises(UserError, match=r"the mask has shape \(24, 16\), the images \(16, 24\)"):
+            metric(recon, truth, mask.T)
+    hu = truth * 1000
+    with pytest.raises(UserError, match="mask of pixels to leave out has shape"):
+        evaluate_images(hu, hu, exclude=mask.T)
+    with pytest.raises(UserError, match="excluded mask has shape"):
+        error_and_std(recon, np.ones_like(truth), truth, exclude=mask.T)
 
 
 def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):

@@ -97,6 +97,21 @@ def _write_dict(group: h5py.Group, values: dict[str, Any]) -> None:
             group.attrs[key] = value
 
 
+def _write_attrs(group: h5py.Group, values: dict[str, Any]) -> None:
+    """Every value as an HDF5 attribute of ``group``: numbers, text, arrays and lists of them
+    (lists of text as variable-length strings); anything else is a UserError naming it."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            value = np.array(value, dtype=h5py.string_dtype())
+        try:
+            group.attrs[key] = value
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise UserError(f"measurement attribute {key!r} ({type(value).__name__}) cannot be stored in HDF5 "
+                            f"({err}): keep attributes to numbers, text and arrays or lists of them") from None
+
+
 def _read_attrs(group: h5py.Group) -> dict[str, Any]:
     """Attributes as Python scalars, strings and lists."""
     return {key: value.item() if isinstance(value, np.generic) else (
@@ -128,7 +143,7 @@ def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
             f.attrs["modality"] = meas.modality
-            _write_dict(f, {k: v for k, v in meas.attrs.items() if not isinstance(v, np.ndarray)})
+            _write_attrs(f, meas.attrs)
             f.create_dataset("measurement", data=meas.data, compression="gzip", compression_opts=4)
             f.create_dataset("mask", data=(np.asarray(meas.mask) != 0).astype(np.uint8), compression="gzip")
             _write_dict(f.create_group("geometry"), meas.geometry)

@@ -24,12 +24,22 @@ def _check(recon: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return recon, truth
 
 
+def _pixel_mask(mask, shape: tuple[int, ...], what: str = "mask") -> np.ndarray:
+    """``mask`` as booleans (non-zero: True) of the images' ``shape``, size-1 axes dropped as the
+    images' are; any other shape (a transposed mask, one of another image) is a UserError."""
+    mask = np.asarray(mask).squeeze() != 0
+    if mask.shape != shape:
+        raise UserError(f"the {what} has shape {mask.shape}, the images {shape}: pass a mask of the images' size")
+    return mask
+
+
 def psnr(recon, truth, mask=None) -> float:
     """Peak signal-to-noise ratio in dB with data range 1 (inf for identical images)."""
     recon, truth = _check(recon, truth)
     if mask is None:
         with np.errstate(divide="ignore"):  # identical images: inf, without a warning
             return float(peak_signal_noise_ratio(truth, recon, data_range=1.0))
+    mask = _pixel_mask(mask, truth.shape)
     mse = float(np.mean((recon[mask] - truth[mask]) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
@@ -50,7 +60,7 @@ def ssim(recon, truth, mask=None) -> float:
               for t, r in zip(truth.reshape(-1, *truth.shape[-2:]), recon.reshape(-1, *recon.shape[-2:]))]
     if mask is None:
         return float(np.mean([value for value, _ in slices]))
-    return float(np.stack([smap for _, smap in slices]).reshape(truth.shape)[mask].mean())
+    return float(np.stack([smap for _, smap in slices]).reshape(truth.shape)[_pixel_mask(mask, truth.shape)].mean())
 
 
 def body_mask(unit_image: np.ndarray, threshold: float = 0.1) -> np.ndarray:
@@ -88,10 +98,7 @@ def evaluate_images(recon, truth, modality: str = "ct", body: bool = False,
     recon_unit = to_unit(recon, modality, reference=truth)
     mask = body_mask(truth_unit) if body else None
     if exclude is not None:
-        if np.size(exclude) != truth_unit.size:
-            raise UserError(f"the mask of pixels to leave out has shape {np.shape(exclude)}, the images "
-                            f"{truth_unit.shape}: pass a mask of the images' size")
-        keep = ~np.asarray(exclude, dtype=bool).reshape(truth_unit.shape)
+        keep = ~_pixel_mask(exclude, truth_unit.shape, "mask of pixels to leave out")
         mask = keep if mask is None else mask & keep
     if mask is not None and not mask.any():
         raise UserError("no pixel is left to compare: the reference has no body above the window's 10 % "
@@ -111,7 +118,7 @@ def error_and_std(image, std, truth, exclude=None) -> tuple[np.ndarray, np.ndarr
     if std.shape != truth.shape:
         raise UserError(f"std map shape {std.shape} differs from image shape {truth.shape}: "
                         "give the std map of this reconstruction")
-    keep = np.ones(truth.shape, bool) if exclude is None else ~np.asarray(exclude, bool).reshape(truth.shape)
+    keep = np.ones(truth.shape, bool) if exclude is None else ~_pixel_mask(exclude, truth.shape, "excluded mask")
     if not keep.any():
         raise UserError("every pixel is excluded: no error left to compare with the std map")
     return np.abs(image - truth)[keep], std[keep]
