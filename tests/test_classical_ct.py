@@ -116,12 +116,22 @@ def test_default_tv_weight_grows_with_noise():
 @pytest.mark.parametrize("method, options, message", [
     ("li-mar", {}, "metal"),
     ("sart", {"iterations": 0}, "iterations"),
+    ("tv", {"iterations": float("inf")}, "iterations must be a whole number"),
     ("tv", {"weight": -1.0}, "weight"),
+    ("tv", {"weight": float("inf")}, "weight must be a positive finite number"),
     ("fbp", {"filter": "box"}, "filter"),
 ])
 def test_bad_options_raise_user_errors(sparse, method, options, message):
     with pytest.raises(UserError, match=message):
         reconstruct(sparse, method, **options)
+
+
+@pytest.mark.parametrize("flux", [0, float("nan")])
+def test_a_bad_flux_attribute_is_named_when_tv_needs_its_default_weight(sparse, flux):
+    sparse.attrs["flux"] = flux
+    with pytest.raises(UserError, match="flux attribute is .*, not a positive number of photons"):
+        reconstruct(sparse, "tv")
+    assert reconstruct(sparse, "tv", weight=0.1, iterations=2).info["weight"] == 0.1
 
 
 def test_cli_simulate_then_reconstruct_round_trip(tmp_path, capsys):

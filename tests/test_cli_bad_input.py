@@ -3,6 +3,7 @@ and no output left behind: argparse's own errors, outputs that cannot be written
 wrong types, datasets and presets that are not what they claim to be."""
 
 import json
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -30,6 +31,8 @@ def _one_line(capsys) -> str:
 
 @pytest.mark.parametrize("argv", [["reconstruct", "m.h5", "-o", "r.npy", "--steps", "0"],
                                   ["sample", "--prior", "head-ct", "-o", "s.png", "--snr", "nan"],
+                                  ["simulate", "ct", "x.npy", "-o", "m.h5", "--seed", "-1"],
+                                  ["reconstruct", "m.h5", "-o", "r.npy", "--seed", "99999999999999999999"],
                                   ["no-such-command"], []])
 def test_argparse_errors_are_one_line_with_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -54,6 +57,57 @@ def ct_files(tmp_path):
     assert main(["simulate", "ct", str(tmp_path / "phantom.npy"), "-o", str(tmp_path / "m.h5"),
                  "--views", "12", "--full-views", "24"]) == 0
     return tmp_path
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(ct_files, capsys):
+    """--metrics onto the measurement, --json onto the image it scores, -o onto a BART input pair:
+    each refused in one line, the input left whole (each was overwritten before)."""
+    m, before = ct_files / "m.h5", (ct_files / "m.h5").read_bytes()
+    capsys.readouterr()
+    assert main(["reconstruct", str(m), "-o", str(ct_files / "r.npy"), "--method", "fbp", "--metrics", str(m)]) == 2
+    assert "--metrics" in _one_line(capsys) and m.read_bytes() == before
+    assert main(["reconstruct", str(m), "-o", str(ct_files / "r.npy"), "--method", "fbp"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(ct_files / "r.npy"), str(ct_files / "phantom.npy"), "--json",
+                 str(ct_files / "r.npy")]) == 2
+    assert "--json" in _one_line(capsys) and np.load(ct_files / "r.npy").shape == (32, 32)
+    assert main(["simulate", "mri", str(ct_files / "phantom.npy"), "-o", str(ct_files / "k.cfl")]) == 0
+    pair = [(ct_files / name).read_bytes() for name in ("k.cfl", "k.hdr")]
+    capsys.readouterr()
+    assert main(["reconstruct", str(ct_files / "k.cfl"), "-o", str(ct_files / "k.cfl"), "--method", "zero-filled"]) == 2
+    assert "would overwrite the measurement" in _one_line(capsys)
+    assert [(ct_files / name).read_bytes() for name in ("k.cfl", "k.hdr")] == pair
+
+
+@pytest.mark.parametrize("method, option, message", [
+    ("fbp", ["--weight", "1"], "--weight does not apply to fbp (it takes --filter)"),
+    ("sart", ["--filter", "hann"], "--filter does not apply to sart (it takes --iterations)"),
+    ("fast", ["--weight", "3", "--iterations", "5"], "--iterations, --weight do not apply to fast (it takes none")])
+def test_an_option_the_method_does_not_take_is_refused(ct_files, capsys, method, option, message):
+    """Each ran before with the option dropped in silence (fbp's image the same with any --weight)."""
+    capsys.readouterr()
+    out = ct_files / "r.npy"
+    assert main(["reconstruct", str(ct_files / "m.h5"), "-o", str(out), "--method", method, *option]) == 2
+    assert message in _one_line(capsys) and not out.exists()
+
+
+def test_an_output_through_a_symbolic_link_is_written_beside_the_link(tmp_path, monkeypatch):
+    """The temporary file lands in the link's folder (the rename's), not the target's: no
+    cross-device rename; the link is replaced by the file, its old target left as it was."""
+    import tempfile
+
+    from scorerecon.atomic import write_json
+    folders, mkstemp = [], tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: folders.append(Path(kw["dir"])) or mkstemp(**kw))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "real.json").write_text("{}")
+    link = tmp_path / "a" / "link.json"
+    link.symlink_to(tmp_path / "b" / "real.json")
+    write_json(link, {"psnr": 30.0})
+    assert folders == [tmp_path / "a"]
+    assert not link.is_symlink() and json.loads(link.read_text()) == {"psnr": 30.0}
+    assert (tmp_path / "b" / "real.json").read_text() == "{}" and len(list((tmp_path / "b").iterdir())) == 1
 
 
 def test_an_output_that_is_a_folder_is_refused_before_any_work(ct_files, capsys, monkeypatch):

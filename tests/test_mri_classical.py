@@ -66,7 +66,8 @@ def test_outputs_are_cropped_to_the_reconstruction_size():
     meas.geometry["output_shape"] = [40, 32]
     meas.truth = meas.truth[12:52, 16:48]
     for method in METHODS:
-        assert reconstruct(meas, method, iterations=2).image.shape == (40, 32)
+        options = {} if method == "zero-filled" else {"iterations": 2}  # zero-filled refuses --iterations
+        assert reconstruct(meas, method, **options).image.shape == (40, 32)
 
 
 def test_bad_weights_are_refused():
@@ -76,6 +77,15 @@ def test_bad_weights_are_refused():
 
 
 @pytest.mark.skipif(not bart.available(), reason="BART is not installed")
+@pytest.mark.parametrize("method", ["sense", "cs-tv", "cs-wavelet"])
+@pytest.mark.parametrize("iterations", [0, -3, 2.5])
+def test_iteration_counts_that_are_not_whole_and_positive_are_refused(method, iterations):
+    """0 ran the default, -3 returned zeros (sense), 2.5 a TypeError traceback."""
+    meas = simulate_mri(_phantom(16), mask="random", acceleration=2, coils=2, seed=3)
+    with pytest.raises(UserError, match="--iterations must be a whole number >= 1"):
+        reconstruct(meas, method, iterations=iterations)
+
+
 def test_cg_sense_agrees_with_bart_pics():
     meas = simulate_mri(_phantom(), mask="poisson", acceleration=3, coils=4, noise=0.02, seed=0)
     kspace, _, _ = measurement_tensors(meas)

@@ -15,10 +15,16 @@ from typing import Iterator
 from .errors import UserError
 
 
+def _folder_of(path: Path) -> Path:
+    """The folder that holds ``path`` itself (for a symbolic link, the link's folder, where the
+    rename onto it lands), as an absolute path."""
+    return Path(os.path.abspath(path)).parent
+
+
 def check_writable_parent(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path after checking that its folder exists and is writable."""
     path = Path(path)
-    parent = path.resolve().parent
+    parent = _folder_of(path)
     if not parent.is_dir():
         raise UserError(f"output folder {parent} does not exist: create it or choose another -o path")
     if not os.access(parent, os.W_OK):
@@ -50,9 +56,23 @@ def _temporary(make, path: Path, **names):
     """What ``make`` (mkstemp or mkdtemp) returns, made beside ``path``; an OS refusal becomes a
     UserError."""
     try:
-        return make(prefix=f".{path.name}.", dir=path.resolve().parent, **names)
+        return make(prefix=f".{path.name}.", dir=_folder_of(path), **names)
     except OSError as err:
-        raise UserError(f"cannot write in {path.resolve().parent} ({err.strerror}): "
+        raise UserError(f"cannot write in {_folder_of(path)} ({err.strerror}): "
+                        "choose another output path") from None
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` onto ``path`` (a symbolic link there is replaced, not followed); an OS
+    refusal becomes a UserError."""
+    try:
+        if path.is_symlink() and tmp.is_dir():
+            path.unlink()
+        elif path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"cannot put the output in place at {path} ({err.strerror}): "
                         "choose another output path") from None
 
 
@@ -77,7 +97,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, _default_mode(0o666))
-        os.replace(tmp_path, path)
+        _replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -91,12 +111,27 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _default_mode(0o777))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refuse_overwriting_inputs(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output path that names an input or another output (the
+    ``.hdr`` of a BART ``.cfl`` pair included): ``inputs`` and ``outputs`` map what each path is
+    (e.g. "--metrics") to the path, None where not given."""
+    def files(path: str) -> set[Path]:
+        path = Path(os.path.abspath(path))
+        return {path, path.with_suffix(".hdr")} if path.suffix.lower() == ".cfl" else {path}
+    seen: dict[Path, str] = {}
+    for role, path in [*inputs.items(), *outputs.items()]:
+        if path is None:
+            continue
+        for name in files(path):
+            if name in seen and role in outputs:
+                raise UserError(f"{role} {path} would overwrite {seen[name]} ({name.name}): choose another path")
+            seen.setdefault(name, role)
 
 
 def write_json(path: str | os.PathLike, payload) -> Path:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .allocator import retain_freed_memory
-from .cli_types import positive_int
+from .cli_types import positive_int, seed_int
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -36,7 +36,7 @@ def _add_simulate(sub) -> None:
     ct.add_argument("--flux", type=float, default=None, metavar="PHOTONS",
                     help="incident photons per detector bin (Poisson noise); omit for noise-free")
     ct.add_argument("--slice", type=int, default=None, help="slice index of a volume (default: middle)")
-    ct.add_argument("--seed", type=int, default=0)
+    ct.add_argument("--seed", type=seed_int, default=0)
     ct.set_defaults(handler=_run_simulate_ct)
 
     mri = kinds.add_parser("mri", help="MRI: under-sampled single- or multi-coil k-space")
@@ -51,7 +51,7 @@ def _add_simulate(sub) -> None:
     mri.add_argument("--noise", type=float, default=0.0, help="complex Gaussian noise std (image max = 1)")
     mri.add_argument("--real", action="store_true", help="keep the image real (no synthetic phase)")
     mri.add_argument("--slice", type=int, default=None, help="slice index of a volume (default: middle)")
-    mri.add_argument("--seed", type=int, default=0)
+    mri.add_argument("--seed", type=seed_int, default=0)
     mri.set_defaults(handler=_run_simulate_mri)
 
 
@@ -92,28 +92,32 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--save-samples", action="store_true",
                    help="also write the K posterior samples as a stack beside the image (OUT_samples; "
                         "score-based methods, not to .png)")
-    p.add_argument("--iterations", type=positive_int, default=None, help="iterations of iterative methods")
-    p.add_argument("--weight", type=float, default=None, help="regularisation weight (tv, cs-*)")
-    p.add_argument("--filter", default="ramp", choices=["ramp", "shepp-logan", "cosine", "hann"],
-                   help="FBP filter")
+    p.add_argument("--iterations", type=positive_int, default=None,
+                   help="iterations of iterative classical methods (sart, tv, sense, cs-*)")
+    p.add_argument("--weight", type=float, default=None, help="regularisation weight (tv, sense, cs-*)")
+    p.add_argument("--filter", default=None, choices=["ramp", "shepp-logan", "cosine", "hann"],
+                   help="FBP filter (fbp, li-mar; default ramp)")
     p.add_argument("--reference", default=None, help="DICOM series whose tags a DICOM output copies")
     p.add_argument("--slice", type=int, default=None,
                    help="slice of a multi-slice fastMRI or twix file (default: the middle one)")
     p.add_argument("--metrics", default=None, help="write PSNR/SSIM against the stored truth to this JSON")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.set_defaults(handler=_run_reconstruct)
 
 
 def _run_reconstruct(args) -> None:
-    from .atomic import check_output_file
+    from .atomic import check_output_file, refuse_overwriting_inputs
     from .data.measurement import read_measurement
     from .solvers import reconstruct, write_reconstruction
     from .solvers.registry import check_reconstruction_outputs
     meas = read_measurement(args.measurement, args.slice)
     _check_score_options(args)
     # fail before any work or output
-    check_reconstruction_outputs(args.output, std=_writes_std_map(meas, args), samples=args.save_samples,
-                                 reference=args.reference)
+    std_path, samples_path = check_reconstruction_outputs(
+        args.output, std=_writes_std_map(meas, args), samples=args.save_samples, reference=args.reference)
+    refuse_overwriting_inputs({"the measurement": args.measurement, "--reference": args.reference},
+                              {"-o": args.output, "the std map": std_path, "the samples": samples_path,
+                               "--metrics": args.metrics})
     if args.metrics:
         check_output_file(args.metrics)
         if meas.truth is None:
@@ -168,11 +172,13 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> None:
-    from .atomic import check_output_file
+    from .atomic import check_output_file, refuse_overwriting_inputs
     from .data.io import read_image
     from .evaluation.metrics import evaluate_images
     if args.json:
         check_output_file(args.json)
+        refuse_overwriting_inputs({"the reconstruction": args.recon, "the reference": args.truth,
+                                   "--exclude": args.exclude}, {"--json": args.json})
     recon, truth = (_evaluation_image(path, args.slice) for path in (args.recon, args.truth))
     if args.slice is not None and not any(image.meta.get("slice_index") is not None for image in (recon, truth)):
         raise UserError(f"--slice {args.slice} picks a slice of a volume, and neither {args.recon} nor {args.truth} "

@@ -25,3 +25,18 @@ def positive_float(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
+
+
+#: seeds are whole numbers 0 ≤ seed < 2³², which every generator here (NumPy, torch) takes
+SEED_LIMIT = 2 ** 32
+
+
+def seed_int(text: str) -> int:
+    """A random seed, 0 ≤ seed < 2³² (``--seed``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must lie in 0 .. {SEED_LIMIT - 1}, got {text}")
+    return value

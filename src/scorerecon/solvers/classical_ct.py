@@ -45,7 +45,7 @@ from ..data.intensity import ct_line_integral_scale, hu_to_unit
 from ..errors import UserError
 from ..operators.ct import CTGeometry, CTOperator, ct_operator_from_measurement, sinogram_to_unit
 from .optim import pdhg, pdhg_preconditioners
-from .registry import MethodOutput, register
+from .registry import MethodOutput, iteration_count, register
 
 SART_RELAXATION = 1.0
 DEFAULT_SART_ITERATIONS = 100
@@ -114,10 +114,9 @@ def ct_problem(meas) -> CTProblem:
                      None if metal_hu is None else float(hu_to_unit(float(metal_hu))))
 
 
-def _positive(value, name: str, default):
-    value = default if value is None else value
-    if not value > 0:
-        raise UserError(f"--{name} must be positive, got {value}")
+def _positive(value, name: str):
+    if not 0 < value < float("inf"):
+        raise UserError(f"--{name} must be a positive finite number, got {value}")
     return value
 
 
@@ -156,7 +155,7 @@ def sart(problem: CTProblem, iterations: int = DEFAULT_SART_ITERATIONS,
 @register("ct", "sart")
 def sart_method(meas, iterations: int | None = None, **_ignored) -> MethodOutput:
     """SART (simultaneous form), :data:`DEFAULT_SART_ITERATIONS` iterations by default."""
-    iterations = int(_positive(iterations, "iterations", DEFAULT_SART_ITERATIONS))
+    iterations = iteration_count(iterations, DEFAULT_SART_ITERATIONS)
     problem = ct_problem(meas)
     x = sart(problem, iterations)
     return MethodOutput(problem.finish(x), info={"iterations": iterations, "relaxation": SART_RELAXATION})
@@ -174,16 +173,20 @@ def default_tv_weight(flux: float | None, n_acquired: int) -> float:
     """w = 0.1 without noise, 0.1 + (10⁵ / flux) √(N_acquired / 23) with Poisson noise (see above)."""
     if flux is None:
         return DEFAULT_TV_WEIGHT
+    if not (isinstance(flux, (int, float)) and 0 < flux < float("inf")):
+        raise UserError(f"the measurement's flux attribute is {flux!r}, not a positive number of photons: "
+                        "fix the file, or pass --weight")
     return DEFAULT_TV_WEIGHT + (TV_NOISE_FLUX / float(flux)) * float(np.sqrt(n_acquired / TV_NOISE_VIEWS))
 
 
 @register("ct", "tv")
 def tv_method(meas, iterations: int | None = None, weight: float | None = None, **_ignored) -> MethodOutput:
     """TV-regularised least squares; weight :func:`default_tv_weight` by default."""
-    iterations = int(_positive(iterations, "iterations", DEFAULT_TV_ITERATIONS))
+    iterations = iteration_count(iterations, DEFAULT_TV_ITERATIONS)
     problem = ct_problem(meas)
-    default = default_tv_weight(meas.attrs.get("flux"), int(problem.acquired.sum()))
-    weight = float(_positive(weight, "weight", default))
+    if weight is None:
+        weight = default_tv_weight(meas.attrs.get("flux"), int(problem.acquired.sum()))
+    weight = float(_positive(weight, "weight"))
     x = tv(problem, weight, iterations)
     return MethodOutput(problem.finish(x), info={"iterations": iterations, "weight": weight})
 

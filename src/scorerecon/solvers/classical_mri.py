@@ -44,7 +44,7 @@ from ..errors import UserError
 from ..operators.coils import rss
 from ..operators.mri import center_crop, ifft2c, measurement_tensors, mri_operator_from_measurement
 from .optim import conjugate_gradient, fista, power_iteration, tv_prox
-from .registry import MethodOutput, register
+from .registry import MethodOutput, iteration_count, register
 from .wavelet import OrthonormalWavelet2D, padded_shape, soft_threshold
 
 Tensor = torch.Tensor
@@ -85,7 +85,7 @@ def zero_filled(meas, **_options) -> MethodOutput:
 def cg_sense(meas, iterations: int | None = None, weight: float | None = None, **_options) -> MethodOutput:
     """CG-SENSE: x = (A^H A + μ I)^{-1} A^H y by ``iterations`` conjugate-gradient steps."""
     op, y = mri_operator_from_measurement(meas)
-    iterations = iterations or SENSE_ITERATIONS
+    iterations = iteration_count(iterations, SENSE_ITERATIONS)
     damping = _positive(weight, "the SENSE damping --weight")
     damping = SENSE_DAMPING if damping is None else damping
     x = conjugate_gradient(op.normal, op.adjoint(y), iterations=iterations, tol=1e-6, damping=damping)
@@ -105,7 +105,7 @@ def _cs_problem(meas, iterations: int | None, default_iterations: int, weight: f
     op, y = mri_operator_from_measurement(meas)
     lam = _positive(weight, what)
     step = 1.0 / _lipschitz(op, (1, 1, *y.shape[-2:]), seed)
-    return op, y, iterations or default_iterations, default_weight if lam is None else lam, step
+    return op, y, iteration_count(iterations, default_iterations), default_weight if lam is None else lam, step
 
 
 @register("mri", "cs-wavelet")

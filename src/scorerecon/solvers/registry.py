@@ -9,6 +9,7 @@ samples and info; this module converts back to native units (HU for CT, input un
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,19 @@ class Reconstruction:
         return out
 
 
+def iteration_count(value, default: int) -> int:
+    """``--iterations`` of an iterative classical method: ``value`` (``default`` when None) as a
+    whole number ≥ 1; 0, a negative or a fractional count is a UserError."""
+    value = default if value is None else value
+    try:
+        whole = not isinstance(value, bool) and float(value).is_integer() and value >= 1
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise UserError(f"--iterations must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def register(modality: str, name: str):
     """Decorator: make ``fn`` available as ``reconstruct(..., method=name)`` for ``modality``."""
     def wrap(fn):
@@ -89,6 +103,22 @@ def available_methods(modality: str) -> list[str]:
     return sorted(name for (mod, name) in _METHODS if mod == modality)
 
 
+#: options of the classical methods, each refused by a method that does not take it
+CLASSICAL_OPTIONS = ("iterations", "weight", "filter")
+
+
+def _check_classical_options(fn, method: str, options: dict) -> None:
+    """Refuse a classical option (:data:`CLASSICAL_OPTIONS`, given: not None) that ``method``'s
+    function does not name, instead of letting its ``**`` catch-all drop it in silence (a
+    score-based method's function names none of them)."""
+    taken = [name for name in CLASSICAL_OPTIONS if name in inspect.signature(fn).parameters]
+    given = [name for name in CLASSICAL_OPTIONS if options.get(name) is not None and name not in taken]
+    if given:
+        takes = f"it takes {', '.join('--' + name for name in taken)}" if taken else "it takes none of them"
+        raise UserError(f"{', '.join('--' + name for name in given)} do{'es' * (len(given) == 1)} not apply to "
+                        f"{method} ({takes}): drop {'it' if len(given) == 1 else 'them'}")
+
+
 def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     """Reconstruct ``meas`` with ``method`` (default: the best classical method of the modality)."""
     _load_methods()
@@ -97,6 +127,7 @@ def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     if fn is None:
         raise UserError(f"method {method!r} does not apply to {meas.modality.upper()} data: "
                         f"choose one of {', '.join(available_methods(meas.modality))}")
+    _check_classical_options(fn, method, options)
     retain_freed_memory()
     start = time.perf_counter()
     out: MethodOutput = fn(meas, **options)

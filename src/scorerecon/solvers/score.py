@@ -79,7 +79,6 @@ PHASE_SMOOTHING = 2.0  # pixels: σ of the Gaussian blur that makes the phase es
 _SAMPLER = {"song": samplers.pc_sampler, "chung": samplers.pc_sampler, "guidance": samplers.pc_sampler,
             "langevin": samplers.annealed_langevin, "dps": samplers.dps_sampler, "fast": samplers.fast_sampler}
 _PROBLEM_OPTIONS = ("coils", "real", "phase")
-_CLI_GENERIC = ("iterations", "weight", "filter")  # options of classical methods, ignored here
 # settings every method takes: K, N, and the factor on the std map that a preset's calibration
 # chose (``scorerecon tune --calibrate-std``; 1 = the samples' own standard deviation)
 _COMMON_SETTINGS = ("steps", "samples", "std_scale")
@@ -241,7 +240,7 @@ def settings_for(method: str, task: str, options: dict, preset: dict | None = No
     """DEFAULTS < the task's preset of ``method`` (``preset``, else the one in effect) < explicit
     options; unknown options raise UserError."""
     allowed = allowed_settings(method)
-    unknown = sorted(set(options) - allowed - set(_CLI_GENERIC))
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise UserError(f"option(s) {', '.join(unknown)} do not apply to method {method!r}: "
                         f"use {', '.join(sorted(allowed))}")

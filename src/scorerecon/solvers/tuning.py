@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import check_output_folder, write_json
-from ..cli_types import positive_int
+from ..cli_types import positive_int, seed_int
 from ..errors import UserError
 from ..operators.masks import keeps_whole_lines
 from ..priors.experts import evenly_spaced
@@ -617,7 +617,7 @@ def add_tune_command(sub) -> None:
                    help="instead of tuning: scale the std map of the method's preset (the one in -o where "
                         "that folder has it, else the one in effect) so that |error| <= std on 68%% of the "
                         "validation pixels, and save that factor in the preset")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.set_defaults(handler=_run_tune_command)
 
 
