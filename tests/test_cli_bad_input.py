@@ -203,6 +203,7 @@ def test_a_std_map_path_is_refused_before_any_work_when_k_is_above_one(ct_files,
         assert "r_std.npy is a folder" in _one_line(capsys)
     assert main([*argv, "--method", "song", "--samples", "2"]) == 2
     assert "r_std.npy is a folder" in _one_line(capsys)
+    (ct_files / "r_std.npy").rmdir()  # else it would pass for the std map of a run that writes none
     for extra in (["--method", "song"], ["--method", "fast", "--samples", "1"], ["--method", "fbp"]):
         with pytest.raises(Reconstructed):  # one sample, or a classical method: no std map to write
             main([*argv, *extra])
@@ -219,6 +220,7 @@ def test_a_std_map_path_is_checked_before_the_image_is_written(ct_files):
     with pytest.raises(UserError, match="r_std.npy is a folder"):
         write_reconstruction(with_std, meas, str(ct_files / "r.npy"))
     assert not (ct_files / "r.npy").exists()
+    (ct_files / "r_std.npy").rmdir()
     write_reconstruction(Reconstruction(image, image, "fbp", 0.0), meas, str(ct_files / "r.npy"))  # no std map
     write_reconstruction(with_std, meas, str(ct_files / "R.NPY"))  # the extension in any case
     assert (ct_files / "R.NPY").is_file() and (ct_files / "R_std.NPY").is_file()
@@ -319,6 +321,9 @@ def test_sample_checks_its_output_before_loading_the_prior(tmp_path, capsys):
     assert "must end in .png" in _one_line(capsys)
     assert main(["sample", "--prior", "no-such-prior", "-o", str(tmp_path / "no" / "grid.png")]) == 2
     assert "does not exist" in _one_line(capsys)
+    assert main(["sample", "--prior", "no-such-prior", "-o", str(tmp_path / "g.png"), "--sampler", "ode",
+                 "--snr", "0.2"]) == 2  # was ignored
+    assert "--snr sets the predictor-corrector's Langevin corrector, which --sampler ode" in _one_line(capsys)
 
 
 def test_demo_refuses_a_file_as_its_folder(tmp_path, capsys):

@@ -26,3 +26,14 @@ def test_demo_refuses_a_bad_step_count(tmp_path, capsys):
         main(["demo", "-o", str(tmp_path / "demo"), "--steps", "0"])
     assert info.value.code == 2 and "positive integer" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_demo_that_fails_in_its_work_leaves_no_folder(tmp_path, monkeypatch):
+    import scorerecon.evaluation.demo as demo
+
+    def fails(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(demo, "reconstruct", fails)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path / "demo")
+    assert not (tmp_path / "demo").exists()

@@ -424,6 +424,9 @@ def test_cli_reconstruct_writes_image_and_std(ct_files, tiny_prior, tmp_path):
     np.testing.assert_array_equal(np.load(out), same.image)
     np.testing.assert_array_equal(np.load(tmp_path / "recon_std.npy"), same.std)
     assert same.std.shape == (30, 30) and same.std.max() > 0  # two samples differ
+    # a rerun to the same -o that writes no std map would leave the old one looking like its own
+    assert main(["reconstruct", str(ct_files / "sparse.h5"), "--method", "fbp", "-o", str(out)]) == 2
+    np.testing.assert_array_equal(np.load(out), same.image)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "default", None])

@@ -54,7 +54,6 @@ def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None
     from ..simulate.ct import simulate_ct
 
     check_output_folder(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     sample = load_sample(DEMO_SAMPLE)
     meas = simulate_ct(sample.array, pixel_size=(sample.spacing or (1.0,))[0],
                        views=DEMO_VIEWS, full_views=DEMO_FULL_VIEWS, geometry="parallel", seed=0)
@@ -73,6 +72,7 @@ def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None
                        np.clip(result.unit_image, 0, 1), {"vmin": 0, "vmax": 1}))
     panels.append(("truth (held out)", truth, {"vmin": 0, "vmax": 1}))
     panels += error_and_std_panels(headline, best, truth, metrics["methods"][headline])
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the work: a failed run leaves no folder
     figure = save_panels(out_dir / "demo.png", panels,
                          title=f"sparse-view CT, {DEMO_VIEWS}/{DEMO_FULL_VIEWS} views, held-out slice {DEMO_SAMPLE}")
     metrics_path = out_dir / "metrics.json"

@@ -34,7 +34,8 @@ def add_sample(sub) -> None:
     p.add_argument("--sampler", choices=["pc", "em", "ode"], default="pc",
                    help="predictor-corrector, Euler-Maruyama or probability-flow ODE (default pc)")
     p.add_argument("--steps", type=positive_int, default=None, help="time steps (default: the SDE's N)")
-    p.add_argument("--snr", type=positive_float, default=0.16, help="Langevin corrector signal-to-noise ratio (pc)")
+    p.add_argument("--snr", type=positive_float, default=None,
+                   help="Langevin corrector signal-to-noise ratio (pc only; default 0.16)")
     p.add_argument("--size", type=positive_int, default=None,
                    help="image side in pixels (default: the prior's image size)")
     p.add_argument("--seed", type=seed_int, default=0)
@@ -43,11 +44,16 @@ def add_sample(sub) -> None:
 
 def _run_sample(args) -> None:
     from .registry import load_prior
-    from .sampling import check_samples_output, sample, write_samples
+    from ..errors import UserError
+    from .sampling import DEFAULT_SNR, check_samples_output, sample, write_samples
+    if args.snr is not None and args.sampler != "pc":
+        raise UserError(f"--snr sets the predictor-corrector's Langevin corrector, which --sampler {args.sampler} "
+                        "does not run: drop --snr or use --sampler pc")
     check_samples_output(args.output)  # before the run, not after it
     prior = load_prior(args.prior)
     size = args.size or int(prior.metadata.get("image_size") or prior.metadata.get("crop", 64))
-    images = sample(prior, args.num, (size, size), sampler=args.sampler, steps=args.steps, snr=args.snr,
+    images = sample(prior, args.num, (size, size), sampler=args.sampler, steps=args.steps,
+                    snr=DEFAULT_SNR if args.snr is None else args.snr,
                     seed=args.seed, progress=True)
     write_samples(images, args.output)
     print(f"wrote {args.output}")

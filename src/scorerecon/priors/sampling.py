@@ -103,9 +103,13 @@ def ode_heun_step(prior, x, t: float, dt: float, generator=None):
     return x, x
 
 
+#: the Langevin corrector's signal-to-noise ratio of Song et al.'s unconditional samples
+DEFAULT_SNR = 0.16
+
+
 @torch.no_grad()
 def sample(prior, n: int, size: tuple[int, int], sampler: str = "pc", steps: int | None = None,
-           snr: float = 0.16, seed: int = 0, corrector_steps: int = 1, heun: bool = True,
+           snr: float = DEFAULT_SNR, seed: int = 0, corrector_steps: int = 1, heun: bool = True,
            progress: bool = False, device=None) -> torch.Tensor:
     """n unconditional samples (n, C, H, W) in the unit domain, ending with Tweedie's denoiser.
 
@@ -159,12 +163,14 @@ def check_samples_output(output: str) -> None:
 
 
 def write_samples(images: torch.Tensor, output: str) -> None:
-    """Write samples atomically: ``.npy`` (N, H, W) float32 or ``.png`` grid."""
+    """Write samples atomically: ``.npy`` (N, H, W) float32 ((N, C, H, W) for a prior of C > 1
+    channels) or ``.png`` grid (of the first channel)."""
     from ..atomic import atomic_path
     check_samples_output(output)
     if output.endswith(".npy"):
+        array = images.cpu().numpy().astype(np.float32)
         with atomic_path(output, suffix=".npy") as tmp:
-            np.save(tmp, images[:, 0].cpu().numpy().astype(np.float32))
+            np.save(tmp, array[:, 0] if array.shape[1] == 1 else array)
     else:
         from PIL import Image
         with atomic_path(output, suffix=".png") as tmp:

@@ -183,6 +183,11 @@ def check_reconstruction_outputs(output: str, *, std: bool, samples: bool,
         check_slice_reference(Path(reference))
     std_path = _sibling(output, "_std") if std else None
     samples_path = _sibling(output, "_samples") if samples else None
+    for tag, written, what in (("_std", std, "std map"), ("_samples", samples, "posterior samples")):
+        earlier = _sibling(output, tag)
+        if not written and Path(earlier).exists():  # it would pass for this run's
+            raise UserError(f"{earlier} beside {output} holds the {what} of an earlier reconstruction, and this "
+                            "run writes none: delete it or choose another -o")
     if samples_path is not None and image_suffix(Path(output)) == ".png":
         raise UserError(f"a PNG holds one slice, not a stack of posterior samples: write {output} "
                         "as .npy, .nii.gz, .nrrd or a DICOM folder to save the samples")
