@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scorerecon.atomic import atomic_path
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.evaluation.metrics import image_metrics
 from scorerecon.simulate.ct import simulate_ct
@@ -153,7 +154,8 @@ def main(argv=None) -> None:
     text = markdown(results, title + (" — quick check" if args.quick else ""), notes)
     out = Path(args.output) if args.output else RESULTS / f"{default}{'_quick' if args.quick else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    with atomic_path(out, suffix=".md") as tmp:
+        tmp.write_text(text)
     print(text)
 
 

@@ -201,6 +201,9 @@ def main(argv=None) -> None:
         p.error("--beyond-budget measures steps no preset may take: leave out --write-presets")
     if args.views and args.write_presets:
         p.error("--views measures a task away from its own validation cases: leave out --write-presets")
+    if (args.quick or args.size) and args.write_presets:
+        p.error("--quick and --size measure other images (and --quick other steps) than the preset runs on: "
+                "leave out --write-presets")
     if args.values is None and args.setting != "steps":
         p.error(f"--setting {args.setting} needs --values: the candidate values to measure")
     if args.quick:
@@ -211,8 +214,10 @@ def main(argv=None) -> None:
     tasks = tuning_tasks(p, args.tasks)
     candidates = candidate_values(p, args.method, args.setting, args.values, args.beyond_budget)
     try:
-        for task in tasks:  # before any sweep: a count that leaves a task is an error up front
-            tuning.simulation_settings(task, args.views)
+        for task in tasks:  # before any sweep: a count that leaves a task, or a preset folder
+            tuning.simulation_settings(task, args.views)  # that cannot be written, is an error up front
+            if args.write_presets:
+                tuning.preset_file(task, args.write_presets)
     except UserError as err:
         sys.exit(f"fast_settings: {err}")
     torch.set_num_threads(2)
@@ -222,12 +227,14 @@ def main(argv=None) -> None:
         sys.exit(f"fast_settings: {err}")
     command = rerun_command(__file__, argv)
     text = table(measured, args)
+    output = args.output or str(RESULTS / f"{args.method}_{args.setting}.md")
+    write_result(output, f"{text}\n    {command}\n")  # first: a failure writing presets loses no measurement
     if args.write_presets:
         chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command,
                                   args.slices, args.method) for task in tasks}
         text += (f"\n{args.setting} kept (highest validation PSNR): "
                  + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")
-    write_result(args.output or str(RESULTS / f"{args.method}_{args.setting}.md"), f"{text}\n    {command}\n")
+        write_result(output, f"{text}\n    {command}\n")
 
 
 if __name__ == "__main__":

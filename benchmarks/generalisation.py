@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scorerecon.cli_types import positive_int
 from score_methods import (RESULTS, best_over_slices, check_methods, classical_rows, evaluation_images, measured_row,
                            row_key, sampler, signed_db, simulate, split_k_suffix, write_result)
 from scorerecon.atomic import atomic_path
@@ -132,10 +133,10 @@ def main(argv=None) -> None:
     p.add_argument("--method", default="fast", help="score-based method (default fast)")
     p.add_argument("--prior-ct", default="head-ct")
     p.add_argument("--prior-mri", default="brain-mri")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--slices", type=int, default=None)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--slices", type=positive_int, default=None)
+    p.add_argument("--size", type=positive_int, default=256)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--rows", default=None,
                    help="folder keeping each measured score-based row; a rerun reuses rows whose settings match")
     p.add_argument("-o", "--output", default=str(RESULTS / "generalisation.md"),

@@ -36,8 +36,11 @@ method's resolved settings, preset included, and the digest of the prior's weigh
 resumes where it was, and the table's notes name the commit and date each reused row was
 measured at; ``--stored-only`` tables the stored rows alone and lists those still missing (a
 method stored for only some of the slices is left out of the table and named, so that every mean
-is over the classical row's slices).  The classical baselines are always measured again.  After changing a sampler's
-code, delete the folder (the key cannot see code).
+is over the classical row's slices).  The classical baselines are always measured again.  A row
+also records its measurement's fingerprint (:func:`measurement_fingerprint`) and is reused only
+on that measurement, so a changed simulation re-measures it (rows stored before session 57 carry
+none and are reused on the key alone).  After changing a sampler's code, delete the folder (the
+key cannot see code).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import numpy as np
 import torch
 
 from scorerecon.atomic import atomic_path
+from scorerecon.cli_types import positive_int
 from scorerecon.data.intensity import hu_to_unit
 from scorerecon.evaluation.metrics import error_and_std, image_metrics, std_coverage
 from scorerecon.priors.registry import prior_digest
@@ -154,7 +158,8 @@ def uncertainty_calibration(result, meas) -> dict[str, float]:
 def run(meas, method: str, **options) -> dict[str, float]:
     start = time.perf_counter()
     result = reconstruct(meas, method, **options)
-    row = {**quality(result, meas), "seconds": time.perf_counter() - start,
+    seconds = time.perf_counter() - start  # the reconstruction, not the metrics below
+    row = {**quality(result, meas), "seconds": seconds,
            "nfe": float(result.info.get("nfe", 0)), "samples": float(result.info.get("samples", 0))}
     row.update(uncertainty_calibration(result, meas))
     return row
@@ -207,7 +212,8 @@ def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) 
     key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
            "threads": args.threads, "options": options, "prior_sha256": prior_digest(options["prior"]),
            "settings": settings_for(sampler(method), task_of(meas), {})}
-    if getattr(args, "dataset_slices", None):  # a dataset prepared again may hold other images under the same index
+    if getattr(args, "dataset_slices", None) and meas.modality == getattr(args, "dataset_modality", None):
+        # a dataset prepared again may hold other images under the same index
         key["truth_sha256"] = hashlib.sha256(np.ascontiguousarray(meas.truth, np.float32).tobytes()).hexdigest()[:16]
     return json.loads(json.dumps(key))
 
@@ -228,13 +234,44 @@ def cached_row(folder: Path | None, key: dict) -> dict | None:
     return stored if stored.get("key") == key else None
 
 
-def store_row(folder: Path | None, key: dict, row: dict) -> None:
-    """Write the row of ``key`` atomically, with the commit and date it was measured at."""
+def measurement_fingerprint(meas) -> list[float]:
+    """Float64 sums of the measurement a row was measured on (data, mask, truth): for each, its
+    size N, Σx, Σx² and Σx·w with fixed Gaussian weights w (real and imaginary parts as values).  Unlike a
+    hash of the bytes they agree across hosts up to rounding, and they move with any change to the
+    simulation (the metal task's water pre-correction of session 56 moved Σx by about 1e-4 of it)."""
+    sums = []
+    for array in (meas.data, meas.mask, meas.truth):
+        values = np.asarray(array)
+        values = (np.concatenate([values.real.ravel(), values.imag.ravel()]) if np.iscomplexobj(values)
+                  else values.ravel()).astype(np.float64)
+        weights = np.random.default_rng(0).standard_normal(values.size)
+        sums += [float(values.size), float(values.sum()), float(values @ values), float(values @ weights)]
+    return sums
+
+
+def same_measurement(stored: list[float], current: list[float], rtol: float = 1e-6) -> bool:
+    """Whether two :func:`measurement_fingerprint` s are of one measurement: the same sizes, Σx²
+    within ``rtol`` of itself, Σx and Σx·w within ``rtol`` of √(N·Σx²), the most they can reach
+    (rounding on another host moves them far less; a changed simulation far more)."""
+    if len(stored) != len(current):
+        return False
+    for (n, total, square, projected), (n0, total0, square0, projected0) in zip(
+            np.reshape(stored, (-1, 4)), np.reshape(current, (-1, 4))):
+        reach = rtol * np.sqrt(n0 * square0)
+        if (n != n0 or abs(square - square0) > rtol * square0 or abs(total - total0) > reach
+                or abs(projected - projected0) > reach):
+            return False
+    return True
+
+
+def store_row(folder: Path | None, key: dict, row: dict, fingerprint: list[float] | None = None) -> None:
+    """Write the row of ``key`` atomically, with the commit and date it was measured at and the
+    fingerprint of its measurement."""
     if folder is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    stored = {"key": key, "row": row, "commit": _commit(),
-              "date": datetime.date.today().isoformat()}
+    stored = {"key": key, "row": row, "commit": _commit(), "date": datetime.date.today().isoformat(),
+              **({"measurement": fingerprint} if fingerprint is not None else {})}
     with atomic_path(_row_path(folder, key), suffix=".json") as tmp:
         tmp.write_text(json.dumps(stored, indent=1) + "\n")
 
@@ -245,13 +282,16 @@ def measured_row(folder: Path | None, key: dict, meas, options: dict,
     record, which names the commit and date), else measured now by the sampler of ``key["method"]``
     with ``options`` and stored (with None); (None, None) when it is not stored and ``measure`` is
     False (``--stored-only``)."""
+    fingerprint = measurement_fingerprint(meas)
     stored = cached_row(folder, key)
-    if stored:
+    # a row stored with its measurement's fingerprint is reused only on that measurement (rows
+    # stored before session 57 carry none and are reused on the key alone)
+    if stored and same_measurement(stored.get("measurement", fingerprint), fingerprint):
         return stored["row"], stored
     if not measure:
         return None, None
     row = run(meas, split_k_suffix(key["method"])[0], progress=False, **options)
-    store_row(folder, key, row)
+    store_row(folder, key, row, fingerprint)
     return row, None
 
 
@@ -462,7 +502,7 @@ def main(argv=None) -> None:
                    help="warm-start noise level of the fast sampler (default: " + PRESET_NOTE + "; 0 = cold start)")
     p.add_argument("--samples", type=int, default=None,
                    help="posterior samples K per slice (default: each method's preset; K > 1 fills the uncertainty columns)")
-    p.add_argument("--slices", type=int, default=None, help="slices per modality (default: all)")
+    p.add_argument("--slices", type=positive_int, default=None, help="slices per modality (default: all)")
     p.add_argument("--dataset-slices", default=None, metavar="NAME:SPLIT",
                    help="slices of a prepared dataset (e.g. clinical-brain-mri:val) instead of the bundled "
                         "samples, for the tasks of its modality")

@@ -34,6 +34,7 @@ import torch.multiprocessing as mp
 from prior_cards import hardware
 from scorerecon.allocator import retain_freed_memory
 from scorerecon.atomic import atomic_path
+from scorerecon.cli_types import positive_int
 from scorerecon.priors.config import load_config
 from scorerecon.priors.network import ScoreUNet, count_parameters
 from scorerecon.priors.training import Trainer
@@ -103,10 +104,10 @@ def batch_milliseconds(cfg: dict, images: np.ndarray, warmup: int, steps: int) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/head-ct.toml")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads in total")
-    p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=positive_int, default=torch.get_num_threads(), help="threads in total")
+    p.add_argument("--processes", type=positive_int, nargs="+", default=[1, 2])
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="comma-separated subset of " + ", ".join(VARIANTS) + " (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 timed steps, crop 32, batch 4")

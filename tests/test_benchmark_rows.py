@@ -53,6 +53,42 @@ def test_rows_are_stored_reused_and_remeasured_when_the_preset_or_the_weights_ch
     assert json.loads((rows / "ct-sparse-view__ct-head-0__fast.json").read_text())["key"]["prior_sha256"] == "retrained"
 
 
+def test_a_row_is_measured_again_when_the_simulation_changes_under_its_key(bench, tmp_path, monkeypatch, capsys):
+    """Every method of a table line must see one measurement: a row stored with its measurement's
+    fingerprint is not reused on another (here 30 of 180 views under the task's name); a row
+    stored before rows carried one is reused on the key alone."""
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    rows = tmp_path / "rows"
+    _quick(bench, rows, tmp_path / "a.md", capsys)
+    path = rows / "ct-sparse-view__ct-head-0__fast.json"
+    assert len(json.loads(path.read_text())["measurement"]) == 12
+    assert "(reused)" in _quick(bench, rows, tmp_path / "b.md", capsys)[1]
+    monkeypatch.setitem(bench.TASKS, "ct-sparse-view", ("ct", dict(views=30, full_views=180)))
+    assert "(reused)" not in _quick(bench, rows, tmp_path / "c.md", capsys)[1]
+    legacy = json.loads(path.read_text())
+    del legacy["measurement"]
+    path.write_text(json.dumps(legacy))
+    monkeypatch.setitem(bench.TASKS, "ct-sparse-view", ("ct", dict(views=23, full_views=180)))
+    assert "(reused)" in _quick(bench, rows, tmp_path / "d.md", capsys)[1]
+
+
+def test_the_fingerprint_tells_the_metal_simulations_apart_and_not_rounding():
+    """Session 56's water pre-correction moved the metal sinogram by 0.0004 on average: another
+    measurement; rounding of the float32 data (another host's arithmetic) is not."""
+    import numpy as np
+
+    from scorerecon.simulate import ct as ct_simulation
+    bench = load_benchmark("score_methods")
+    air = load_benchmark("metal_air_correction")
+    image, pixel = bench.evaluation_images("ct", 64, 1, None)[0][1:]
+    now = air.metal_case(image, pixel, ct_simulation.water_precorrection)
+    clamped = air.metal_case(image, pixel, air.clamped_precorrection)
+    fingerprint = bench.measurement_fingerprint(now)
+    assert not bench.same_measurement(bench.measurement_fingerprint(clamped), fingerprint)
+    now.data = np.nextafter(now.data, np.inf).astype(np.float32)  # one unit in the last place, everywhere
+    assert bench.same_measurement(bench.measurement_fingerprint(now), fingerprint)
+
+
 def test_a_method_with_a_samples_suffix_is_its_own_column_with_its_own_k(bench, tmp_path, monkeypatch, capsys):
     """fast-k3 runs the fast sampler with K = 3 beside fast at the run's K (2 under --quick), each
     stored under its own name and key."""

@@ -83,6 +83,8 @@ def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monk
     (["--method", "dps", "--setting", "zeta"], "--setting zeta needs --values"),
     (["--method", "dps", "--setting", "zeta", "--values", "20"], "between 0.01 and 10.0"),
     (["--values", "200", "--beyond-budget", "--write-presets", "x"], "leave out --write-presets"),
+    (["--quick", "--setting", "eta", "--values", "1", "--write-presets", "x"], "leave out --write-presets"),
+    (["--size", "64", "--setting", "eta", "--values", "1", "--write-presets", "x"], "leave out --write-presets"),
     (["--setting", "eta", "--values", "5", "--beyond-budget"], "the fast sampler's --setting steps only"),
     (["--values", "2", "--beyond-budget"], "each steps must be at least 4"),
 ])
@@ -115,6 +117,16 @@ def test_views_that_leave_the_task_are_one_line_errors(task, views, message, mon
                     if task == "ct-sparse-view" else
                     ["--tasks", task, "--views", str(views), "--setting", "eta", "--values", "1"])
     assert str(stop.value.code).startswith(f"fast_settings: {message}")
+
+
+def test_a_preset_folder_that_cannot_be_written_is_refused_before_the_sweep(tmp_path, monkeypatch):
+    script = load_benchmark("fast_settings")
+    monkeypatch.setattr(script, "measure", lambda *a: pytest.fail("a sweep ran before the check"))
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--tasks", "ct-sparse-view", "--setting", "eta", "--values", "1",
+                     "--write-presets", str(tmp_path / "afile")])
+    assert str(stop.value.code).startswith("fast_settings: ") and "is a file" in str(stop.value.code)
 
 
 def test_views_are_not_written_into_a_preset(capsys):
