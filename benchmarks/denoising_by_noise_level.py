@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from score_methods import rerun_command, write_result
+from scorerecon.cli_types import positive_int
 from scorerecon.data.datasets import load_split
+from scorerecon.errors import UserError
 from scorerecon.priors import load_prior
 from scorerecon.priors.experts import evenly_spaced, tweedie_errors
 
@@ -44,15 +46,18 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="eval", choices=["val", "eval"])
     p.add_argument("--priors", nargs="+", required=True, help="prior names or files")
     p.add_argument("--slices", type=int, default=0, help="evenly spaced slices of the split (default: all)")
-    p.add_argument("--sigmas", type=int, default=25, help="log-spaced noise levels (default 25)")
+    p.add_argument("--sigmas", type=positive_int, default=25, help="log-spaced noise levels (default 25)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("-o", "--output", default=None, help="also write the table to this Markdown file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    images = load_split(args.dataset, args.split)
+    try:
+        images = load_split(args.dataset, args.split)
+        priors = [load_prior(name) for name in args.priors]
+    except UserError as err:
+        sys.exit(f"denoising_by_noise_level: {err}")
     images = evenly_spaced(images, args.slices) if args.slices > 0 else images
-    priors = [load_prior(name) for name in args.priors]
     low, high = priors[0].sde.noise_range()
     sigmas = np.geomspace(low, high, args.sigmas)
     errors = [tweedie_errors(prior, images, sigmas, args.seed) for prior in priors]

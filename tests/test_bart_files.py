@@ -54,6 +54,12 @@ def test_a_pair_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_values_complex64_cannot_hold_are_refused_not_written_as_inf(tmp_path):
+    with pytest.raises(UserError, match="complex64 cannot store"):
+        write_cfl(tmp_path / "k.cfl", np.full((4, 4), 1e300))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("shape", [(12, 10), (3, 12, 10)])
 def test_images_round_trip_as_bart_pairs(tmp_path, shape):
     image = (np.random.default_rng(0).random(shape) * 3000 - 1000).astype(np.float32)  # HU: signs kept

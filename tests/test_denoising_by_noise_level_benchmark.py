@@ -22,3 +22,12 @@ def test_the_same_prior_twice_gives_equal_columns_that_fall_with_noise(monkeypat
     columns = [[float(cell.strip(" *")) for cell in row.split("|")[2:4]] for row in rows]
     assert all(a == b for a, b in columns)              # same prior, same noise: same numbers
     assert columns[0][0] > columns[1][0] > columns[2][0]   # σ = 0.01, 0.9, 80
+
+
+def test_an_unprepared_dataset_is_one_line(monkeypatch, tmp_path):
+    import pytest
+    monkeypatch.setenv("SCORERECON_DATA", str(tmp_path))
+    script = load_benchmark("denoising_by_noise_level")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--dataset", "head-ct", "--priors", "head-ct-v1"])
+    assert str(stop.value.code).startswith("denoising_by_noise_level: ") and "data prepare head-ct" in str(stop.value.code)

@@ -88,6 +88,8 @@ def test_score_prior_scales_by_sigma_and_checks_size():
     assert torch.allclose(prior.denoise(x, 0.5), x + sde.sigma(0.5) ** 2 * prior.score(x, 0.5))
     with pytest.raises(UserError):
         prior.score(torch.randn(1, 1, 10, 16), 0.5)
+    double = prior.denoise(x.double(), 0.5)  # was a dtype RuntimeError from the first convolution
+    assert double.dtype == torch.float64 and torch.allclose(double.float(), prior.denoise(x, 0.5), atol=1e-5)
 
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 10.0), VPSDE()], ids=["ve", "vp"])

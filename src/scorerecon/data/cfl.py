@@ -99,13 +99,17 @@ def check_cfl_output(path: str | os.PathLike) -> None:
 def write_cfl(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as a BART pair; both files are written to temporary names first and renamed
     only when both are complete (the ``.cfl`` first, then the header)."""
-    array = np.asarray(array)
-    if array.ndim > len(AXIS_NAMES):
-        raise UserError(f"a BART array has at most {len(AXIS_NAMES)} axes, this one {array.ndim}")
+    if np.asarray(array).ndim > len(AXIS_NAMES):
+        raise UserError(f"a BART array has at most {len(AXIS_NAMES)} axes, this one {np.asarray(array).ndim}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = np.asarray(array, dtype="<c8")
+    if not np.isfinite(array).all():
+        raise UserError(f"{path}: the array holds values that complex64 cannot store (NaN, Inf or beyond "
+                        "3.4e38): scale it or fix the values first")
     header, data_path = cfl_pair(path)
     dims = list(array.shape) + [1] * (len(AXIS_NAMES) - array.ndim)
     with atomic_path(header, suffix=".hdr") as header_tmp, atomic_path(data_path, suffix=".cfl") as data_tmp:
-        np.asarray(array, dtype="<c8").ravel(order="F").tofile(data_tmp)
+        array.ravel(order="F").tofile(data_tmp)
         header_tmp.write_text("# Dimensions\n" + " ".join(str(d) for d in dims) + "\n")
 
 

@@ -59,12 +59,14 @@ class Parameterization:
         return -sigma ** 2 / total, sigma * self.sigma_data / total.sqrt(), total.rsqrt()
 
     def residual(self, network: nn.Module, x: torch.Tensor, t: torch.Tensor, sde: SDE) -> torch.Tensor:
-        """r = D(x_t, t) − x_t/α, in x's dtype, for x (B, C, H, W) and t of shape (B,)."""
+        """r = D(x_t, t) − x_t/α, in x's dtype, for x (B, C, H, W) and t of shape (B,); the network
+        sees its input in its weights' dtype (a float64 x would not convolve with float32 weights)."""
         alpha = sde.alpha(t)
         sigma = sde.beta(t) / alpha
         skip_minus_one, c_out, c_in = (_bcast(c, x) for c in self.coefficients(alpha, sigma))
         x_ve = x / _bcast(alpha, x)
-        out = network(c_in * x_ve, sde.noise_level(t)).to(x.dtype)
+        weights = next(network.parameters()).dtype
+        out = network((c_in * x_ve).to(weights), sde.noise_level(t)).to(x.dtype)
         return skip_minus_one * x_ve + c_out * out
 
     def loss_weight(self, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
