@@ -558,6 +558,37 @@ def test_tune_keeps_the_settings_it_does_not_search(ct_files, tiny_prior, tmp_pa
     assert tuned["steps"] == 5
 
 
+def test_a_stopped_tune_continues_from_its_finished_trials(ct_files, tiny_prior, tmp_path, monkeypatch):
+    """Stopped after the baseline and two of four trials, the same command scores neither again:
+    it runs the two trials left, saves the preset and removes its journal."""
+    pytest.importorskip("optuna")
+    calls, stopped = [], []
+
+    def score_settings(cases, method, settings, prior, seed, objective="ssim"):
+        calls.append(dict(settings))
+        if len(calls) == 4 and not stopped:
+            stopped.append(True)
+            raise KeyboardInterrupt
+        return 0.9 if "eta" in settings else 0.5
+    monkeypatch.setattr(tuning, "score_settings", score_settings)
+    cases, presets = tmp_path / "cases", tmp_path / "presets"
+    cases.mkdir()
+    (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
+    run = dict(prior=tiny_prior, steps=3, trials=4, cases_dir=str(cases), output=str(presets), log=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_tune("ct-sparse-view", "fast", **run)
+    assert len(list(presets.glob(".tune-ct-sparse-view-fast-*.journal"))) == 1
+    assert not (presets / "ct-sparse-view.json").exists()
+    calls.clear()
+    path = tuning.run_tune("ct-sparse-view", "fast", **run)
+    assert len(calls) == 2 and all("eta" in c for c in calls)  # no baseline, two trials
+    assert json.loads(path.read_text())["tuned"]["fast"]["ssim_before"] == 0.5
+    assert not list(presets.glob(".tune-*"))
+    calls.clear()
+    tuning.run_tune("ct-sparse-view", "fast", **{**run, "seed": 1})  # another search: from its start
+    assert len(calls) == 5
+
+
 def test_tune_refuses_before_any_reconstruction_without_optuna(ct_files, tiny_prior, tmp_path, monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "optuna", None)

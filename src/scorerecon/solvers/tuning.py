@@ -26,6 +26,11 @@ evaluation slices): for CT, chest-ct, whose val is a patient that no shipped net
 brain-mri, slices of the training template held out from training.  Or they are read from a
 folder of measurement files with ground truth (``--cases``).
 
+Resuming.  ``run_tune`` keeps every trial as it ends in a journal in the preset folder
+(:func:`search_journal`, Optuna's JournalStorage), named by what the scores depend on; the same
+search, stopped, continues from its finished trials and its stored baseline, and the journal is
+removed when the search ends.
+
 Calibration (``tune --calibrate-std``).  The standard deviation of K posterior samples is a
 std map that can be too narrow (the fast sampler's samples, for one, all start from one warm
 start); on the same validation cases :func:`calibrate_std` finds the factor that makes
@@ -35,6 +40,7 @@ start); on the same validation cases :func:`calibrate_std` finds the factor that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -405,9 +411,29 @@ def _optuna():
     return optuna
 
 
+def open_study(journal: Path | None, seed: int):
+    """The Optuna study of a search (TPE, seeded, maximising): in memory, or kept in the file
+    ``journal`` (Optuna's JournalStorage), where a search that was stopped is found again."""
+    optuna = _optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None
+    if journal is not None:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.create_study(study_name="tune", storage=storage, load_if_exists=True, direction="maximize",
+                               sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+def _finished_trials(study) -> int:
+    """The search's trials that ran to the end (not the current settings recorded unrun)."""
+    from optuna.trial import TrialState
+    return sum(t.state == TrialState.COMPLETE and not t.user_attrs.get("start") for t in study.trials)
+
+
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
          start: dict | None = None, start_value: float | None = None, callback=None,
-         objective: str = "ssim") -> tuple[dict, float]:
+         objective: str = "ssim", journal: Path | None = None) -> tuple[dict, float]:
     """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
     trial's settings, steps included when fixed or searched, and its mean ``objective``: SSIM as
     Song et al. tuned, or PSNR).  The fast sampler searches its steps (up to
@@ -418,18 +444,23 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     search space are drawn instead.  With ``start_value`` (its SSIM, already measured) it is
     recorded as a finished trial instead of being run again.  Settings that make the sampler
     diverge score -inf (below any finite trial) instead of stopping the search.
+
+    With ``journal`` (a file) every trial is kept there as it ends, and a search stopped part way
+    continues from its finished trials up to ``trials`` (TPE's draws after the stop differ from
+    those an unstopped run would have made).
     """
     optuna = _optuna()
     if method not in SEARCH_SPACES:
         raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study = open_study(journal, seed)
     space = search_space(method, steps)
     known = _inside(start or {}, space)
-    if known and start_value is not None:
-        study.add_trial(optuna.trial.create_trial(params=known, value=start_value,
+    if study.trials:
+        pass  # a search found again: its first trial was the current settings already
+    elif known and start_value is not None:
+        study.add_trial(optuna.trial.create_trial(params=known, value=start_value, user_attrs={"start": True},
                                                   distributions=_distributions(space)))
     elif known:
         study.enqueue_trial(known)
@@ -444,7 +475,7 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
             return float("-inf")
 
     callbacks = [lambda study, trial: callback(trial.number, trial.params, trial.value)] if callback else []
-    study.optimize(trial_value, n_trials=trials, callbacks=callbacks)
+    study.optimize(trial_value, n_trials=max(trials - _finished_trials(study), 0), callbacks=callbacks)
     return trial_settings(dict(study.best_params), steps), float(study.best_value)
 
 
@@ -462,7 +493,17 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings({}, steps)
     name = objective.upper()
-    baseline = score_settings(cases, method, current_run, loaded, seed, objective)
+    journal = search_journal(task, method, str(prior or loaded.metadata.get("name")), steps, seed, objective,
+                             cases, preset_file(task, output)[0].parent)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    study = open_study(journal, seed)
+    if "baseline" in study.user_attrs:
+        baseline = float(study.user_attrs["baseline"])
+        log(f"{task} {method}: found the search stopped in {journal} ({_finished_trials(study)} of {trials} "
+            "trials ran): continuing it")
+    else:
+        baseline = score_settings(cases, method, current_run, loaded, seed, objective)
+        study.set_user_attr("baseline", baseline)
     log(f"{task} {method}: {len(cases)} validation cases, current settings {name} {baseline:.4f}")
     # the current settings start the search; when a trial of them is the run just scored, it is not run again
     current = settings_for(method, task, {})
@@ -473,7 +514,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
         settings_for(method, task, rerun) == settings_for(method, task, current_run))
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
-                       start_value=baseline if same else None, objective=objective,
+                       start_value=baseline if same else None, objective=objective, journal=journal,
                        callback=lambda k, p, v: log(f"  trial {k}: {name} {v:.4f}  {p}"))
     entry = load_preset(task).get("methods", {}).get(method, {})
     saved = {**{k: v for k, v in entry.items() if k != "std_scale"}, **best}
@@ -486,8 +527,10 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
                   "date": time.strftime("%Y-%m-%d")}
     if value <= baseline:
         log(f"no trial beat the current settings ({value:.4f} <= {baseline:.4f}): preset unchanged")
+        _remove_journal(journal)
         return None
     path = save_preset(task, method, saved, provenance, output)  # steps stored: it reproduces the run
+    _remove_journal(journal)
     log(f"best {name} {value:.4f} with {best}: wrote {path}")
     hiding = hidden_by(task, method, path)
     if hiding is not None:
@@ -495,6 +538,24 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if "std_scale" in current:  # fitted to the settings just replaced
         log(std_calibration_dropped(task, method, output))
     return path
+
+
+def search_journal(task: str, method: str, prior: str, steps: int | None, seed: int, objective: str,
+                   cases: list, folder: Path) -> Path:
+    """Where ``run_tune`` keeps the trials of one search as they end (:func:`open_study`): a hidden
+    file in the preset folder named by everything the trials' scores depend on, the cases by the
+    digests of their truths, so that only the same search is continued."""
+    identity = {"task": task, "method": method, "prior": prior, "steps": steps, "seed": seed, "objective": objective,
+                "cases": [hashlib.sha256(np.ascontiguousarray(c.truth, np.float32).tobytes()).hexdigest()[:16]
+                          for c in cases]}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return folder / f".tune-{task}-{method}-{digest}.journal"
+
+
+def _remove_journal(journal: Path) -> None:
+    """Remove a finished search's journal and the lock file Optuna may leave beside it."""
+    for path in (journal, journal.with_name(journal.name + ".lock")):
+        path.unlink(missing_ok=True)
 
 
 def _tuning_cases(task: str, output: str | None, slices: int, cases_dir: str | None,
