@@ -99,16 +99,19 @@ def best_classical(task: str, cases: list) -> dict:
 
 
 def keep_best(task: str, setting: str, preset: dict, results: dict, folder: str, command: str,
-              cases: int, method: str = "fast"):
+              cases: int, method: str = "fast", provenance: dict | None = None):
     """Write the value of ``setting`` of highest validation PSNR into ``method``'s entry of
     ``folder``/<task>.json (other settings and the tuner's provenance kept); returns it.  A
     changed value drops the entry's calibrated ``std_scale``, fitted to the old settings
     (``scorerecon tune --calibrate-std`` fits it again).  An entry the task takes from its
-    fallback's preset becomes its own, the fallback's provenance nested under ``settings_from``."""
+    fallback's preset becomes its own, the fallback's provenance nested under ``settings_from``.
+    ``preset`` and ``provenance`` (default: read now) are the entry's as measured: a sweep of
+    several tasks reads them all before it writes any, so a task that borrows its fallback's
+    entry does not see the value just written there."""
     best = max(results, key=lambda value: results[value]["psnr"])
-    provenance = tuning.entry_provenance(task, method)
+    provenance = dict(tuning.entry_provenance(task, method) if provenance is None else provenance)
     entry = {**preset, setting: best}
-    if best != settings_for(method, task, {}).get(setting) and "std_scale" in entry:
+    if best != settings_for(method, task, {}, preset).get(setting) and "std_scale" in entry:
         del entry["std_scale"]
         provenance.pop("std_calibration", None)
         print(tuning.std_calibration_dropped(task, method, folder), flush=True)
@@ -230,8 +233,9 @@ def main(argv=None) -> None:
     output = args.output or str(RESULTS / f"{args.method}_{args.setting}.md")
     write_result(output, f"{text}\n    {command}\n")  # first: a failure writing presets loses no measurement
     if args.write_presets:
+        records = {task: tuning.entry_provenance(task, args.method) for task in tasks}  # all before any write
         chosen = {task: keep_best(task, args.setting, *measured[task][:2], args.write_presets, command,
-                                  args.slices, args.method) for task in tasks}
+                                  args.slices, args.method, records[task]) for task in tasks}
         text += (f"\n{args.setting} kept (highest validation PSNR): "
                  + ", ".join(f"{t} {v}" for t, v in chosen.items()) + ".\n")
         write_result(output, f"{text}\n    {command}\n")

@@ -63,6 +63,25 @@ def test_an_entry_taken_from_the_fallback_task_becomes_the_tasks_own(tmp_path, m
     assert script.tuning.load_preset("ct-sparse-view")["methods"]["fast"] == sparse  # the fallback untouched
 
 
+def test_a_sweep_of_a_task_and_its_fallback_reads_both_entries_before_writing(tmp_path, monkeypatch):
+    """ct-sparse-view is written first; ct-many-view, which borrows its entry, keeps the measured
+    η 4.0 and so its std_scale, and nests the record the sweep measured under, not the new one."""
+    monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
+    script = load_benchmark("fast_settings")
+    monkeypatch.setattr(script.tuning, "preset_dirs", lambda: [tmp_path / "presets"])
+    sparse = {"eta": 4.0, "samples": 4, "steps": 48, "std_scale": 2.3}
+    script.tuning.save_preset("ct-sparse-view", "fast", sparse, {"trials": 20}, tmp_path / "presets")
+    sweep = {"ct-sparse-view": (dict(sparse), {0.5: {"psnr": 40.0, "ssim": 0.9}, 4.0: {"psnr": 39.0, "ssim": 0.9}}),
+             "ct-many-view": (dict(sparse), {0.5: {"psnr": 40.0, "ssim": 0.9}, 4.0: {"psnr": 41.0, "ssim": 0.9}})}
+    monkeypatch.setattr(script, "measure", lambda task, *a: (*sweep[task], {}))
+    monkeypatch.setattr(script, "table", lambda measured, args: "")
+    script.main(["--tasks", "ct-sparse-view,ct-many-view", "--setting", "eta", "--values", "0.5,4",
+                 "--write-presets", str(tmp_path / "presets"), "-o", str(tmp_path / "t.md")])
+    many = json.loads((tmp_path / "presets" / "ct-many-view.json").read_text())
+    assert many["methods"]["fast"]["std_scale"] == 2.3 and many["methods"]["fast"]["eta"] == 4.0
+    assert many["tuned"]["fast"]["settings_from"] == {"task": "ct-sparse-view", "tuned": {"trials": 20}}
+
+
 def test_another_samplers_setting_is_kept_in_its_own_preset_entry(tmp_path, monkeypatch):
     monkeypatch.setenv("SCORERECON_PRESETS", str(tmp_path / "presets"))
     script = load_benchmark("fast_settings")
