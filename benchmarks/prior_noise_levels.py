@@ -54,9 +54,9 @@ def score_rows(prior, clean: np.ndarray, seed: int = 0) -> list[str]:
     for sigma in SIGMAS:
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
         t = prior.sde.time_of_noise(sigma)
-        noisy = x + sigma * z
-        denoised = prior.denoise(noisy, t)
-        score = (denoised - noisy) / sigma ** 2   # Tweedie, VE form (the shipped priors are VE)
+        noisy = x + sigma * z  # the state divided by α(t) (VP); for VE, α = 1
+        denoised = prior.denoise(float(prior.sde.alpha(t)) * noisy, t)
+        score = (denoised - noisy) / sigma ** 2   # Tweedie, of the state divided by α
         ratio = float(score.norm() / (z.norm() / sigma))
         denoised = denoised[0, 0].numpy()
         rows.append(f"| {sigma:g} | {ratio:.4f} | {float(np.std(denoised - clean)):.3f} | "
