@@ -236,9 +236,10 @@ def cached_row(folder: Path | None, key: dict) -> dict | None:
 
 def measurement_fingerprint(meas) -> list[float]:
     """Float64 sums of the measurement a row was measured on (data, mask, truth): for each, its
-    size N, Σx, Σx² and Σx·w with fixed Gaussian weights w (real and imaginary parts as values).  Unlike a
-    hash of the bytes they agree across hosts up to rounding, and they move with any change to the
-    simulation (the metal task's water pre-correction of session 56 moved Σx by about 1e-4 of it)."""
+    size N, Σx, Σx² and Σx·w with fixed Gaussian weights w (real and imaginary parts as values).
+    Unlike a hash of the bytes they agree across hosts up to rounding; they move with a change to
+    the simulation beyond about 1e-6 of √(N·Σx²) (:func:`same_measurement`), as session 56's
+    water pre-correction of the metal task did (tested), not with a change to a handful of values."""
     sums = []
     for array in (meas.data, meas.mask, meas.truth):
         values = np.asarray(array)

@@ -340,6 +340,14 @@ def test_a_series_with_a_missing_slice_is_refused_and_its_slices_still_read(tmp_
     assert read_image(tmp_path).spacing == pytest.approx((3.002, 1, 1))
 
 
+def test_slices_whose_positions_are_rounded_to_hundredths_are_evenly_spaced(tmp_path):
+    """0.625 mm slices stored to 0.01 mm have gaps of 0.62 and 0.63 mm: one series, not a gap."""
+    uid = generate_uid()
+    for k in range(8):
+        _series_file(tmp_path, k, round(-100 + k * 0.625, 2), uid, k)
+    assert read_image(tmp_path).spacing[0] == pytest.approx(0.625, abs=0.006)
+
+
 def _sagittal_series(folder, volume, steps=(2.0, 0.5, 0.8)):
     """The sagittal DICOM series of an LPS volume (z, y, x): ImageOrientationPatient 0,1,0,0,0,-1
     (along a row +y, down the rows -z, so the normal is -x), one file per x, superior row first."""

@@ -184,7 +184,8 @@ def test_bad_experts_files_give_one_clear_error(tiny_data, tmp_path):
         prior_digest(nested)  # was a RecursionError where the file lists itself
     for body, message in (([], "missing scorerecon-experts header"),
                           ({"format": "scorerecon-experts", "version": "9", "members": [low, low],
-                            "switch_sigmas": [1.0]}, "layout version '9'"),
+                            "switch_sigmas": [1.0]}, "layout version '9', and this scorerecon reads 1 to 2: "
+                                                     "upgrade scorerecon$"),
                           ({"format": "scorerecon-experts", "members": [low, low], "switch_sigmas": [1.0],
                             "metadata": "abc"}, "metadata is not a table")):
         broken.write_text(json.dumps(body))

@@ -76,7 +76,6 @@ def test_bad_weights_are_refused():
         reconstruct(meas, "cs-tv", weight=-1.0)
 
 
-@pytest.mark.skipif(not bart.available(), reason="BART is not installed")
 @pytest.mark.parametrize("method", ["sense", "cs-tv", "cs-wavelet"])
 @pytest.mark.parametrize("iterations", [0, -3, 2.5])
 def test_iteration_counts_that_are_not_whole_and_positive_are_refused(method, iterations):
@@ -86,6 +85,7 @@ def test_iteration_counts_that_are_not_whole_and_positive_are_refused(method, it
         reconstruct(meas, method, iterations=iterations)
 
 
+@pytest.mark.skipif(not bart.available(), reason="BART is not installed")
 def test_cg_sense_agrees_with_bart_pics():
     meas = simulate_mri(_phantom(), mask="poisson", acceleration=3, coils=4, noise=0.02, seed=0)
     kspace, _, _ = measurement_tensors(meas)

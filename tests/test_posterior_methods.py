@@ -366,6 +366,8 @@ def test_tune_writes_to_the_user_folder_and_says_when_another_folder_hides_it(tm
     tuning.save_preset("mri-single", "song", {"lam": 0.9}, {}, tmp_path / "env")
     assert tuning.hidden_by("mri-single", "song", path) == tmp_path / "env" / "mri-single.json"
     assert tuning.hidden_by("mri-single", "fast", path) is None
+    elsewhere = tuning.save_preset("mri-single", "song", {"lam": 0.7}, {}, tmp_path / "elsewhere")
+    assert tuning.hidden_by("mri-single", "song", elsewhere) is None  # not searched: nothing hides it
 
 
 def test_malformed_preset_is_one_user_error(tmp_path):
@@ -571,6 +573,7 @@ def test_a_stopped_tune_continues_from_its_finished_trials(ct_files, tiny_prior,
             raise KeyboardInterrupt
         return 0.9 if "eta" in settings else 0.5
     monkeypatch.setattr(tuning, "score_settings", score_settings)
+    monkeypatch.setattr(tuning, "_inside", lambda settings, space: {})  # every trial a draw of TPE's
     cases, presets = tmp_path / "cases", tmp_path / "presets"
     cases.mkdir()
     (cases / "sparse.h5").write_bytes((ct_files / "sparse.h5").read_bytes())
@@ -579,9 +582,11 @@ def test_a_stopped_tune_continues_from_its_finished_trials(ct_files, tiny_prior,
         tuning.run_tune("ct-sparse-view", "fast", **run)
     assert len(list(presets.glob(".tune-ct-sparse-view-fast-*.journal"))) == 1
     assert not (presets / "ct-sparse-view.json").exists()
+    first = [c for c in calls[1:3]]
     calls.clear()
     path = tuning.run_tune("ct-sparse-view", "fast", **run)
     assert len(calls) == 2 and all("eta" in c for c in calls)  # no baseline, two trials
+    assert all(c not in first for c in calls)  # new draws, not the first two again
     assert json.loads(path.read_text())["tuned"]["fast"]["ssim_before"] == 0.5
     assert not list(presets.glob(".tune-*"))
     calls.clear()

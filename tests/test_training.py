@@ -179,7 +179,8 @@ def test_a_prior_file_this_version_cannot_build_is_one_user_error(tmp_path):
         with pytest.raises(UserError, match="describes a prior this scorerecon cannot build"):
             load_prior(tmp_path / "other.safetensors")
     save_file(load_file(str(exported)), str(tmp_path / "newer.safetensors"), metadata={**header, "version": "99"})
-    with pytest.raises(UserError, match="layout version '99', and this scorerecon reads version 1"):
+    with pytest.raises(UserError, match="layout version '99', and this scorerecon reads version 1: upgrade "
+                                        "scorerecon$"):  # one fix, not also 're-download or re-export it'
         load_prior(tmp_path / "newer.safetensors")
 
 

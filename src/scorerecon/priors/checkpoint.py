@@ -106,6 +106,8 @@ def read_prior_file(path: str | os.PathLike) -> ScorePrior:
                             f"scorerecon reads version {VERSION}: upgrade scorerecon")
         optional = {"parameterization": "null"}  # files written before it existed: Song's output scaling
         description = {key: json.loads(header.get(key) or optional[key]) for key in DESCRIPTION_KEYS}
+    except UserError:
+        raise  # its own fix, not the one below
     except (SafetensorError, ValueError, KeyError, OSError) as err:
         raise UserError(f"{path} is not a readable scorerecon prior file ({err}): "
                         "re-download or re-export it") from None

@@ -186,8 +186,8 @@ def read_experts_body(path: str | os.PathLike) -> dict:
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise ValueError("missing scorerecon-experts header")
         if str(body.get("version", "1")) not in ("1", VERSION):
-            raise ValueError(f"layout version {body['version']!r}, and this scorerecon reads 1 to {VERSION}: "
-                             "upgrade scorerecon")
+            raise UserError(f"{path} is an experts file of layout version {body['version']!r}, and this "
+                            f"scorerecon reads 1 to {VERSION}: upgrade scorerecon")
         if "members" not in body:   # version 1: one switch
             body = {**body, "members": [body["low"], body["high"]], "switch_sigmas": [body["switch_sigma"]],
                     "selections": [body.get("selection") or {}]}
@@ -196,6 +196,8 @@ def read_experts_body(path: str | os.PathLike) -> dict:
             raise ValueError(f"{len(members)} members need {len(members) - 1} switches, found {len(switches)}")
         if not isinstance(body.get("metadata") or {}, dict):
             raise ValueError("its metadata is not a table")
+    except UserError:
+        raise  # its own fix, not the one below
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a readable scorerecon experts file ({err}): "
                         "rewrite it with 'scorerecon experts'") from None

@@ -36,6 +36,7 @@ puts the metal back at the end: the metal pixels are set to the metal's unit-win
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,7 +174,7 @@ def default_tv_weight(flux: float | None, n_acquired: int) -> float:
     """w = 0.1 without noise, 0.1 + (10⁵ / flux) √(N_acquired / 23) with Poisson noise (see above)."""
     if flux is None:
         return DEFAULT_TV_WEIGHT
-    if not (isinstance(flux, (int, float)) and 0 < flux < float("inf")):
+    if not (isinstance(flux, numbers.Real) and 0 < flux < float("inf")):
         raise UserError(f"the measurement's flux attribute is {flux!r}, not a positive number of photons: "
                         "fix the file, or pass --weight")
     return DEFAULT_TV_WEIGHT + (TV_NOISE_FLUX / float(flux)) * float(np.sqrt(n_acquired / TV_NOISE_VIEWS))

@@ -232,10 +232,12 @@ def save_preset(task: str, method: str, params: dict, provenance: dict,
 
 def hidden_by(task: str, method: str, path: Path) -> Path | None:
     """The preset file of a folder searched before ``path``'s (:func:`preset_dirs`) that has its
-    own ``method`` entry for ``task``, so that ``reconstruct`` uses that one instead (None: none)."""
-    for folder in preset_dirs():
-        if folder.resolve() == path.parent.resolve():
-            return None
+    own ``method`` entry for ``task``, so that ``reconstruct`` uses that one instead (None: none,
+    or ``path``'s folder is not searched at all)."""
+    folders = [folder.resolve() for folder in preset_dirs()]
+    if path.parent.resolve() not in folders:
+        return None
+    for folder in folders[:folders.index(path.parent.resolve())]:
         preset = _read_preset(folder / f"{task}.json")
         if preset and method in preset.get("methods", {}):
             return folder / f"{task}.json"
@@ -412,8 +414,10 @@ def _optuna():
 
 
 def open_study(journal: Path | None, seed: int):
-    """The Optuna study of a search (TPE, seeded, maximising): in memory, or kept in the file
-    ``journal`` (Optuna's JournalStorage), where a search that was stopped is found again."""
+    """The Optuna study of a search (TPE, maximising): in memory, or kept in the file ``journal``
+    (Optuna's JournalStorage), where a search that was stopped is found again.  The sampler is
+    seeded with ``seed`` plus the trials the study holds, so a search found again draws new
+    settings instead of replaying its first draws."""
     optuna = _optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = None
@@ -421,8 +425,11 @@ def open_study(journal: Path | None, seed: int):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
         storage = JournalStorage(JournalFileBackend(str(journal)))
-    return optuna.create_study(study_name="tune", storage=storage, load_if_exists=True, direction="maximize",
-                               sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(study_name="tune", storage=storage, load_if_exists=True, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    if study.trials:
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    return study
 
 
 def _finished_trials(study) -> int:
@@ -446,7 +453,7 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     diverge score -inf (below any finite trial) instead of stopping the search.
 
     With ``journal`` (a file) every trial is kept there as it ends, and a search stopped part way
-    continues from its finished trials up to ``trials`` (TPE's draws after the stop differ from
+    continues from its finished trials up to ``trials`` (:func:`open_study`: new draws, though not
     those an unstopped run would have made).
     """
     optuna = _optuna()
@@ -493,8 +500,8 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings({}, steps)
     name = objective.upper()
-    journal = search_journal(task, method, str(prior or loaded.metadata.get("name")), steps, seed, objective,
-                             cases, preset_file(task, output)[0].parent)
+    journal = search_journal(task, method, _prior_identity(prior, loaded), settings_for(method, task, {}), steps,
+                             seed, objective, cases, preset_file(task, output)[0].parent)
     journal.parent.mkdir(parents=True, exist_ok=True)
     study = open_study(journal, seed)
     if "baseline" in study.user_attrs:
@@ -533,23 +540,39 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     _remove_journal(journal)
     log(f"best {name} {value:.4f} with {best}: wrote {path}")
     hiding = hidden_by(task, method, path)
-    if hiding is not None:
+    if path.parent.resolve() not in [folder.resolve() for folder in preset_dirs()]:
+        log(f"note: reconstruct reads presets from ${PRESETS_ENV}, the user folder and the shipped ones: "
+            f"{PRESETS_ENV}={path.parent} makes it use this one")
+    elif hiding is not None:
         log(f"note: {hiding} has its own {method} entry for {task}, which reconstruct uses instead")
     if "std_scale" in current:  # fitted to the settings just replaced
         log(std_calibration_dropped(task, method, output))
     return path
 
 
-def search_journal(task: str, method: str, prior: str, steps: int | None, seed: int, objective: str,
-                   cases: list, folder: Path) -> Path:
+def _prior_identity(prior: str | None, loaded) -> str:
+    """A prior by the digest of its weights where its name or file resolves, else by its name."""
+    from ..priors.registry import prior_digest
+    name = str(prior or loaded.metadata.get("name"))
+    try:
+        return prior_digest(name)
+    except (UserError, OSError):
+        return name
+
+
+def search_journal(task: str, method: str, prior: str, settings: dict, steps: int | None, seed: int,
+                   objective: str, cases: list, folder: Path) -> Path:
     """Where ``run_tune`` keeps the trials of one search as they end (:func:`open_study`): a hidden
-    file in the preset folder named by everything the trials' scores depend on, the cases by the
-    digests of their truths, so that only the same search is continued."""
-    identity = {"task": task, "method": method, "prior": prior, "steps": steps, "seed": seed, "objective": objective,
-                "cases": [hashlib.sha256(np.ascontiguousarray(c.truth, np.float32).tobytes()).hexdigest()[:16]
-                          for c in cases]}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return folder / f".tune-{task}-{method}-{digest}.journal"
+    file in the preset folder named by everything the trials' scores depend on (the prior's
+    weights, the settings in effect, the cases' data and truths), so that only the same search is
+    continued."""
+    def digest(array) -> str:
+        return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+    identity = {"task": task, "method": method, "prior": prior, "settings": settings, "steps": steps, "seed": seed,
+                "objective": objective,
+                "cases": [[digest(c.data), digest(c.mask), digest(np.asarray(c.truth, np.float32))] for c in cases]}
+    name = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return folder / f".tune-{task}-{method}-{name}.journal"
 
 
 def _remove_journal(journal: Path) -> None:
