@@ -80,13 +80,14 @@ def measure(task: str, setting: str, candidates: list, args) -> tuple[dict, dict
     cases = tuning.validation_cases(task, args.slices, size=args.size, views=args.views)
     prior = resolve_prior(None, cases[0].modality)
     own = current_settings(args, task).get(setting)
+    classical = best_classical(task, cases)  # first: it loads the CT geometry's matrices, which every value then reuses
     results = {}
     for value in sorted({*candidates, *([own] if own is not None else [])}):
         settings = {**base_settings(args), setting: value}
         results[value] = timed_metrics(cases, args.method, settings, prior, args.seed)
         samples = posterior_sample_count(args.method, task, value if setting == "samples" else None)
         print(f"{task}: {setting} = {value}, K = {samples}: {results[value]}", flush=True)
-    return preset, results, best_classical(task, cases)
+    return preset, results, classical
 
 
 def best_classical(task: str, cases: list) -> dict:

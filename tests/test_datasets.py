@@ -164,6 +164,19 @@ def test_a_damaged_download_is_one_line(tmp_path):
         read_inv3(inv3)
 
 
+def test_a_full_disk_while_unpacking_is_named_as_such(tmp_path, monkeypatch):
+    """Not 'download it again': the archive is whole, the disk is full."""
+    import errno
+    data = _tar_bytes({"./a.bin": b"x" * 100}, "w:gz")
+    (tmp_path / "whole.deb").write_bytes(_ar({"data.tar.gz": data}))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "a.bin"))
+    monkeypatch.setattr(tarfile.TarFile, "extractall", full)
+    with pytest.raises(UserError, match="cannot write .*a.bin while unpacking .*No space left on device"):
+        unpack_deb(tmp_path / "whole.deb", tmp_path / "out")
+
+
 def test_a_split_left_empty_by_the_filters_is_one_line(tmp_path):
     with pytest.raises(UserError, match="no slice of the head-ct source is left for val and eval"):
         _write_splits(tmp_path, "head-ct", {"train": [object()], "val": [], "eval": []}, {})

@@ -85,7 +85,18 @@ from ..errors import UserError
 from .intensity import HU_HIGH, HU_LOW, hu_to_unit, magnitude_scale
 
 #: what unpacking a damaged (truncated, corrupted) archive raises beside tarfile's own errors
+#: (gzip's BadGzipFile and bz2's data errors are OSErrors; :func:`_unpack_error` tells a full disk apart)
 _DAMAGED_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError)
+
+
+def _unpack_error(err: Exception, what: str, fix: str) -> UserError:
+    """The one line for an error while unpacking ``what``: a failure to write (a full disk, no
+    permission) names the file and that cause; anything else is a damaged archive, with ``fix``."""
+    import errno
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+        return UserError(f"cannot write {err.filename or 'a file'} while unpacking {what} ({err.strerror}): "
+                         "free space there or fix its permissions")
+    return UserError(f"cannot unpack {what} ({type(err).__name__}: {err}): {fix}")
 
 SIZE = 256
 VAL_EVERY = 10
@@ -298,8 +309,8 @@ def unpack_deb(deb: Path, dest: Path) -> Path:
                 with tarfile.open(fileobj=_io.BytesIO(content), mode="r:*") as tar:
                     tar.extractall(dest, filter="data")
             except _DAMAGED_ARCHIVE as err:
-                raise UserError(f"cannot unpack {name} of {deb} ({type(err).__name__}: {err}): unpack it with "
-                                f"'dpkg-deb -x {deb} DIR' and pass --source DIR") from None
+                raise _unpack_error(err, f"{name} of {deb}",
+                                    f"unpack it with 'dpkg-deb -x {deb} DIR' and pass --source DIR") from None
             return dest
     raise UserError(f"{deb} has no data.tar member: pass a Debian binary package")
 
@@ -321,7 +332,7 @@ def sdist_root(source: PackageSource, given: str | os.PathLike | None, work: Pat
         with tarfile.open(archive, mode="r:*") as tar:
             tar.extractall(work / "root", filter="data")
     except _DAMAGED_ARCHIVE as err:
-        raise UserError(f"cannot unpack {archive} ({type(err).__name__}: {err}): download {source.url} again") from None
+        raise _unpack_error(err, str(archive), f"download {source.url} again") from None
     return work / "root"
 
 
