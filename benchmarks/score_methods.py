@@ -283,7 +283,7 @@ def measured_row(folder: Path | None, key: dict, meas, options: dict,
     record, which names the commit and date), else measured now by the sampler of ``key["method"]``
     with ``options`` and stored (with None); (None, None) when it is not stored and ``measure`` is
     False (``--stored-only``)."""
-    fingerprint = measurement_fingerprint(meas)
+    fingerprint = measurement_fingerprint(meas) if folder is not None else None
     stored = cached_row(folder, key)
     # a row stored with its measurement's fingerprint is reused only on that measurement (rows
     # stored before session 57 carry none and are reused on the key alone)

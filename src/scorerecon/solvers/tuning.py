@@ -230,13 +230,18 @@ def save_preset(task: str, method: str, params: dict, provenance: dict,
     return write_json(path, preset)
 
 
+def _searched(folder: Path) -> bool:
+    """Whether ``reconstruct`` reads presets from ``folder`` (:func:`preset_dirs`)."""
+    return folder.resolve() in [searched.resolve() for searched in preset_dirs()]
+
+
 def hidden_by(task: str, method: str, path: Path) -> Path | None:
     """The preset file of a folder searched before ``path``'s (:func:`preset_dirs`) that has its
     own ``method`` entry for ``task``, so that ``reconstruct`` uses that one instead (None: none,
     or ``path``'s folder is not searched at all)."""
-    folders = [folder.resolve() for folder in preset_dirs()]
-    if path.parent.resolve() not in folders:
+    if not _searched(path.parent):
         return None
+    folders = [folder.resolve() for folder in preset_dirs()]
     for folder in folders[:folders.index(path.parent.resolve())]:
         preset = _read_preset(folder / f"{task}.json")
         if preset and method in preset.get("methods", {}):
@@ -440,7 +445,7 @@ def _finished_trials(study) -> int:
 
 def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None = None, seed: int = 0,
          start: dict | None = None, start_value: float | None = None, callback=None,
-         objective: str = "ssim", journal: Path | None = None) -> tuple[dict, float]:
+         objective: str = "ssim", study=None) -> tuple[dict, float]:
     """Bayesian optimisation (Optuna TPE, seeded) of ``method``'s settings; returns (the best
     trial's settings, steps included when fixed or searched, and its mean ``objective``: SSIM as
     Song et al. tuned, or PSNR).  The fast sampler searches its steps (up to
@@ -452,16 +457,16 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     recorded as a finished trial instead of being run again.  Settings that make the sampler
     diverge score -inf (below any finite trial) instead of stopping the search.
 
-    With ``journal`` (a file) every trial is kept there as it ends, and a search stopped part way
-    continues from its finished trials up to ``trials`` (:func:`open_study`: new draws, though not
-    those an unstopped run would have made).
+    ``study`` (:func:`open_study`; default: a new one in memory) kept in a journal keeps every
+    trial there as it ends, and a search stopped part way continues from its finished trials up
+    to ``trials`` (new draws, though not those an unstopped run would have made).
     """
     optuna = _optuna()
     if method not in SEARCH_SPACES:
         raise UserError(f"method {method!r} has nothing to tune: choose one of {', '.join(SEARCH_SPACES)}")
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    study = open_study(journal, seed)
+    study = open_study(None, seed) if study is None else study
     space = search_space(method, steps)
     known = _inside(start or {}, space)
     if study.trials:
@@ -521,7 +526,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
         settings_for(method, task, rerun) == settings_for(method, task, current_run))
     start = time.perf_counter()
     best, value = tune(cases, method, loaded, trials=trials, steps=steps, seed=seed, start=current,
-                       start_value=baseline if same else None, objective=objective, journal=journal,
+                       start_value=baseline if same else None, objective=objective, study=study,
                        callback=lambda k, p, v: log(f"  trial {k}: {name} {v:.4f}  {p}"))
     entry = load_preset(task).get("methods", {}).get(method, {})
     saved = {**{k: v for k, v in entry.items() if k != "std_scale"}, **best}
@@ -540,7 +545,7 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     _remove_journal(journal)
     log(f"best {name} {value:.4f} with {best}: wrote {path}")
     hiding = hidden_by(task, method, path)
-    if path.parent.resolve() not in [folder.resolve() for folder in preset_dirs()]:
+    if not _searched(path.parent):
         log(f"note: reconstruct reads presets from ${PRESETS_ENV}, the user folder and the shipped ones: "
             f"{PRESETS_ENV}={path.parent} makes it use this one")
     elif hiding is not None:
