@@ -26,7 +26,7 @@ from score_methods import signed_db, write_result
 from scorerecon.cli_types import positive_int
 from scorerecon.errors import UserError
 from scorerecon.solvers import tuning
-from scorerecon.solvers.score import resolve_prior
+from scorerecon.solvers.score import resolve_prior, settings_for
 
 
 def measure(task: str, priors: dict[str, str], args) -> dict[str, dict]:
@@ -51,9 +51,9 @@ def table(measured: dict[str, dict[str, dict]], priors: dict[str, str], args) ->
              "| task | K | steps | baseline PSNR / SSIM | candidate PSNR / SSIM | Δ PSNR (dB) | s / slice (baseline, candidate) |",
              "|---|---|---|---|---|---|---|"]
     for task, results in measured.items():
-        preset = tuning.load_preset(task).get("methods", {}).get("fast", {})
+        ran = settings_for("fast", task, {"steps": args.steps})  # the preset over the sampler's defaults, as run
         base, cand = results["baseline"], results["candidate"]
-        lines.append(f"| {task} | {preset.get('samples', 1)} | {args.steps or preset.get('steps')} | "
+        lines.append(f"| {task} | {ran['samples']} | {ran['steps']} | "
                      f"{base['psnr']:.2f} / {base['ssim']:.4f} | {cand['psnr']:.2f} / {cand['ssim']:.4f} | "
                      f"{signed_db(cand['psnr'] - base['psnr'])} | {base['seconds']:.1f}, {cand['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated tuning tasks of the priors' modality")
     p.add_argument("--slices", type=positive_int, default=2, help="validation slices per task (the presets' tuning used 2)")
     p.add_argument("--size", type=positive_int, default=None, help="downsample the validation slices (quick runs)")
-    p.add_argument("--steps", type=int, default=None, help="override the presets' steps (default: theirs)")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the presets' steps (default: theirs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="1 slice at 64², 3 steps: checks the script")
     p.add_argument("-o", "--output", default=None, help="Markdown file (default: print only)")

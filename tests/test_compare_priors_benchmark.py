@@ -49,3 +49,17 @@ def test_validation_cases_are_simulated_at_each_slices_pixel_size(script):
     full, = script.tuning.validation_cases("ct-sparse-view", 1)
     half, = script.tuning.validation_cases("ct-sparse-view", 1, size=16)
     assert full.geometry["pixel_size"] == pytest.approx(1.1) and half.geometry["pixel_size"] == pytest.approx(2.2)
+
+
+def test_the_table_shows_the_k_and_steps_that_ran_where_the_preset_leaves_them_out(script, tmp_path, monkeypatch):
+    """A fast entry without samples or steps runs the sampler's defaults, K = 2 and 20 steps (the
+    table showed K 1 and steps None)."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "ct-sparse-view.json").write_text(json.dumps({"methods": {"fast": {"eta": 1.0}}}))
+    monkeypatch.setenv("SCORERECON_PRESETS", str(presets))
+    result = {"psnr": 30.0, "ssim": 0.9, "seconds": 1.0}
+    measured = {"ct-sparse-view": {"baseline": result, "candidate": result}}
+    row = script.table(measured, {"baseline": "a", "candidate": "b"}, _args(steps=None)).splitlines()[-1]
+    defaults = script.settings_for("fast", "ct-sparse-view", {})
+    assert (defaults["samples"], defaults["steps"]) == (2, 20) and row.startswith("| ct-sparse-view | 2 | 20 |")
