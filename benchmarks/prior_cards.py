@@ -38,6 +38,7 @@ import torch
 from skimage.restoration import denoise_tv_chambolle
 
 from score_methods import rerun_command, write_result
+from scorerecon.cli_types import positive_int
 from scorerecon.data.datasets import load_meta, load_split
 from scorerecon.errors import UserError
 from scorerecon.evaluation.metrics import psnr, ssim
@@ -323,24 +324,24 @@ def experts_card(prior: NoiseLevelExperts, source: str, table: str, sample_note:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", required=True, help="prior name or file")
     parser.add_argument("--dataset", required=True, help="prepared dataset whose eval split is scored")
     parser.add_argument("--log", nargs="+", default=[], help="training log.csv of each stage, for the loss curve")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--slices", type=int, default=None, help="use only the first N eval slices")
-    parser.add_argument("--samples", type=int, default=4, help="whole-slice samples")
-    parser.add_argument("--crop-samples", type=int, default=16, help="samples at the training crop size")
+    parser.add_argument("--slices", type=positive_int, default=None, help="use only the first N eval slices")
+    parser.add_argument("--samples", type=positive_int, default=4, help="whole-slice samples")
+    parser.add_argument("--crop-samples", type=positive_int, default=16, help="samples at the training crop size")
     parser.add_argument("--sampler", default="pc", choices=["pc", "em", "ode"])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=positive_int, default=200)
+    parser.add_argument("--size", type=positive_int, default=256)
     parser.add_argument("--config", nargs="+", default=[], help="the training config of each stage, named in the card")
     parser.add_argument("--hardware", default=None, help="where the prior was trained (default: this machine)")
     parser.add_argument("--denoising-only", action="store_true",
                         help="measure the denoising table again and put it in place of the card's old one "
                              "(after the evaluation split changed); samples and the rest of the card stay")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(2)
     try:
         write_card(args)

@@ -38,3 +38,11 @@ def test_a_folder_without_a_card_gets_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="holds no card"):
         script.replace_denoising_table(tmp_path / "missing", NEW)
     assert not (tmp_path / "missing").exists()
+
+
+def test_no_slices_is_refused_before_any_work(tmp_path, capsys):
+    script = load_benchmark("prior_cards")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--prior", "head-ct", "--dataset", "head-ct", "--out", str(tmp_path / "card"), "--slices", "0"])
+    assert stop.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "card").exists()
