@@ -236,6 +236,12 @@ def test_the_fast_sampler_refuses_negative_settings(options, message):
         reconstruct(_mri_measurement(), "fast", prior=_gaussian(), progress=False, **{"steps": 3, **options})
 
 
+def test_a_preset_of_zero_steps_is_refused_not_taken_as_the_priors_n(tmp_path):
+    tuning.save_preset(tuning.task_of(_mri_measurement()), "fast", {"steps": 0}, {}, tmp_path / "presets")
+    with pytest.raises(UserError, match="number of steps must be positive, got 0"):
+        reconstruct(_mri_measurement(), "fast", prior=_gaussian(), progress=False)
+
+
 def test_prior_and_operator_size_mismatch_is_one_user_error():
     with pytest.raises(UserError, match="models 4x4 images"):
         reconstruct(_mri_measurement(size=8), "fast", prior=_gaussian(), steps=3, progress=False)

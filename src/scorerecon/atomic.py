@@ -117,23 +117,6 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def refuse_overwriting_inputs(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
-    """Refuse, before any work, an output path that names an input or another output (the
-    ``.hdr`` of a BART ``.cfl`` pair included): ``inputs`` and ``outputs`` map what each path is
-    (e.g. "--metrics") to the path, None where not given."""
-    def files(path: str) -> set[Path]:
-        path = Path(os.path.abspath(path))
-        return {path, path.with_suffix(".hdr")} if path.suffix.lower() == ".cfl" else {path}
-    seen: dict[Path, str] = {}
-    for role, path in [*inputs.items(), *outputs.items()]:
-        if path is None:
-            continue
-        for name in files(path):
-            if name in seen and role in outputs:
-                raise UserError(f"{role} {path} would overwrite {seen[name]} ({name.name}): choose another path")
-            seen.setdefault(name, role)
-
-
 def write_json(path: str | os.PathLike, payload) -> Path:
     """Write ``payload`` as strict JSON (RFC 8259) atomically: a non-finite number (the PSNR of
     identical images, a correlation of a constant map) becomes null, which every parser reads."""

@@ -7,6 +7,7 @@ written atomically, so a failed command never leaves a partial file.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def _add_reconstruct(sub) -> None:
 
 
 def _run_reconstruct(args) -> None:
-    from .atomic import check_output_file, refuse_overwriting_inputs
+    from .atomic import check_output_file
     from .data.measurement import read_measurement
     from .solvers import reconstruct, write_reconstruction
     from .solvers.registry import check_reconstruction_outputs
@@ -115,9 +116,9 @@ def _run_reconstruct(args) -> None:
     # fail before any work or output
     std_path, samples_path = check_reconstruction_outputs(
         args.output, std=_writes_std_map(meas, args), samples=args.save_samples, reference=args.reference)
-    refuse_overwriting_inputs({"the measurement": args.measurement, "--reference": args.reference},
-                              {"-o": args.output, "the std map": std_path, "the samples": samples_path,
-                               "--metrics": args.metrics})
+    _refuse_overwriting_inputs({"the measurement": args.measurement, "--reference": args.reference},
+                               {"-o": args.output, "the std map": std_path, "the samples": samples_path,
+                                "--metrics": args.metrics})
     if args.metrics:
         check_output_file(args.metrics)
         if meas.truth is None:
@@ -131,6 +132,22 @@ def _run_reconstruct(args) -> None:
     print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
     if metrics is not None:
         _write_json(args.metrics, metrics)
+
+
+def _refuse_overwriting_inputs(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output path that names an input or another output (both
+    files of a BART pair, :func:`~scorerecon.data.cfl.cfl_pair`): ``inputs`` and ``outputs`` map
+    what each path is (e.g. "--metrics") to the path, None where not given."""
+    from .data.cfl import cfl_pair
+    seen: dict[Path, str] = {}
+    for role, path in [*inputs.items(), *outputs.items()]:
+        if path is None:
+            continue
+        for name in cfl_pair(path) if Path(path).suffix.lower() == ".cfl" else (Path(path),):
+            name = Path(os.path.abspath(name))
+            if name in seen and role in outputs:
+                raise UserError(f"{role} {path} would overwrite {seen[name]} ({name.name}): choose another path")
+            seen.setdefault(name, role)
 
 
 def _writes_std_map(meas, args) -> bool:
@@ -172,13 +189,13 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> None:
-    from .atomic import check_output_file, refuse_overwriting_inputs
+    from .atomic import check_output_file
     from .data.io import read_image
     from .evaluation.metrics import evaluate_images
     if args.json:
         check_output_file(args.json)
-        refuse_overwriting_inputs({"the reconstruction": args.recon, "the reference": args.truth,
-                                   "--exclude": args.exclude}, {"--json": args.json})
+        _refuse_overwriting_inputs({"the reconstruction": args.recon, "the reference": args.truth,
+                                    "--exclude": args.exclude}, {"--json": args.json})
     recon, truth = (_evaluation_image(path, args.slice) for path in (args.recon, args.truth))
     if args.slice is not None and not any(image.meta.get("slice_index") is not None for image in (recon, truth)):
         raise UserError(f"--slice {args.slice} picks a slice of a volume, and neither {args.recon} nor {args.truth} "

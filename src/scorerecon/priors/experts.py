@@ -179,7 +179,8 @@ def write_experts_file(path: str | os.PathLike, members: list[str], switch_sigma
 
 
 def read_experts_body(path: str | os.PathLike) -> dict:
-    """The JSON of an experts file as version 2 (members, switch_sigmas, metadata, selections)."""
+    """The JSON of an experts file as version 2 (members, switch_sigmas, metadata, selections);
+    one whose member is itself an experts file is refused."""
     path = Path(path)
     try:
         body = json.loads(path.read_text())
@@ -196,6 +197,10 @@ def read_experts_body(path: str | os.PathLike) -> dict:
             raise ValueError(f"{len(members)} members need {len(members) - 1} switches, found {len(switches)}")
         if not isinstance(body.get("metadata") or {}, dict):
             raise ValueError("its metadata is not a table")
+        nested = [m for m in members if member_path(m, path).suffix == ".json"]
+        if nested:  # a chain lists networks: every reader of the file (loading, digests, extending) relies on it
+            raise UserError(f"{path}: expert {nested[0]!r} is itself an experts file; list its members "
+                            "instead (scorerecon experts --low THAT_FILE extends a chain)")
     except UserError:
         raise  # its own fix, not the one below
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -214,20 +219,11 @@ def member_path(member: str, experts_file: Path) -> Path:
     return shipped_path(member) if member in SHIPPED else Path(experts_file).parent / member
 
 
-def check_flat_chain(path: Path, members: list[str]) -> None:
-    """Refuse an experts file whose member is itself an experts file (a chain lists networks)."""
-    nested = [m for m in members if member_path(m, path).suffix == ".json"]
-    if nested:
-        raise UserError(f"{path}: expert {nested[0]!r} is itself an experts file; list its members "
-                        "instead (scorerecon experts --low THAT_FILE extends a chain)")
-
-
 def read_experts_file(path: str | os.PathLike, device: str = "cpu") -> NoiseLevelExperts:
     """Load an experts file and its member priors (names, or paths relative to the file)."""
     from .registry import load_prior
     path = Path(path)
     body = read_experts_body(path)
-    check_flat_chain(path, body["members"])
     priors = [load_prior(member_path(member, path), device=device) for member in body["members"]]
     experts = priors[0]
     for prior, switch in zip(priors[1:], body["switch_sigmas"]):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .checkpoint import read_prior_file
-from .experts import NoiseLevelExperts, check_flat_chain, member_path, read_experts_body, read_experts_file
+from .experts import NoiseLevelExperts, member_path, read_experts_body, read_experts_file
 from .prior import ScorePrior
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -89,7 +89,6 @@ def prior_digest(name_or_path: str | os.PathLike) -> str:
     if path.suffix != ".json":
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     body = read_experts_body(path)
-    check_flat_chain(path, body["members"])
     parts = {"members": [prior_digest(member_path(m, path)) for m in body["members"]],
              "switch_sigmas": body["switch_sigmas"]}
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

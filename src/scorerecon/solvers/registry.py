@@ -111,7 +111,8 @@ def _check_classical_options(fn, method: str, options: dict) -> None:
     """Refuse a classical option (:data:`CLASSICAL_OPTIONS`, given: not None) that ``method``'s
     function does not name, instead of letting its ``**`` catch-all drop it in silence (a
     score-based method's function names none of them)."""
-    taken = [name for name in CLASSICAL_OPTIONS if name in inspect.signature(fn).parameters]
+    parameters = inspect.signature(fn).parameters
+    taken = [name for name in CLASSICAL_OPTIONS if name in parameters]
     given = [name for name in CLASSICAL_OPTIONS if options.get(name) is not None and name not in taken]
     if given:
         takes = f"it takes {', '.join('--' + name for name in taken)}" if taken else "it takes none of them"
@@ -181,13 +182,14 @@ def check_reconstruction_outputs(output: str, *, std: bool, samples: bool,
             raise UserError(f"a DICOM reference lends its tags to a DICOM output only: write {output} as a "
                             "folder without extension, or drop the reference")
         check_slice_reference(Path(reference))
-    std_path = _sibling(output, "_std") if std else None
-    samples_path = _sibling(output, "_samples") if samples else None
+    siblings = {}
     for tag, written, what in (("_std", std, "std map"), ("_samples", samples, "posterior samples")):
-        earlier = _sibling(output, tag)
-        if not written and Path(earlier).exists():  # it would pass for this run's
-            raise UserError(f"{earlier} beside {output} holds the {what} of an earlier reconstruction, and this "
-                            "run writes none: delete it or choose another -o")
+        siblings[tag] = _sibling(output, tag)
+        if not written and Path(siblings[tag]).exists():  # it would pass for this run's
+            raise UserError(f"{siblings[tag]} beside {output} holds the {what} of an earlier reconstruction, and "
+                            "this run writes none: delete it or choose another -o")
+    std_path = siblings["_std"] if std else None
+    samples_path = siblings["_samples"] if samples else None
     if samples_path is not None and image_suffix(Path(output)) == ".png":
         raise UserError(f"a PNG holds one slice, not a stack of posterior samples: write {output} "
                         "as .npy, .nii.gz, .nrrd or a DICOM folder to save the samples")

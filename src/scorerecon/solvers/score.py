@@ -298,7 +298,8 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
         raise UserError(f"coils=hybrid (a SENSE step every m steps) is Chung & Ye's multi-coil sampler, which "
                         f"{method} does not run: use --method chung, or coils sense or ssos")
     problem, finish, warm_start = build_problem(meas, prior, _device(prior), **problem_options)
-    settings["steps"] = int(settings.get("steps") or prior.sde.N)
+    # None: the prior's N; any other value reaches the sampler's own check (a preset's 0 too)
+    settings["steps"] = prior.sde.N if settings.get("steps") is None else int(settings["steps"])
     if method in ("song", "chung", "guidance"):
         settings["consistency"] = method
     warm = {"init": warm_start()} if settings.get("start_sigma") else {}

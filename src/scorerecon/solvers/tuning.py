@@ -239,10 +239,8 @@ def hidden_by(task: str, method: str, path: Path) -> Path | None:
     """The preset file of a folder searched before ``path``'s (:func:`preset_dirs`) that has its
     own ``method`` entry for ``task``, so that ``reconstruct`` uses that one instead (None: none,
     or ``path``'s folder is not searched at all)."""
-    if not _searched(path.parent):
-        return None
-    folders = [folder.resolve() for folder in preset_dirs()]
-    for folder in folders[:folders.index(path.parent.resolve())]:
+    folders, here = [folder.resolve() for folder in preset_dirs()], path.parent.resolve()
+    for folder in folders[:folders.index(here)] if here in folders else []:
         preset = _read_preset(folder / f"{task}.json")
         if preset and method in preset.get("methods", {}):
             return folder / f"{task}.json"
@@ -469,13 +467,12 @@ def tune(cases: list, method: str, prior, *, trials: int = 20, steps: int | None
     study = open_study(None, seed) if study is None else study
     space = search_space(method, steps)
     known = _inside(start or {}, space)
-    if study.trials:
-        pass  # a search found again: its first trial was the current settings already
-    elif known and start_value is not None:
-        study.add_trial(optuna.trial.create_trial(params=known, value=start_value, user_attrs={"start": True},
-                                                  distributions=_distributions(space)))
-    elif known:
-        study.enqueue_trial(known)
+    if known and not study.trials:  # a search found again holds its first trial already
+        if start_value is not None:
+            study.add_trial(optuna.trial.create_trial(params=known, value=start_value, user_attrs={"start": True},
+                                                      distributions=_distributions(space)))
+        else:
+            study.enqueue_trial(known)
 
     def trial_value(trial) -> float:
         params = trial_settings(_suggest(trial, space), steps)
@@ -499,14 +496,16 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     (None when no trial beat the current settings).  The saved entry is the one the trials ran
     on, the searched settings replaced by the best trial's: settings outside the search (e.g.
     ``corrector_steps``) keep their value, a ``std_scale`` fitted to the old settings is dropped."""
-    from .score import resolve_prior, settings_for
+    from ..priors.registry import prior_digest
+    from .score import DEFAULT_PRIOR, resolve_prior, settings_for
     _optuna()  # before any reconstruction
     cases = _tuning_cases(task, output, slices, cases_dir, dataset_dir, seed, size)
     loaded = resolve_prior(prior, cases[0].modality)
     current_run = trial_settings({}, steps)
     name = objective.upper()
-    journal = search_journal(task, method, _prior_identity(prior, loaded), settings_for(method, task, {}), steps,
-                             seed, objective, cases, preset_file(task, output)[0].parent)
+    journal = search_journal(task, method, prior_digest(prior or DEFAULT_PRIOR[cases[0].modality]),
+                             settings_for(method, task, {}), steps, seed, objective, cases,
+                             preset_file(task, output)[0].parent)
     journal.parent.mkdir(parents=True, exist_ok=True)
     study = open_study(journal, seed)
     if "baseline" in study.user_attrs:
@@ -553,16 +552,6 @@ def run_tune(task: str, method: str, *, prior: str, trials: int = 20, steps: int
     if "std_scale" in current:  # fitted to the settings just replaced
         log(std_calibration_dropped(task, method, output))
     return path
-
-
-def _prior_identity(prior: str | None, loaded) -> str:
-    """A prior by the digest of its weights where its name or file resolves, else by its name."""
-    from ..priors.registry import prior_digest
-    name = str(prior or loaded.metadata.get("name"))
-    try:
-        return prior_digest(name)
-    except (UserError, OSError):
-        return name
 
 
 def search_journal(task: str, method: str, prior: str, settings: dict, steps: int | None, seed: int,
