@@ -275,6 +275,21 @@ def test_geometry_missing_field(field):
         CTGeometry.from_dict(d)
 
 
+def test_constructors_refuse_what_they_compute_with_and_matrices_past_int32():
+    """A zero or infinite pixel size and a 3-D shape were numpy errors inside the constructors;
+    matrices past 2^31 entries would have wrapped their int32 indices (refused before building)."""
+    for kwargs, message in ((dict(pixel_size=0), "pixel size"), (dict(pixel_size=np.inf), "pixel size")):
+        for make in (CTGeometry.parallel, CTGeometry.fan):
+            with pytest.raises(UserError, match=message):
+                make((16, 16), 8, **kwargs)
+    with pytest.raises(UserError, match=r"image shape \(4, 16, 16\) is invalid"):
+        CTGeometry.parallel((4, 16, 16), 8)
+    big = CTGeometry.parallel((1024, 1024), 1100)
+    for build in (ct.system_matrices, ct.backprojection_matrix):
+        with pytest.raises(UserError, match="1024x1024 image with 1100 views needs CT system matrices of about 2.3e"):
+            build(big)
+
+
 @pytest.mark.parametrize("change", [
     {"kind": "cone"}, {"n_detectors": "many"}, {"pixel_size": -1.0}, {"image_shape": [16]},
     {"detector_shape": "round"}, {"source_origin": 5.0}, {"source_detector": 20.0}, {"angles": []},
@@ -330,3 +345,19 @@ def test_measurement_round_trip(tmp_path):
     meas.data = meas.data[:, :-1]
     with pytest.raises(UserError, match="does not match its geometry"):
         ct_operator_from_measurement(meas)
+
+
+def test_a_mask_of_0_and_255_and_a_view_mask_with_as_many_detectors_read_as_lambda():
+    """A mask stored as 0/255 by another tool scaled the data it keeps 255-fold (FBP 87 for 0.34);
+    a (V,) mask with V = D marks views, as CTOperator reads it, not detectors."""
+    from scorerecon.solvers import reconstruct
+    g = CTGeometry.parallel((16, 16), 24, n_detectors=24)
+    views = view_mask(24, k=6)
+    data = sinogram_to_physical(CTOperator(g).transform(as_batch(phantom(16)))[0, 0], g)
+    binary = Measurement("ct", data * views[:, None], np.broadcast_to(views[:, None], data.shape).astype(np.uint8),
+                         g.to_dict()).validate()
+    scaled = Measurement("ct", binary.data, binary.mask * 255, g.to_dict()).validate()
+    assert scaled.mask.max() == 1
+    np.testing.assert_array_equal(reconstruct(scaled, "fbp").image, reconstruct(binary, "fbp").image)
+    per_view = Measurement("ct", binary.data, views.astype(np.uint8), g.to_dict()).validate()
+    assert torch.equal(ct_operator_from_measurement(per_view).mask, ct_operator_from_measurement(binary).mask)

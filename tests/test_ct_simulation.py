@@ -163,6 +163,8 @@ def test_auto_metal_is_seeded_and_inside_the_body():
     (dict(detector="round"), "detector"),
     (dict(flux=-5), "flux"),
     (dict(pixel_size=0), "pixel size"),
+    (dict(pixel_size=float("inf")), "pixel size must be a positive finite"),
+    (dict(flux=1e19), "beyond 1e\\+15 photons"),  # numpy's Poisson raised ValueError
     (dict(metal=np.zeros((10, 10), bool)), "does not match"),
     (dict(metal=np.zeros((64, 64), bool)), "empty"),
     (dict(metal=np.ones((64, 64), bool)), "whole image"),

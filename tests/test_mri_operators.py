@@ -95,6 +95,18 @@ def test_phase_rotated_operator_rotates_the_image_first(coils):
     torch.testing.assert_close(rotated.transform_inverse(rotated.transform(x)), x)
 
 
+def test_phase_rotated_keeps_every_batch_items_maps_and_refuses_per_coil_phases():
+    """Maps (B, C, H, W) lost every batch item's maps but the first; a CoilPhaseMRI its phases."""
+    h, w = 8, 6
+    mask = torch.from_numpy(make_mask("random", (h, w), 2, 0.2, seed=1))
+    op = SenseMRI(torch.stack([_random_maps(3, h, w), _random_maps(3, h, w).conj()]), mask)
+    rotation = torch.exp(1j * torch.from_numpy(synthetic_phase((h, w), seed=2)).double())
+    x = _crandn(2, 1, h, w, seed=3)
+    torch.testing.assert_close(phase_rotated(op, rotation)(x), op(rotation * x))
+    with pytest.raises(TypeError, match="not CoilPhaseMRI"):
+        phase_rotated(CoilPhaseMRI(mask, rotation[None].expand(3, h, w)), rotation)
+
+
 def test_coil_phase_operator_rotates_each_coil_image_of_every_sample():
     """K samples of C coil images, batched sample-major: coil c is rotated by its own phase."""
     h, w, coils, samples = 12, 10, 3, 2
@@ -212,10 +224,26 @@ def test_acceleration_one_is_fully_sampled():
     (("spiral", (32, 32), 4, 0.08), "unknown mask pattern"),
     (("poisson", (64, 64), 1.3, 0.08), "Poisson-disc mask needs --acceleration 2 or more"),
     (("radial", (64, 64), 1000, 0.0), "radial spokes reach at most"),
+    # sigpy's bisection never ended on these (its slope interval shrank to two adjacent floats)
+    (("poisson", (32, 32), 12, 0.08), "no Poisson-disc mask of a 32x32 grid reaches acceleration 12"),
+    (("poisson", (8, 8), 4, 0.08), "no Poisson-disc mask of a 8x8 grid"),
 ])
 def test_bad_mask_requests(args, message):
     with pytest.raises(UserError, match=message):
         make_mask(*args)
+
+
+@pytest.mark.parametrize("shape, acceleration, calib", [((64, 64), 4, (5, 5)), ((48, 40), 6, (4, 3)),
+                                                       ((63, 65), 5, (5, 5))])
+def test_the_bounded_poisson_search_gives_sigpys_masks(shape, acceleration, calib):
+    import sigpy.mri
+
+    from scorerecon.operators.masks import _poisson_search
+    state = np.random.get_state()
+    reference = sigpy.mri.poisson(shape, acceleration, calib=calib, dtype=np.float32, seed=123, crop_corner=True)
+    ours = _poisson_search(shape, acceleration, calib, 123)
+    np.testing.assert_array_equal(ours > 0, np.abs(reference) > 0)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # numpy's global generator left as it was
 
 
 # ------------------------------------------------------------------------------ coils
@@ -306,3 +334,22 @@ def test_maps_with_the_wrong_coil_count_are_refused():
         check_maps(np.ones((4, 8, 6), np.complex64), (4, 8, 8))
     with pytest.raises(UserError, match="k-space/mask grid"):
         SenseMRI(torch.ones(2, 8, 6, dtype=torch.complex64), torch.ones(8, 8))
+
+
+def test_maps_not_normalised_to_unit_energy_are_refused():
+    """SENSE with maps of Σ|S_c|² = 4 returns the image at half its intensity, which the prior
+    does not expect: such maps (and NaN maps) are refused, normalised ones pass."""
+    ones = np.ones((4, 8, 8), np.complex64)
+    with pytest.raises(UserError, match="not normalised .* peaks at 4, not 1"):
+        check_maps(ones, (4, 8, 8))
+    with pytest.raises(UserError, match="NaN or Inf"):
+        check_maps(np.full((4, 8, 8), np.nan, np.complex64), (4, 8, 8))
+    np.testing.assert_array_equal(check_maps(ones / 2, (4, 8, 8)), ones / 2)
+
+
+@pytest.mark.parametrize("width, acceleration", [(320, 4), (256, 8), (16, 16), (30, 7.5)])
+def test_equispaced_lines_without_a_centre_are_exactly_one_in_r(width, acceleration):
+    """fastMRI's stop before the last column lost a line for some offsets, and on 16 columns at
+    R = 16 every line (an empty mask)."""
+    counts = {int(make_mask("equispaced", (2, width), acceleration, 0.0, seed=s)[0].sum()) for s in range(40)}
+    assert counts == {round(width / acceleration)}

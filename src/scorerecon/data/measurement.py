@@ -52,6 +52,11 @@ class Measurement:
             raise UserError(f"unknown modality {self.modality!r}: expected 'ct' or 'mri'")
         if not np.all(np.isfinite(self.data)):
             raise UserError("the measurement contains NaN or Inf values: clean or re-simulate the data")
+        self.mask = _binary_mask(self.mask)
+        if self.modality == "ct" and np.ndim(self.mask) == 1 and len(self.mask) == np.shape(self.data)[0]:
+            # a (V,) mask marks views, as CTOperator reads it, also where there are as many detectors
+            # (broadcasting would read it along the detectors); a (D,) mask marks detectors
+            self.mask = self.mask[:, None]
         try:
             np.broadcast_shapes(self.mask.shape, self.data.shape)
         except ValueError:
@@ -61,6 +66,10 @@ class Measurement:
         kept = np.count_nonzero(self.mask)
         if kept == 0:
             raise UserError("the mask keeps no measurement (all zeros): nothing to reconstruct from")
+        if np.iscomplexobj(self.data) != (self.modality == "mri"):
+            kind = "complex k-space" if self.modality == "mri" else "a real sinogram (line integrals)"
+            raise UserError(f"{self.modality.upper()} data must be {kind}, got {np.asarray(self.data).dtype} values: "
+                            f"store {'complex64 k-space' if self.modality == 'mri' else 'the real post-log sinogram'}")
         if self.modality == "mri":
             if np.ndim(self.data) != 3:
                 raise UserError(f"MRI k-space must be (coils, H, W), got shape {np.shape(self.data)}: "
@@ -69,6 +78,15 @@ class Measurement:
                 # a (W,) column mask, as fastMRI stores it, or (1, W): the (H, W) the solvers take
                 self.mask = np.ascontiguousarray(np.broadcast_to(self.mask, np.shape(self.data)[-2:]))
         return self
+
+
+def _binary_mask(mask) -> np.ndarray:
+    """Λ as 0/1: the solvers multiply by the mask, so a mask stored as 0/255 (or with weights)
+    would scale the data it keeps; nonzero entries mark what was measured."""
+    mask = np.asarray(mask)
+    if mask.dtype == bool or np.isin(mask, (0, 1)).all():
+        return mask
+    return (mask != 0).astype(np.uint8)
 
 
 def raw_kspace_measurement(kspace: np.ndarray, mask: np.ndarray, attrs: dict[str, Any],

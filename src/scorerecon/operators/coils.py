@@ -166,8 +166,14 @@ def _espirit_bart(kspace: np.ndarray, calib_shape: tuple[int, int], threshold: f
     return bart.kspace_from_bart(maps).astype(np.complex64)
 
 
+#: the range the peak of Σ_c |S_c|² of supplied maps must lie in (1 for ESPIRiT's and simulated maps)
+MAP_ENERGY_RANGE = (0.5, 2.0)
+
+
 def check_maps(maps: np.ndarray, kspace_shape) -> np.ndarray:
-    """Refuse maps whose coil count or grid differs from the k-space (coils, H, W)."""
+    """Refuse maps whose coil count or grid differs from the k-space (coils, H, W), and maps not
+    normalised to Σ_c |S_c|² = 1 inside the object: the SENSE image of other maps is scaled by
+    1/√Σ|S_c|², an intensity the prior (trained on images of peak 1) does not expect."""
     maps = np.asarray(maps)
     if maps.ndim != 3 or maps.shape[0] != kspace_shape[0]:
         coils = maps.shape[0] if maps.ndim == 3 else f"shape {maps.shape}"
@@ -176,6 +182,14 @@ def check_maps(maps: np.ndarray, kspace_shape) -> np.ndarray:
     if tuple(maps.shape[-2:]) != tuple(kspace_shape[-2:]):
         raise UserError(f"the sensitivity maps are {maps.shape[1]}x{maps.shape[2]} but the k-space is "
                         f"{kspace_shape[-2]}x{kspace_shape[-1]}: use maps of the k-space size")
+    if not np.all(np.isfinite(maps)):
+        raise UserError("the sensitivity maps contain NaN or Inf values: supply finite maps, or drop them to "
+                        "estimate them by ESPIRiT")
+    peak = float((np.abs(maps) ** 2).sum(axis=0).max())
+    if not MAP_ENERGY_RANGE[0] <= peak <= MAP_ENERGY_RANGE[1]:
+        raise UserError(f"the sensitivity maps are not normalised (the sum over coils of |S|^2 peaks at {peak:.3g}, "
+                        "not 1): divide them by the root-sum-of-squares of the maps inside the object, or drop "
+                        "them to estimate them by ESPIRiT")
     return maps.astype(np.complex64)
 
 

@@ -99,7 +99,10 @@ def equispaced_mask(shape, acceleration: float, center_fraction: float = 0.08, s
         spacing = width / extra if acs == 0 else \
             acceleration * (acs - width) / (acs * acceleration - width)
         offset = _rng(seed).integers(0, max(1, round(spacing)))
-        cols[np.round(np.arange(offset, width - 1, spacing)).astype(int)] = 1
+        if acs:
+            cols[np.round(np.arange(offset, width - 1, spacing)).astype(int)] = 1
+        else:  # fastMRI's stop before the last column lost a line here (on a few columns, all of them)
+            cols[np.floor(offset + np.arange(extra) * spacing).astype(int)] = 1
     return _columns_to_mask(shape, cols)
 
 
@@ -158,13 +161,12 @@ POISSON_MIN_ACCELERATION = 2.0
 
 
 def poisson_mask(shape, acceleration: float, center_fraction: float = 0.08, seed=0) -> np.ndarray:
-    """Variable-density Poisson disc (sigpy.mri.poisson) with a centred ACS block.
+    """Variable-density Poisson disc (sigpy.mri.poisson's search, :func:`_poisson_search`) with a
+    centred ACS block.
 
     1 (fully sampled) or at least :data:`POISSON_MIN_ACCELERATION`: below about 1.5 (grid
     dependent) sigpy's bisection on the density slope cannot reach the request and halves the
     slope a thousand times before it gives up, minutes on a 320² grid."""
-    import sigpy.mri
-
     _check(shape, acceleration, center_fraction, shape[0] * shape[1])
     acs, _ = _acs_block(shape, center_fraction, acceleration)
     if acceleration == 1:
@@ -174,13 +176,45 @@ def poisson_mask(shape, acceleration: float, center_fraction: float = 0.08, seed
                         f"(or 1, fully sampled), not {acceleration}: for lighter undersampling use "
                         "--mask gaussian2d or uniform2d")
     calib = tuple(_acs_count(s, center_fraction) for s in shape)
-    try:
-        mask = sigpy.mri.poisson(tuple(shape), acceleration, calib=calib, dtype=np.float32,
-                                 seed=int(_rng(seed).integers(2 ** 31)), crop_corner=True)
-    except ValueError:
+    mask = _poisson_search(tuple(shape), acceleration, calib, int(_rng(seed).integers(2 ** 31)))
+    if mask is None:
         raise UserError(f"no Poisson-disc mask of a {shape[0]}x{shape[1]} grid reaches acceleration "
-                        f"{acceleration}: choose another --acceleration or --mask") from None
-    return np.maximum(acs, (np.abs(mask) > 0).astype(np.uint8))
+                        f"{acceleration}: choose another --acceleration or --mask")
+    return np.maximum(acs, (mask > 0).astype(np.uint8))
+
+
+def _poisson_search(shape: tuple[int, int], acceleration: float, calib: tuple[int, int], seed: int,
+                    tolerance: float = 0.1, max_attempts: int = 30) -> np.ndarray | None:
+    """sigpy.mri.poisson (0.1.27, corners cropped), step for step and so with the same masks:
+    Bridson's Poisson disc with radii growing as 1 + slope·|k|, bisecting the slope until the
+    acceleration lies within ``tolerance`` of the request.  Unlike sigpy's loop it stops, returning
+    None, when the bisection can no longer move: where the interval shrinks to two adjacent floats
+    without reaching the request, sigpy computes the same mask forever."""
+    from sigpy.mri.samp import _poisson
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    x = np.maximum(abs(x - nx / 2) - calib[-1] / 2, 0)
+    y = np.maximum(abs(y - ny / 2) - calib[-2] / 2, 0)
+    if not (x.max() > 0 and y.max() > 0):
+        return None  # the calibration region covers an axis
+    radius = np.sqrt((x / x.max()) ** 2 + (y / y.max()) ** 2)
+    low, high = 0.0, float(max(nx, ny))
+    state = np.random.get_state()  # _poisson seeds numpy's global generator
+    try:
+        while low < high:
+            slope = (low + high) / 2
+            if slope in (low, high):
+                return None
+            scale = 1 + radius * slope
+            mask = _poisson(nx, ny, max_attempts, np.clip(scale * nx / max(nx, ny), 1, None),
+                            np.clip(scale * ny / max(nx, ny), 1, None), calib, seed) * (radius < 1)
+            reached = nx * ny / np.sum(mask)
+            if abs(reached - acceleration) < tolerance:
+                return mask
+            low, high = (slope, high) if reached < acceleration else (low, slope)
+        return None
+    finally:
+        np.random.set_state(state)
 
 
 def _spokes(shape, count: int, offset: float) -> np.ndarray:

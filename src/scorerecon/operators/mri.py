@@ -163,8 +163,11 @@ def phase_rotated(op: SingleCoilMRI | SenseMRI, rotation: Tensor) -> SenseMRI:
     The rotation is folded into the sensitivities (one map e^{iφ} for a single coil), so A' is a
     :class:`SenseMRI`; |x| is unchanged, so a magnitude reconstruction does not see it.
     """
-    maps = op.maps[0] if isinstance(op, SenseMRI) else torch.ones_like(rotation)[None]
-    return SenseMRI(maps * rotation, op.mask)
+    if isinstance(op, SenseMRI):
+        return SenseMRI(op.maps * rotation, op.mask)  # every batch item's maps (B, C, H, W)
+    if type(op) is not SingleCoilMRI:  # e.g. CoilPhaseMRI, whose per-coil phases one map would lose
+        raise TypeError(f"phase_rotated takes SingleCoilMRI or SenseMRI, not {type(op).__name__}")
+    return SenseMRI(torch.ones_like(rotation)[None] * rotation, op.mask)
 
 
 def _check_grid(shape_a, shape_b, what: str) -> None:

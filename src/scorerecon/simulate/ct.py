@@ -70,6 +70,7 @@ from ..errors import UserError
 
 ELECTRONIC_NOISE_STD = float(np.sqrt(10.0))  # counts
 DEFAULT_METAL_FLUX = 1e5                      # photons per bin when metal is simulated without --flux
+MAX_FLUX = 1e15  # photons: post-log noise 1/√flux below float32's precision (numpy's Poisson fails past ~1e19)
 REFERENCE_ENERGY_KEV = 70.0
 BONE_HU = (100.0, 1500.0)                     # bone fraction 0 at the first, 1 at the second
 
@@ -254,8 +255,11 @@ def _check_options(views, full_views, geometry, detector, limited_angle, flux, p
                         f"{geometry}-beam scans")
     if flux is not None and not (np.isfinite(flux) and flux > 0):
         raise UserError(f"--flux must be a positive number of photons, got {flux}")
-    if not pixel_size > 0:
-        raise UserError(f"the pixel size must be positive, got {pixel_size} mm")
+    if flux is not None and flux > MAX_FLUX:
+        raise UserError(f"--flux {flux:g} is beyond {MAX_FLUX:g} photons, where the noise is below float32's "
+                        "precision: leave --flux out for a noise-free scan")
+    if not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise UserError(f"the pixel size must be a positive finite number, got {pixel_size} mm")
 
 
 def _make_geometry(shape, kind: str, detector: str, full_views: int, pixel_size: float):

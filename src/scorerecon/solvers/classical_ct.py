@@ -126,8 +126,12 @@ def _uncorrected_sinogram(meas, problem: CTProblem) -> torch.Tensor:
     trace = meas.extras.get("metal_trace_data")
     if trace is None:
         return problem.sinogram
+    trace = np.asarray(trace, np.float32)
+    if trace.shape != tuple(problem.sinogram.shape[-2:]):
+        raise UserError(f"the metal trace data {trace.shape} do not match the sinogram "
+                        f"{tuple(problem.sinogram.shape[-2:])}: re-create the measurement")
     scale = ct_line_integral_scale(problem.operator.geometry.pixel_size)
-    return problem.sinogram + torch.from_numpy(np.asarray(trace, np.float32) / scale)[None, None]
+    return problem.sinogram + torch.from_numpy(trace / scale)[None, None]
 
 
 # --------------------------------------------------------------------------- methods
