@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and pinned, so pip takes the CPU wheel instead of a CUDA build
+	# torch first and pinned (2.13.0); on PyPI for Linux that is the CUDA build: install the CPU wheel
+	# beforehand to skip it (README, "Set-up")
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test,data]"
 	touch $(STAMP)

@@ -13,7 +13,7 @@ on the batch of K posterior samples, so K · NFE images pass through it), K (``-
 default: each method's preset), seconds per slice on 2 threads, and with K ≥ 2 how well the
 posterior std predicts the error: Pearson r between std and |mean − truth| and the fraction of
 pixels with |error| ≤ 1 and 2 std (the std map as ``reconstruct`` writes it: times the preset's
-``std_scale`` where ``scorerecon tune --calibrate-std`` set one).  "best classical" is the
+``std_scale`` where ``scorerecon tune --calibrate-std`` set one, carried to the K that runs).  "best classical" is the
 method with the highest PSNR among fbp / sart / tv (/ li-mar) for CT and zero-filled / sense /
 cs-wavelet / cs-tv for MRI, chosen per task by its mean PSNR over the slices (every classical
 method's PSNR on each slice is printed).
@@ -64,7 +64,7 @@ from scorerecon.data.intensity import hu_to_unit
 from scorerecon.evaluation.metrics import error_and_std, image_metrics, std_coverage
 from scorerecon.priors.registry import prior_digest
 from scorerecon.solvers.registry import reconstruct
-from scorerecon.solvers.score import DEFAULT_ALIAS, DEFAULT_METHOD, REGISTERED_NAMES, settings_for
+from scorerecon.solvers.score import DEFAULT_ALIAS, DEFAULT_METHOD, REGISTERED_NAMES, settings_for, std_map_scale
 from scorerecon.solvers.tuning import task_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -209,9 +209,15 @@ def row_key(args, meas, task: str, slice_name: str, method: str, options: dict) 
     """Everything a score-based row depends on but the code: the reuse key of ``--rows``.  The
     prior's weights are in it by digest, not by name, so a shipped prior retrained under the same
     name is measured again (with ``--dataset-slices``, the slice itself is in it by digest too)."""
+    settings = settings_for(sampler(method), task_of(meas), {})
     key = {"task": task, "slice": slice_name, "method": method, "size": args.size,
            "threads": args.threads, "options": options, "prior_sha256": prior_digest(options["prior"]),
-           "settings": settings_for(sampler(method), task_of(meas), {})}
+           "settings": settings}
+    samples = options.get("samples")
+    if "std_scale" in settings and samples not in (None, settings.get("samples")):
+        # a calibrated scale carried to another K (until session 58 such rows ran with 1)
+        key["std_scale_at_samples"] = round(std_map_scale(sampler(method), task_of(meas), samples,
+                                                          settings["std_scale"]), 6)
     if getattr(args, "dataset_slices", None) and meas.modality == getattr(args, "dataset_modality", None):
         # a dataset prepared again may hold other images under the same index
         key["truth_sha256"] = hashlib.sha256(np.ascontiguousarray(meas.truth, np.float32).tobytes()).hexdigest()[:16]
@@ -475,7 +481,7 @@ def benchmark(args) -> str:
              f"(fast: {args.fast_steps or 'the preset of the task, else 20'}, warm start σ = "
              f"{PRESET_NOTE if args.start_sigma is None else args.start_sigma or 'none (cold)'}); "
              f"K = {args.samples or 'the preset'} posterior samples per slice (a NAME-kK column: K), their std "
-             "times the preset's calibrated std_scale where it has one; "
+             "times the preset's calibrated std_scale where it has one (carried to the K that runs); "
              f"{args.threads} threads; mean ± std over slices.  Noise-free simulations "
              "(metal: polychromatic, 10⁵ photons)."]
     if reused:
@@ -512,7 +518,8 @@ def main(argv=None) -> None:
     p.add_argument("--rows", default=None,
                    help="folder keeping each measured score-based row; a rerun reuses rows whose settings match")
     p.add_argument("--stored-only", action="store_true",
-                   help="with --rows: table only the stored score-based rows, list the missing ones, measure none")
+                   help="with --rows: table only the stored score-based rows, list the missing ones, measure no "
+                        "score-based row (the classical baselines are recomputed)")
     p.add_argument("-o", "--output", default=str(RESULTS / "score_methods.md"))
     args = p.parse_args(argv)
     args.tasks, args.methods = args.tasks.split(","), args.methods.split(",")

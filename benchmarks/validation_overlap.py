@@ -68,7 +68,8 @@ def table(meta: dict, picks: list[int]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="prepared datasets folder (default: the user cache)")
-    parser.add_argument("--slices", type=int, default=2, help="validation slices tune picks (default 2)")
+    parser.add_argument("--slices", type=int, default=2, help="validation slices, picked as tune picks them (default 2, as the presets "
+                        "were tuned; tune's own default is 4)")
     parser.add_argument("-o", "--output", default=str(RESULTS / "validation_overlap.md"))
     args = parser.parse_args(argv)
     meta = load_meta("brain-mri", Path(args.data) / "brain-mri" if args.data else None)

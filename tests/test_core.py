@@ -13,8 +13,9 @@ from scorerecon.cli import main
 from scorerecon.data.intensity import hu_to_unit, unit_to_hu
 from scorerecon.data.measurement import Measurement, read_measurement, write_measurement
 from scorerecon.errors import UserError
-from scorerecon.evaluation.metrics import (GAUSSIAN_WITHIN_1STD, body_mask, error_and_std, evaluate_images, psnr, ssim,
-                                          std_coverage, std_scale_for_coverage)
+from scorerecon.evaluation.metrics import (GAUSSIAN_WITHIN_1STD, body_mask, error_and_std, evaluate_images,
+                                          gaussian_std_scale, psnr, ssim, std_coverage, std_scale_at_samples,
+                                          std_scale_for_coverage)
 
 
 def _measurement(**overrides):
@@ -75,6 +76,16 @@ def test_mri_k_space_needs_a_coil_axis_and_a_column_mask_is_spread_over_the_rows
     assert np.array_equal(row.mask, meas.mask)  # ESPIRiT reads the calibration region off (H, W)
     with pytest.raises(UserError, match=r"MRI k-space must be \(coils, H, W\), got shape \(8, 6\)"):
         Measurement(modality="mri", data=kspace[0], mask=column, geometry={}).validate()
+
+
+def test_real_k_space_and_a_complex_sinogram_are_refused():
+    """A real array is not k-space (the k-space of an image is complex: a magnitude or a real
+    part was saved instead), and a CT sinogram of line integrals is real."""
+    mask = np.ones((8, 6), np.uint8)
+    with pytest.raises(UserError, match="MRI data must be complex k-space, got float32 values"):
+        Measurement(modality="mri", data=np.ones((1, 8, 6), np.float32), mask=mask, geometry={}).validate()
+    with pytest.raises(UserError, match="CT data must be a real sinogram"):
+        Measurement(modality="ct", data=np.ones((8, 6), np.complex64), mask=mask, geometry={}).validate()
 
 
 def test_a_fractional_mask_is_stored_as_where_it_measures(tmp_path):
@@ -161,6 +172,34 @@ def test_a_std_map_half_the_true_error_scale_is_calibrated_by_a_factor_of_two():
     keep = np.zeros(truth.shape, bool)
     keep[:10] = True  # excluded pixels (e.g. metal) are left out
     assert error_and_std(image, sigma, truth, exclude=~keep)[0].size == keep.sum()
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 1.6])
+def test_a_scale_calibrated_at_one_k_carries_to_another(ratio):
+    """K Gaussian draws around μ̂ and a truth σ_t = ratio·σ_s from it, per pixel: the scale
+    fitted at K = 4 and carried to K = 2 and 8 covers 68 % there too; the fitted scale kept as it
+    is, or 1, does not.  ratio 1 (a sampler of the true posterior) needs the model's t factors."""
+    rng = np.random.default_rng(0)
+    pixels = 200_000
+    spread = rng.uniform(0.5, 2.0, pixels)  # σ_s varies over the image
+    truth = ratio * spread * rng.standard_normal(pixels)
+
+    def error_and_spread(samples):
+        draws = spread * rng.standard_normal((samples, pixels))
+        return np.abs(draws.mean(axis=0) - truth), draws.std(axis=0)
+
+    fitted = std_scale_for_coverage(*error_and_spread(4))
+    for samples in (2, 8):
+        error, std = error_and_spread(samples)
+        carried = std_scale_at_samples(fitted, 4, samples)
+        assert np.mean(error <= carried * std) == pytest.approx(GAUSSIAN_WITHIN_1STD, abs=0.01)
+        assert abs(np.mean(error <= fitted * std) - GAUSSIAN_WITHIN_1STD) > 0.03
+    if ratio == 1.0:
+        assert [round(gaussian_std_scale(k), 2) for k in (2, 4, 8)] == [3.18, 1.55, 1.22]
+        assert fitted == pytest.approx(gaussian_std_scale(4), rel=0.02)
+    assert std_scale_at_samples(fitted, 4, 4) == fitted
+    with pytest.raises(UserError, match="at least 2 posterior samples, got K = 1"):
+        std_scale_at_samples(fitted, 4, 1)
 
 
 def test_std_maps_that_cannot_be_calibrated_are_named():

@@ -37,3 +37,22 @@ def test_a_demo_that_fails_in_its_work_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(tmp_path / "demo")
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_demo_counts_the_std_maps_coverage_on_the_unclipped_image_as_the_benchmarks_do():
+    """Air reconstructed 100 HU below the window's floor with a std of 10 HU is not covered:
+    clipping the image to the window first (before session 58) made its error 0, covered."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from scorerecon.data.intensity import hu_to_unit
+    from scorerecon.evaluation.demo import error_and_std_panels
+    truth = np.full((8, 8), -1000.0, np.float32)
+    image = np.full((8, 8), -1100.0, np.float32)
+    result = SimpleNamespace(image=image, unit_image=hu_to_unit(image), std=np.full((8, 8), 10.0, np.float32))
+    metrics = {}
+    panels = error_and_std_panels("fast", result, SimpleNamespace(truth=truth), np.clip(hu_to_unit(truth), 0, 1),
+                                  metrics)
+    assert metrics["within_1std"] == 0.0 and metrics["within_2std"] == 0.0
+    assert len(panels) == 2 and "|error| ≤ std: 0%" in panels[1][0]

@@ -479,6 +479,25 @@ def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_st
     np.testing.assert_allclose(samples.std(axis=0), std, atol=1e-3)
 
 
+def test_reconstruct_notes_a_preset_tuned_with_another_prior(ct_files, tiny_prior, tmp_path, capsys):
+    """A 23-view preset tuned with head-ct: another prior gets one note on stderr naming the
+    tune command, and the same prior (by name, by its file's path or by default) none."""
+    from scorerecon.priors.registry import shipped_path
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "ct-sparse-view.json").write_text(json.dumps(
+        {"task": "ct-sparse-view", "methods": {"fast": {"eta": 0.5}}, "tuned": {"fast": {"prior": "head-ct"}}}))
+    assert score.preset_prior_mismatch("fast", "ct-sparse-view", None, "ct") is None
+    assert score.preset_prior_mismatch("fast", "ct-sparse-view", shipped_path("head-ct"), "ct") is None
+    assert score.preset_prior_mismatch("fast", "ct-sparse-view", "head-ct-edm", "ct") == "head-ct"
+    assert score.preset_prior_mismatch("fast", "ct-sparse-view", _gaussian(4), "ct") is None  # an object: unnamed
+    assert score.preset_prior_mismatch("dps", "ct-sparse-view", "head-ct-edm", "ct") is None  # no preset entry
+    code = main(["reconstruct", str(ct_files / "sparse.h5"), "--method", "fast", "--prior", tiny_prior,
+                 "--steps", "2", "--samples", "1", "-o", str(tmp_path / "r.npy")])
+    err = capsys.readouterr().err
+    assert code == 0 and "note: the ct-sparse-view preset of fast was tuned with prior head-ct" in err
+    assert f"scorerecon tune ct-sparse-view --method fast --prior {tiny_prior}" in err
+
+
 def test_mri_samples_are_the_magnitudes_of_the_signed_samples_behind_the_image(tmp_path):
     """The unit-domain samples' mean and std are the image and std map; the native samples are
     their magnitudes in the data's units, written as a stack with the pixel spacing."""
@@ -674,9 +693,13 @@ def test_calibrate_std_saves_the_scale_that_covers_68_percent_beside_the_preset(
     covered = np.mean(np.abs(scaled.image - meas.truth) <= scaled.std)
     assert covered == pytest.approx(0.6827, abs=0.01)
     other_k = reconstruct(meas, "fast", prior=tiny_prior, progress=False, samples=2)
-    assert other_k.info["std_scale"] == 1.0  # the scale was fitted to the preset's K = 3, not to 2
+    # fitted at the preset's K = 3, carried to 2 (the spread of 2 samples is narrower)
+    from scorerecon.evaluation.metrics import std_scale_at_samples
+    assert other_k.info["std_scale"] == pytest.approx(std_scale_at_samples(fast["std_scale"], 3, 2))
+    unscaled = reconstruct(meas, "fast", prior=tiny_prior, progress=False, samples=2, std_scale=1.0).std
+    np.testing.assert_allclose(other_k.std, other_k.info["std_scale"] * unscaled, rtol=1e-5)
     explicit = reconstruct(meas, "fast", prior=tiny_prior, progress=False, samples=2, std_scale=2.0)
-    np.testing.assert_allclose(explicit.std, 2.0 * other_k.std, rtol=1e-5)
+    np.testing.assert_allclose(explicit.std, 2.0 * unscaled, rtol=1e-5)
     with pytest.raises(UserError, match="song's preset for ct-sparse-view draws one posterior sample"):
         tuning.calibrate_std([meas], "song", score.resolve_prior(tiny_prior, "ct"))
     with pytest.raises(UserError, match="std_scale must be positive"):

@@ -82,8 +82,9 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--method", default=None,
                    help="fbp|sart|tv|li-mar (CT), zero-filled|sense|cs-wavelet|cs-tv (MRI), "
                         "score|song|chung|langevin|guidance|dps|fast (score-based, both); "
-                        "default: the best classical method for the modality")
-    p.add_argument("--prior", default=None, help="prior name (default head-ct / brain-mri; also NAME-edm, NAME-v1, brain-mri-coarse) "
+                        "default: the best classical method of the modality, tv (CT) or cs-tv (MRI)")
+    p.add_argument("--prior", default=None, help="prior name (default head-ct / brain-mri; also NAME-edm, NAME-v1, NAME-low, brain-mri-coarse, "
+                                                "ct-low, ct-full, mri-low) "
                                                 "or file: .safetensors, experts .json, checkpoint.pt (score-based methods)")
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--samples", type=positive_int, default=None,
@@ -130,6 +131,7 @@ def _run_reconstruct(args) -> None:
     metrics = result.metrics(meas) if args.metrics else None  # a shape mismatch fails before output
     write_reconstruction(result, meas, args.output, reference=args.reference, samples=args.save_samples)
     print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
+    _note_preset_prior(result.info, args.prior, meas.modality)
     if metrics is not None:
         _write_json(args.metrics, metrics)
 
@@ -156,6 +158,17 @@ def _writes_std_map(meas, args) -> bool:
     from .solvers.tuning import task_of
     return (args.method in REGISTERED_NAMES
             and posterior_sample_count(args.method, task_of(meas), args.samples) > 1)
+
+
+def _note_preset_prior(info: dict, prior: str | None, modality: str) -> None:
+    """One line on stderr where the task's preset was tuned with another prior than the one used."""
+    from .solvers.score import DEFAULT_PRIOR
+    tuned_with = info.get("preset_tuned_with")
+    if tuned_with:
+        prior = prior or DEFAULT_PRIOR[modality]
+        print(f"scorerecon: note: the {info['task']} preset of {info['method']} was tuned with prior {tuned_with}, "
+              f"not {prior}: `scorerecon tune {info['task']} --method {info['method']} --prior {prior}` tunes "
+              "one for it", file=sys.stderr)
 
 
 def _check_score_options(args) -> None:
@@ -245,7 +258,8 @@ def _add_data(sub) -> None:
     prep = verbs.add_parser("prepare", help="prepare a dataset into the cache directory")
     from .data.datasets import DATASET_NAMES
     prep.add_argument("dataset", choices=DATASET_NAMES)
-    prep.add_argument("--out", default=None, help="folder (default: the user cache directory)")
+    prep.add_argument("--out", default=None, help="the dataset's folder (default: $SCORERECON_DATA/NAME, else "
+                      "~/.cache/scorerecon/datasets/NAME)")
     prep.add_argument("--source", "--deb", dest="source", default=None,
                       help="the source package file (.deb for head-ct and brain-mri, pyradiomics-3.1.0.tar.gz "
                            "for chest-ct and clinical-brain-mri) or its unpacked folder, instead of fetching it")

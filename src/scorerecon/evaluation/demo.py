@@ -19,7 +19,7 @@ from ..data.intensity import HU_HIGH, HU_LOW, hu_to_unit
 from ..data.samples import load_sample
 from ..solvers import reconstruct
 from .figures import save_panels
-from .metrics import std_coverage
+from .metrics import error_and_std, std_coverage
 
 DEMO_SAMPLE = "ct-head-0"
 DEMO_VIEWS, DEMO_FULL_VIEWS = 23, 180
@@ -33,15 +33,17 @@ def demo_methods(steps: int | None = None, samples: int | None = None) -> list[t
             ("fast", {"prior": DEMO_PRIOR, "steps": steps, "samples": samples, "progress": False})]
 
 
-def error_and_std_panels(name: str, result, truth: np.ndarray, metrics: dict) -> list:
-    """The |error| of ``result`` and, with K > 1, its std map, on one colour scale in the unit
-    window so that they compare; the fraction of the pixels shown with |error| ≤ std is put in
-    the std panel's caption and ``metrics`` (:func:`~scorerecon.evaluation.metrics.std_coverage`)."""
+def error_and_std_panels(name: str, result, meas, truth: np.ndarray, metrics: dict) -> list:
+    """The |error| of ``result`` against ``truth`` (``meas.truth`` in the unit window) and, with
+    K > 1, its std map, on one colour scale so that they compare; how well the std map predicts
+    the error goes into the std panel's caption and ``metrics``
+    (:func:`~scorerecon.evaluation.metrics.std_coverage` of the unclipped image in HU, as
+    ``tune --calibrate-std`` and the benchmarks count it)."""
     error = np.abs(np.clip(result.unit_image, 0, 1) - truth)
     if result.std is None:
         return [(f"|error| of {name}", error, {"cmap": "magma", "vmin": 0, "vmax": 0.2})]
-    std = result.std / (HU_HIGH - HU_LOW)  # HU -> the unit window, as the error
-    metrics.update(std_coverage(error.ravel(), std.ravel()))
+    metrics.update(std_coverage(*error_and_std(result.image, result.std, meas.truth)))
+    std = result.std / (HU_HIGH - HU_LOW)  # HU -> the unit window, as the error shown
     style = {"cmap": "magma", "vmin": 0, "vmax": float(np.percentile(np.concatenate([error, std]), 99.5))}
     return [(f"|error| of {name}", error, style),
             (f"posterior std, same scale (|error| ≤ std: {metrics['within_1std']:.0%})", std, dict(style))]
@@ -71,7 +73,7 @@ def run_demo(out_dir: Path, steps: int | None = None, samples: int | None = None
         panels.append((f"{name}: {m['psnr']:.2f} dB / {m['ssim']:.3f}",
                        np.clip(result.unit_image, 0, 1), {"vmin": 0, "vmax": 1}))
     panels.append(("truth (held out)", truth, {"vmin": 0, "vmax": 1}))
-    panels += error_and_std_panels(headline, best, truth, metrics["methods"][headline])
+    panels += error_and_std_panels(headline, best, meas, truth, metrics["methods"][headline])
     out_dir.mkdir(parents=True, exist_ok=True)  # after the work: a failed run leaves no folder
     figure = save_panels(out_dir / "demo.png", panels,
                          title=f"sparse-view CT, {DEMO_VIEWS}/{DEMO_FULL_VIEWS} views, held-out slice {DEMO_SAMPLE}")

@@ -133,6 +133,36 @@ def std_coverage(error: np.ndarray, std: np.ndarray) -> dict[str, float]:
             "within_2std": float(np.mean(error <= 2 * std))}
 
 
+def gaussian_std_scale(samples: int, ratio_sq: float = 1.0, coverage: float = GAUSSIAN_WITHIN_1STD) -> float:
+    """The factor c for which |error| ≤ c·std holds with probability ``coverage`` when K =
+    ``samples`` independent draws N(μ̂, σ_s²) give the std (ddof 0) and the mean, and the truth lies
+    N(0, σ_t²) from μ̂, ``ratio_sq`` = ρ² = σ_t²/σ_s² (1: a sampler of the true posterior).
+
+    The error of the mean has variance σ_t² + σ_s²/K and s² = σ_s² χ²_{K−1}/K, so
+    P(|error| ≤ c·s) = P(|T| ≤ c √((K−1)/(ρ²K + 1))), T Student's t with K − 1 degrees of freedom:
+    c = t_q √((ρ²K + 1)/(K − 1)), t_q its quantile at (1 + coverage)/2 (ρ = 1: 3.18, 1.55, 1.22
+    at K = 2, 4, 8)."""
+    from scipy.stats import t as student_t
+    if samples < 2:
+        raise UserError(f"a std map needs at least 2 posterior samples, got K = {samples}")
+    quantile = student_t.ppf((1 + coverage) / 2, samples - 1)
+    return float(quantile * np.sqrt((ratio_sq * samples + 1) / (samples - 1)))
+
+
+def std_scale_at_samples(scale: float, fitted_samples: int, samples: int,
+                         coverage: float = GAUSSIAN_WITHIN_1STD) -> float:
+    """A std map's factor ``scale``, calibrated for ``coverage`` at K = ``fitted_samples``
+    posterior samples, carried to K = ``samples`` under the Gaussian model of
+    :func:`gaussian_std_scale`: the ρ² for which that model needs ``scale`` at the fitted K (at
+    least 0), and the factor the same ρ² needs at ``samples``.  The spread of K samples changes with
+    K without any miscalibration, which is why a scale fitted at one K is not 1 at another."""
+    base = gaussian_std_scale(fitted_samples, 0.0, coverage)  # ρ = 0: c = t_q / √(K − 1)
+    if samples == fitted_samples:
+        return float(scale)
+    ratio_sq = max(((scale / base) ** 2 - 1) / fitted_samples, 0.0)
+    return gaussian_std_scale(samples, ratio_sq, coverage)
+
+
 def std_scale_for_coverage(error: np.ndarray, std: np.ndarray, coverage: float = GAUSSIAN_WITHIN_1STD) -> float:
     """The factor c for which |error| ≤ c·std holds on the fraction ``coverage`` of the pixels:
     the empirical ``coverage`` quantile of |error| / std, as conformal calibration of a scalar

@@ -28,7 +28,8 @@ def _run_train(args) -> None:
 
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="draw unconditional samples from a prior into a PNG grid or .npy")
-    p.add_argument("--prior", required=True, help="prior name (head-ct, brain-mri, NAME-edm, NAME-v1, brain-mri-coarse) or file path")
+    p.add_argument("--prior", required=True, help="prior name (head-ct, brain-mri, NAME-edm, NAME-v1, NAME-low, "
+                   "brain-mri-coarse, ct-low, ct-full, mri-low) or file path")
     p.add_argument("-n", "--num", type=positive_int, default=16, help="number of samples (default 16)")
     p.add_argument("-o", "--output", required=True, help="output .png (grid) or .npy (N, H, W)")
     p.add_argument("--sampler", choices=["pc", "em", "ode"], default="pc",

@@ -99,6 +99,24 @@ def resolve_prior(prior, modality: str):
     return prior
 
 
+def preset_prior_mismatch(method: str, task: str, prior, modality: str) -> str | None:
+    """The prior the task's preset entry of ``method`` was tuned with, where ``prior`` (a name or
+    path; None: the modality's default) is another one (compared by :func:`prior_digest`, so a
+    path to a shipped prior's file is that prior); None where they agree, where the entry records
+    no prior (e.g. settings from a paper), or where ``prior`` is an object rather than a name."""
+    from ..priors.registry import prior_digest
+    tuned = load_preset(task).get("tuned", {}).get(method, {})
+    recorded = tuned.get("prior", tuned.get("settings_from", {}).get("tuned", {}).get("prior"))
+    if recorded is None or not (prior is None or isinstance(prior, str) or hasattr(prior, "__fspath__")):
+        return None
+    used = prior if prior is not None else DEFAULT_PRIOR[modality]
+    try:
+        same = prior_digest(recorded) == prior_digest(used)
+    except UserError:  # the recorded prior is a file this machine does not have
+        same = str(recorded) == str(used)
+    return None if same else str(recorded)
+
+
 def _device(prior) -> torch.device:
     tensors = list(prior.parameters()) + list(prior.buffers()) if isinstance(prior, torch.nn.Module) else []
     return tensors[0].device if tensors else torch.device("cpu")
@@ -265,15 +283,22 @@ def posterior_sample_count(method: str, task: str, samples: int | None = None, p
     return int(settings_for(method, task, {"samples": samples}, preset).get("samples", 1))
 
 
-def _std_scale(method: str, task: str, samples: int, chosen: float, given: float | None) -> float:
+def std_map_scale(method: str, task: str, samples: int, chosen: float | None, given: float | None = None) -> float:
     """The factor on the std map: ``given`` (an explicit option) where set, else the preset's
-    calibrated ``chosen`` if K is the preset's own K, the one it was calibrated at (the spread of
-    K samples grows with K), else 1."""
-    if given is None and samples != posterior_sample_count(method, task):
+    calibrated ``chosen``, fitted at the preset's own K and carried to the K that runs
+    (:func:`~scorerecon.evaluation.metrics.std_scale_at_samples`), else 1 (no calibration)."""
+    if chosen is None:
         return 1.0
     scale = float(chosen)
     if not (np.isfinite(scale) and scale > 0):
         raise UserError(f"std_scale must be positive, got {scale}: the factor on the std map (1 = none)")
+    if given is None and samples > 1:
+        from ..evaluation.metrics import std_scale_at_samples
+        fitted = posterior_sample_count(method, task)
+        if fitted < 2:
+            raise UserError(f"the {task} preset of {method} has a std_scale but draws {fitted} sample, and a scale is "
+                            f"calibrated at K >= 2: scorerecon tune {task} --method {method} --calibrate-std fits one")
+        scale = std_scale_at_samples(scale, fitted, samples)
     return scale
 
 
@@ -291,7 +316,8 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
     task = task_of(meas)
     settings = settings_for(method, task, {**options, "steps": steps, "samples": samples})
     samples = int(settings.pop("samples", 1))
-    std_scale = _std_scale(method, task, samples, settings.pop("std_scale", 1.0), options.get("std_scale"))
+    std_scale = std_map_scale(method, task, samples, settings.pop("std_scale", None), options.get("std_scale"))
+    tuned_with = preset_prior_mismatch(method, task, prior, meas.modality)
     prior = resolve_prior(prior, meas.modality)
     problem_options = {k: settings.pop(k) for k in _PROBLEM_OPTIONS if k in settings}
     if problem_options.get("coils") == "hybrid" and method != "chung":
@@ -309,7 +335,8 @@ def run_method(meas, method: str, *, prior=None, steps: int | None = None, sampl
                                **settings, **warm)
     images = finish(out.images.cpu().numpy().astype(np.float32))
     info = {"method": method, "task": task, "nfe": out.nfe, "samples": samples, "seed": int(seed),
-            **out.info, **problem_options, **({"std_scale": std_scale} if samples > 1 else {})}
+            **out.info, **problem_options, **({"std_scale": std_scale} if samples > 1 else {}),
+            **({"preset_tuned_with": tuned_with} if tuned_with else {})}
     std = (std_scale * images.std(axis=0)).astype(np.float32) if samples > 1 else None
     return MethodOutput(unit_image=images.mean(axis=0).astype(np.float32), std=std, info=info, samples=images)
 
