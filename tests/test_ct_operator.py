@@ -326,6 +326,10 @@ def test_shape_mismatch_raises_user_error():
         op.adjoint(torch.zeros(1, 1, 10, 3))
     with pytest.raises(UserError, match="unknown FBP filter"):
         CTOperator(op.geometry, filter="butterworth")
+    with pytest.raises(UserError, match="a complex image .* CT operator, which is real"):
+        op(torch.zeros(1, 1, 16, 16, dtype=torch.complex64))
+    with pytest.raises(UserError, match="a complex sinogram"):
+        op.fbp(torch.zeros(1, 1, 10, op.geometry.n_detectors, dtype=torch.complex64))
 
 
 def test_measurement_round_trip(tmp_path):

@@ -67,9 +67,9 @@ class Measurement:
         if kept == 0:
             raise UserError("the mask keeps no measurement (all zeros): nothing to reconstruct from")
         if np.iscomplexobj(self.data) != (self.modality == "mri"):
-            kind = "complex k-space" if self.modality == "mri" else "a real sinogram (line integrals)"
-            raise UserError(f"{self.modality.upper()} data must be {kind}, got {np.asarray(self.data).dtype} values: "
-                            f"store {'complex64 k-space' if self.modality == 'mri' else 'the real post-log sinogram'}")
+            expected = "complex k-space" if self.modality == "mri" else "a real sinogram (post-log line integrals)"
+            raise UserError(f"{self.modality.upper()} data must be {expected}, got {np.asarray(self.data).dtype} "
+                            "values: store those")
         if self.modality == "mri":
             if np.ndim(self.data) != 3:
                 raise UserError(f"MRI k-space must be (coils, H, W), got shape {np.shape(self.data)}: "

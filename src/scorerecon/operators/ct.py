@@ -419,6 +419,9 @@ class CTOperator(MaskedOperator):
         if x.dim() < 3 or tuple(x.shape[-2:]) != shape:
             raise UserError(f"{what} of shape {tuple(x.shape)} does not match the CT geometry's "
                             f"{shape}: resample it or build the geometry for it")
+        if x.is_complex():  # the float32 matrices would drop the imaginary part with only a warning
+            raise UserError(f"a complex {what} ({x.dtype}) was given to the CT operator, which is real: pass "
+                            "its real part, or its real and imaginary parts as two batch items")
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """T x: (…, H, W) -> (…, V, D)."""

@@ -89,9 +89,14 @@ _COMMON_SETTINGS = ("steps", "samples", "std_scale")
 DEFAULT_PRIOR = {"ct": "head-ct", "mri": "brain-mri"}
 
 
+def _named(prior) -> bool:
+    """Whether ``prior`` names a prior (a name, a path, or None for the default) rather than being one."""
+    return prior is None or isinstance(prior, str) or hasattr(prior, "__fspath__")
+
+
 def resolve_prior(prior, modality: str):
     """A prior object from a name, a path, or an object (default: the modality's shipped prior)."""
-    if prior is None or isinstance(prior, str) or hasattr(prior, "__fspath__"):
+    if _named(prior):
         from ..priors.registry import load_prior
         name = prior if prior is not None else DEFAULT_PRIOR[modality]
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,7 +112,7 @@ def preset_prior_mismatch(method: str, task: str, prior, modality: str) -> str |
     from ..priors.registry import prior_digest
     tuned = load_preset(task).get("tuned", {}).get(method, {})
     recorded = tuned.get("prior", tuned.get("settings_from", {}).get("tuned", {}).get("prior"))
-    if recorded is None or not (prior is None or isinstance(prior, str) or hasattr(prior, "__fspath__")):
+    if recorded is None or not _named(prior):
         return None
     used = prior if prior is not None else DEFAULT_PRIOR[modality]
     try:
