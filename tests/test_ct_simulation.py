@@ -136,6 +136,8 @@ def test_masks_are_combined_in_the_file(tmp_path):
     np.testing.assert_array_equal(meas.extras["metal_mask"], metal.astype(np.uint8))
     assert meas.attrs["metal"] == "mask" and meas.attrs["metal_hu"] == pytest.approx(metal_hu("iron"))
     np.testing.assert_array_equal(meas.truth, hu)  # truth without metal
+    # 10 views requested over 180°, 150° of them acquired
+    assert meas.attrs["views"] == 10 and meas.attrs["acquired_views"] == int((views & in_range).sum()) < 10
 
 
 def test_auto_metal_is_seeded_and_inside_the_body():
@@ -197,6 +199,7 @@ def test_simulate_file_round_trip_and_no_partial_output(tmp_path):
     np.testing.assert_array_equal(back.data, meas.data)
     np.testing.assert_array_equal(back.mask, meas.mask)
     assert back.attrs["flux"] == 1e6 and back.attrs["views"] == 8 and "limited_angle" not in back.attrs
+    assert back.attrs["acquired_views"] == 8
     assert CTGeometry.from_dict(back.geometry) == CTGeometry.from_dict(meas.geometry)
     bad = tmp_path / "bad.h5"
     with pytest.raises(UserError):

@@ -323,6 +323,7 @@ def simulate_ct(image_hu, *, pixel_size: float = 1.0, views: int | None = None, 
         attrs.update(metal=source, metal_material=metal_material, metal_hu=float(metal_hu(metal_material)),
                      spectrum_kvp=SPECTRUM_KVP, reference_energy_kev=REFERENCE_ENERGY_KEV)
     attrs["flux"] = flux
+    attrs["acquired_views"] = int(acquired_mask.any(axis=1).sum())  # ``views`` is the request: a limited angle keeps fewer
     data = (sinogram * mask).astype(np.float32)
     return Measurement("ct", data, mask.astype(np.uint8), geom.to_dict(), truth=image.astype(np.float32),
                        extras=extras, attrs=attrs).validate()
