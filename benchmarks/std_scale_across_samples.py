@@ -22,24 +22,12 @@ import numpy as np
 
 from score_methods import RESULTS, TASKS, evaluation_images, rerun_command, simulate, write_result
 from scorerecon.cli_types import positive_int
-from scorerecon.evaluation.metrics import (GAUSSIAN_WITHIN_1STD, error_and_std, gaussian_std_scale, std_coverage,
-                                           std_scale_at_samples, std_scale_for_coverage)
-from scorerecon.solvers.registry import reconstruct
+from scorerecon.evaluation.metrics import (GAUSSIAN_WITHIN_1STD, gaussian_std_scale, std_coverage, std_scale_at_samples,
+                                           std_scale_for_coverage)
 from scorerecon.solvers.score import DEFAULT_PRIOR, settings_for
-from scorerecon.solvers.tuning import task_of
+from scorerecon.solvers.tuning import task_of, unscaled_error_and_std
 
 METHOD = "fast"
-
-
-def pooled_error_and_std(cases: list, samples: int, prior: str, steps: int | None, seed: int):
-    """|error| and the unscaled std map of every case at K = ``samples``, pooled over their pixels
-    (outside any metal), as ``calibrate_std`` pools them."""
-    pairs = []
-    for meas in cases:
-        result = reconstruct(meas, METHOD, prior=prior, samples=samples, steps=steps, seed=seed,
-                             progress=False, std_scale=1.0)
-        pairs.append(error_and_std(result.image, result.std, meas.truth, meas.extras.get("metal_mask")))
-    return (np.concatenate(parts) for parts in zip(*pairs))
 
 
 def row(samples: int, fitted: float, fitted_samples: int, error: np.ndarray, std: np.ndarray) -> str:
@@ -78,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"the {preset_task} preset of {METHOD} has no calibrated std_scale: nothing to carry")
     fitted, fitted_samples = float(preset["std_scale"]), int(preset["samples"])
     prior = DEFAULT_PRIOR[modality]
-    rows = [row(k, fitted, fitted_samples, *pooled_error_and_std(cases, k, prior, args.steps, args.seed))
+    rows = [row(k, fitted, fitted_samples,
+                *unscaled_error_and_std(cases, METHOD, prior, args.seed, samples=k, steps=args.steps))
             for k in counts]
     output = args.output or str(RESULTS / f"std_scale_across_samples_{args.task.replace('-', '_')}.md")
     text = "\n".join([

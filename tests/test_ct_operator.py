@@ -284,10 +284,8 @@ def test_constructors_refuse_what_they_compute_with_and_matrices_past_int32():
                 make((16, 16), 8, **kwargs)
     with pytest.raises(UserError, match=r"image shape \(4, 16, 16\) is invalid"):
         CTGeometry.parallel((4, 16, 16), 8)
-    big = CTGeometry.parallel((1024, 1024), 1100)
-    for build in (ct.system_matrices, ct.backprojection_matrix):
-        with pytest.raises(UserError, match="1024x1024 image with 1100 views needs CT system matrices of about 2.3e"):
-            build(big)
+    with pytest.raises(UserError, match="1024x1024 image with 1100 views needs CT system matrices of about 2.3e"):
+        CTGeometry.parallel((1024, 1024), 1100)  # refused as a geometry, before any matrix is built
 
 
 @pytest.mark.parametrize("change", [

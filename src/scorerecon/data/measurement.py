@@ -163,7 +163,7 @@ def write_measurement(path: str | os.PathLike, meas: Measurement) -> None:
             f.attrs["modality"] = meas.modality
             _write_attrs(f, meas.attrs)
             f.create_dataset("measurement", data=meas.data, compression="gzip", compression_opts=4)
-            f.create_dataset("mask", data=(np.asarray(meas.mask) != 0).astype(np.uint8), compression="gzip")
+            f.create_dataset("mask", data=np.asarray(meas.mask).astype(np.uint8), compression="gzip")  # 0/1 since validate
             _write_dict(f.create_group("geometry"), meas.geometry)
             if meas.truth is not None:
                 f.create_dataset("truth", data=meas.truth, compression="gzip", compression_opts=4)

@@ -86,6 +86,7 @@ class CTGeometry:
             raise UserError("CT geometry: n_detectors, detector_spacing and pixel_size must be positive and finite")
         if self.kind == "fan":
             self._validate_fan()
+        _check_index_range(self)
 
     def _validate_fan(self) -> None:
         if self.detector_shape not in DETECTOR_SHAPES:
@@ -225,15 +226,15 @@ def _as_str(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# ============================================================================ matrices
 #: the most entries an int32-indexed CSR matrix can address
 INT32_ENTRIES = 2 ** 31 - 1
 
 
 def _check_index_range(geometry: CTGeometry) -> None:
-    """Refuse a geometry whose system matrices outgrow int32 indices: every pixel reaches about
-    two bins in each view (measured: 1.8 V·H·W entries in T, 2.0 V·H·W in FBP's back-projector),
-    so 2 V·H·W bounds them; past 2^31 the indices would wrap silently."""
+    """Part of a geometry's validation: refuse one whose system matrices (below) outgrow int32
+    indices.  Every pixel reaches about two bins in each view (measured: 1.8 V·H·W entries in T,
+    2.0 V·H·W in FBP's back-projector), so 2 V·H·W bounds them; past 2^31 the indices would wrap
+    silently."""
     h, w = geometry.image_shape
     entries = 2 * geometry.n_views * h * w
     if entries > INT32_ENTRIES or geometry.n_views * geometry.n_detectors > INT32_ENTRIES:
@@ -241,10 +242,10 @@ def _check_index_range(geometry: CTGeometry) -> None:
                         f"{entries:.2g} entries, more than 32-bit indices address: use fewer views or a smaller image")
 
 
+# ============================================================================ matrices
 @proj.lru(maxsize=4)
 def system_matrices(geometry: CTGeometry) -> tuple[torch.Tensor, torch.Tensor]:
     """(T, T^T) as int32 CSR: (V·D, H·W) and (H·W, V·D); cached in memory and on disk."""
-    _check_index_range(geometry)
     key = geometry.cache_key()
     m, n = geometry.n_views * geometry.n_detectors, geometry.image_shape[0] * geometry.image_shape[1]
     forward = proj.cached_matrix(key, "forward", (m, n),
@@ -256,7 +257,6 @@ def system_matrices(geometry: CTGeometry) -> tuple[torch.Tensor, torch.Tensor]:
 @proj.lru(maxsize=4)
 def backprojection_matrix(geometry: CTGeometry) -> torch.Tensor:
     """The (H·W, V·D) weighted pixel-driven back-projector of FBP (see :func:`_fbp_sampling`)."""
-    _check_index_range(geometry)
     n = geometry.image_shape[0] * geometry.image_shape[1]
     shape = (n, geometry.n_views * geometry.n_detectors)
     return proj.cached_matrix(geometry.cache_key(), "fbp", shape, lambda: proj.interpolation_matrix(

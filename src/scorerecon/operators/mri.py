@@ -167,7 +167,7 @@ def phase_rotated(op: SingleCoilMRI | SenseMRI, rotation: Tensor) -> SenseMRI:
         return SenseMRI(op.maps * rotation, op.mask)  # every batch item's maps (B, C, H, W)
     if type(op) is not SingleCoilMRI:  # e.g. CoilPhaseMRI, whose per-coil phases one map would lose
         raise TypeError(f"phase_rotated takes SingleCoilMRI or SenseMRI, not {type(op).__name__}")
-    return SenseMRI(torch.ones_like(rotation)[None] * rotation, op.mask)
+    return SenseMRI(rotation[None], op.mask)
 
 
 def _check_grid(shape_a, shape_b, what: str) -> None:

@@ -239,7 +239,7 @@ def _check_image(image_hu) -> np.ndarray:
     return np.maximum(image, HU_LOW)
 
 
-def _check_options(views, full_views, geometry, detector, limited_angle, flux, pixel_size) -> None:
+def _check_options(views, full_views, geometry, detector, limited_angle, flux) -> None:
     if geometry not in ("parallel", "fan"):
         raise UserError(f"unknown CT geometry {geometry!r}: use 'parallel' or 'fan'")
     if detector not in ("flat", "curved"):
@@ -258,8 +258,6 @@ def _check_options(views, full_views, geometry, detector, limited_angle, flux, p
     if flux is not None and flux > MAX_FLUX:
         raise UserError(f"--flux {flux:g} is beyond {MAX_FLUX:g} photons, where the noise is below float32's "
                         "precision: leave --flux out for a noise-free scan")
-    if not (np.isfinite(pixel_size) and pixel_size > 0):
-        raise UserError(f"the pixel size must be a positive finite number, got {pixel_size} mm")
 
 
 def _make_geometry(shape, kind: str, detector: str, full_views: int, pixel_size: float):
@@ -284,7 +282,7 @@ def simulate_ct(image_hu, *, pixel_size: float = 1.0, views: int | None = None, 
     """
     from ..operators.ct import CTOperator, combine_masks, limited_angle_mask, metal_trace_mask, view_mask
     image = _check_image(image_hu)
-    _check_options(views, full_views, geometry, detector, limited_angle, flux, pixel_size)
+    _check_options(views, full_views, geometry, detector, limited_angle, flux)  # pixel size: the geometry's
     if metal_material not in METAL_DENSITY:
         raise UserError(f"unknown metal {metal_material!r}: use one of {', '.join(METAL_DENSITY)}")
     geom = _make_geometry(image.shape, geometry, detector, full_views, pixel_size)

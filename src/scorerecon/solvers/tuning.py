@@ -613,20 +613,29 @@ def calibrate_std(cases: list, method: str, prior, seed: int = 0, settings: dict
     pixels (outside any metal), and return the factor c that puts |error| ≤ c·std on 68.27 % of
     them, with the coverage before and after (:func:`~scorerecon.evaluation.metrics.std_coverage`;
     after: 68 % within 1 std by construction, on the same pixels)."""
-    from ..evaluation.metrics import error_and_std, std_coverage, std_scale_for_coverage
-    from .registry import reconstruct
+    from ..evaluation.metrics import std_coverage, std_scale_for_coverage
     from .score import settings_for
     task = task_of(cases[0])
     given = {} if settings is None else settings_for(method, task, {}, settings)
     options = {k: v for k, v in given.items() if k != "std_scale"}
     _check_draws_samples(method, task, settings)
+    error, std = unscaled_error_and_std(cases, method, prior, seed, **options)
+    scale = std_scale_for_coverage(error, std)
+    return {"std_scale": scale, "before": std_coverage(error, std), "after": std_coverage(error, scale * std)}
+
+
+def unscaled_error_and_std(cases: list, method: str, prior, seed: int = 0,
+                           **options) -> tuple[np.ndarray, np.ndarray]:
+    """|error| and the samples' own std map (``std_scale`` 1) of ``method`` with ``options`` on
+    every case, pooled over their pixels outside any metal (what a std scale is fitted on)."""
+    from ..evaluation.metrics import error_and_std
+    from .registry import reconstruct
     pairs = []
     for meas in cases:
         result = reconstruct(meas, method, prior=prior, seed=seed, progress=False, **options, std_scale=1.0)
         pairs.append(error_and_std(result.image, result.std, meas.truth, meas.extras.get("metal_mask")))
     error, std = (np.concatenate(parts) for parts in zip(*pairs))
-    scale = std_scale_for_coverage(error, std)
-    return {"std_scale": scale, "before": std_coverage(error, std), "after": std_coverage(error, scale * std)}
+    return error, std
 
 
 def preset_to_calibrate(task: str, method: str, output: str | None) -> tuple[dict, dict]:
