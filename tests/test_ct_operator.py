@@ -60,6 +60,18 @@ def test_adjoint_identity(name):
     assert op.measured_fraction < 9 / g.n_views
 
 
+def test_operators_return_the_input_floating_dtype():
+    g = GEOMETRIES["parallel"](16)
+    op = CTOperator(g, view_mask(g.n_views, k=9))
+    x = torch.rand(1, 1, *g.image_shape, dtype=torch.float64)
+    y = torch.rand(1, 1, *g.sinogram_shape, dtype=torch.float64)
+    for result, single in ((op(x), op(x.float())), (op.adjoint(y), op.adjoint(y.float())),
+                           (op.fbp(y), op.fbp(y.float())), (op.transform_adjoint(y), op.transform_adjoint(y.float()))):
+        assert result.dtype == torch.float64 and single.dtype == torch.float32
+        torch.testing.assert_close(result.float(), single)
+    assert op.transform(torch.ones(1, 1, *g.image_shape, dtype=torch.int64)).dtype == torch.float32
+
+
 def test_transpose_is_exact_and_batched():
     g = GEOMETRIES["fan-curved"](24)
     op = CTOperator(g)
@@ -170,6 +182,16 @@ def test_view_mask():
     for bad in (dict(k=0), dict(k=11), dict(indices=[]), dict(indices=[10]), dict(), dict(k=2, indices=[1])):
         with pytest.raises(UserError):
             view_mask(10, **bad)
+
+
+def test_view_mask_on_a_full_circle_spaces_the_views_around_it():
+    # 0° and 359° are one step apart on a circle: a half-turn spacing would waste a view there
+    half_turn, circle = (np.flatnonzero(view_mask(360, k=23, full_circle=c)) for c in (False, True))
+    assert half_turn[0] == 0 and half_turn[-1] == 359
+    circular_gaps = np.diff(np.append(circle, circle[0] + 360))
+    assert len(circle) == 23 and circular_gaps.min() >= 15 and circular_gaps.max() <= 16
+    assert np.flatnonzero(view_mask(12, k=4, full_circle=True)).tolist() == [0, 3, 6, 9]
+    assert view_mask(10, k=10, full_circle=True).all()
 
 
 def test_limited_angle_mask():

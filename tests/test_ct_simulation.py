@@ -56,6 +56,7 @@ def test_fan_beam_simulation_round_trips_through_the_unit_helper():
     torch.testing.assert_close(sinogram_to_unit(meas)[0, 0] * torch.from_numpy(meas.mask.astype(np.float32)),
                                expected[0, 0] * torch.from_numpy(meas.mask.astype(np.float32)), rtol=1e-4, atol=1e-4)
     assert meas.geometry["detector_shape"] == "curved"
+    assert np.flatnonzero(meas.mask.reshape(36, -1).any(1)).tolist() == list(range(0, 36, 3))  # around the circle
 
 
 def test_photon_counts_have_poisson_mean_and_variance_plus_electronic_noise():

@@ -26,7 +26,8 @@ def _add_simulate(sub) -> None:
     ct = kinds.add_parser("ct", help="CT: sparse view, limited angle, metal, Poisson noise")
     ct.add_argument("image", help="image in HU: DICOM file or series folder, NIfTI, NRRD, .npy or .png")
     ct.add_argument("-o", "--output", required=True, help="measurement file to write (.h5)")
-    ct.add_argument("--views", type=int, default=None, help="number of views kept (default: all)")
+    ct.add_argument("--views", type=int, default=None, help="number of views kept, evenly spaced (default: all); parallel beam keeps the first and "
+                    "last of its 180° (Song et al.'s protocol), fan beam spreads them around 360°")
     ct.add_argument("--full-views", type=int, default=180, help="size of the full view set (default 180)")
     ct.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
     ct.add_argument("--detector", choices=["flat", "curved"], default="flat", help="fan-beam detector shape")

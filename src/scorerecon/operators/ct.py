@@ -385,17 +385,24 @@ class _SparseMatmul(torch.autograd.Function):
         return None, None, _SparseMatmul.apply(matrix_t, matrix, grad)
 
 
+def _result_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype an operator returns for ``x``: computed in float32, given back in x's floating
+    dtype (float64 in, float64 out), float32 for integer input."""
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
 def _apply(matrix, matrix_t, x: torch.Tensor, out_shape: tuple[int, int]) -> torch.Tensor:
     """Apply ``matrix`` to the trailing two dims of x, all leading dims in one sparse @ dense."""
     lead = x.shape[:-2]
     flat = x.to(matrix.dtype).reshape(-1, matrix.shape[1]).T
-    return _SparseMatmul.apply(matrix, matrix_t, flat).T.reshape(*lead, *out_shape)
+    return _SparseMatmul.apply(matrix, matrix_t, flat).T.reshape(*lead, *out_shape).to(_result_dtype(x))
 
 
 class CTOperator(MaskedOperator):
     """A = Λ ⊙ T with T the Radon transform of ``geometry`` (Joseph's method, sparse int32 CSR).
 
     Images are (B, C, H, W), sinograms (B, C, V, D); ``mask`` is (V, D) or (V,) (views).
+    The products run in float32 and come back in the input's floating dtype.
     ``filter`` is the FBP filter that :meth:`transform_inverse` uses.  FBP inverts T only where
     the views sample the angles densely enough (about π/2 views per pixel of image width: 400
     for 256²); below that, and on a subset of the views, T⁻¹ Λ T has eigenvalues above 2, so
@@ -457,7 +464,7 @@ class CTOperator(MaskedOperator):
             self.backprojector = backprojection_matrix(self.geometry).to(self.mask.device)
         lead = filtered.shape[:-2]
         flat = _spmm(self.backprojector, filtered.reshape(-1, self.backprojector.shape[1]).T)
-        return flat.T.reshape(*lead, *self.geometry.image_shape)
+        return flat.T.reshape(*lead, *self.geometry.image_shape).to(_result_dtype(sinogram))
 
 
 def fbp(geometry, sinogram: torch.Tensor, filter: str = "ramp") -> torch.Tensor:
@@ -467,18 +474,24 @@ def fbp(geometry, sinogram: torch.Tensor, filter: str = "ramp") -> torch.Tensor:
 
 
 # =============================================================================== masks
-def view_mask(n_full: int, k: int | None = None, indices=None) -> np.ndarray:
-    """(V,) float32 view mask: ``k`` evenly spaced views round(linspace(0, n_full-1, k)) (as
-    Song et al.'s code, ``get_ct_subsampling_mask``) or the given view ``indices``.  Both ends
-    are kept, so on a parallel-beam grid over 180° the first and last views lie one step apart
-    (0° and 179° of 180 views): the published 23-view protocol, kept for comparability."""
+def view_mask(n_full: int, k: int | None = None, indices=None, full_circle: bool = False) -> np.ndarray:
+    """(V,) float32 view mask: ``k`` evenly spaced views or the given view ``indices``.
+
+    On a half turn (parallel beam over 180°) the k views are round(linspace(0, n_full-1, k)), as
+    Song et al.'s code (``get_ct_subsampling_mask``): both ends are kept, so the first and last
+    views lie one step apart (0° and 179° of 180 views), the published 23-view protocol, kept for
+    comparability.  On a ``full_circle`` (fan beam over 360°) the last view would sit next to the
+    first (359° beside 0°) and k views would give k − 1 directions, so the views are
+    round(arange(k) · n_full / k) instead: k views evenly spaced around the circle.
+    """
     if (k is None) == (indices is None):
         raise UserError("give either the number of views k or the view indices, not both or neither")
     mask = np.zeros(int(n_full), np.float32)
     if k is not None:
         if not 1 <= int(k) <= n_full:
             raise UserError(f"cannot keep {k} views of {n_full}: choose between 1 and {n_full}")
-        indices = np.round(np.linspace(0, n_full - 1, int(k))).astype(int)
+        positions = np.arange(int(k)) * (n_full / int(k)) if full_circle else np.linspace(0, n_full - 1, int(k))
+        indices = np.round(positions).astype(int)
     indices = np.asarray(indices, dtype=int).reshape(-1)
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= n_full:
         raise UserError(f"view indices must be a non-empty list within 0..{n_full - 1}")

@@ -295,7 +295,7 @@ def simulate_ct(image_hu, *, pixel_size: float = 1.0, views: int | None = None, 
         return op.transform(unit[:, None]).squeeze(1).double().numpy() * scale
 
     rng = np.random.default_rng(seed)
-    acquired = [view_mask(full_views, k=views or full_views)]
+    acquired = [view_mask(full_views, k=views or full_views, full_circle=geometry == "fan")]
     if limited_angle is not None:
         acquired.append(limited_angle_mask(geom, limited_angle))
     attrs: dict[str, Any] = dict(units="post-log line integral", seed=int(seed), mu_water_per_mm=MU_WATER_PER_MM,
