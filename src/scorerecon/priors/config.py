@@ -37,7 +37,7 @@ DEFAULTS = {
     "output": {"dir": "", "export": ""},
 }
 _POSITIVE = {"training": ("steps", "batch_size", "checkpoint_every", "log_every", "lr", "grad_clip"),
-             "data": ("crop",)}
+             "data": ("crop", "image_size"), "network": ("channels",)}
 
 
 def data_root() -> Path:
@@ -172,6 +172,7 @@ def _check_values(cfg: dict) -> None:
     downsample = cfg["data"]["downsample"]
     if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
         raise UserError(f"[data] downsample must be a whole number ≥ 1 (1 = full resolution), got {downsample!r}")
+    _check_sizes(cfg["network"]["ch_mult"], cfg["data"])
     _check_sigma_range(cfg["training"]["sigma_range"])
     dataset = cfg["data"]["dataset"]
     if not isinstance(dataset, str) and not (isinstance(dataset, list) and dataset
@@ -183,6 +184,18 @@ def _check_values(cfg: dict) -> None:
     _check_repeat(cfg["data"]["repeat"], dataset_names(cfg))
     if cfg["data"]["modality"] not in ("ct", "mri"):
         raise UserError(f"[data] modality must be 'ct' or 'mri', got {cfg['data']['modality']!r}")
+
+
+def _check_sizes(ch_mult: list, data: dict) -> None:
+    """``[network] ch_mult``: one whole number ≥ 1 per level; ``[data] image_size``: a size the
+    prior applies to, a multiple of ``downsample`` · 2^(levels − 1) (:meth:`ScorePrior.check_image_size`)."""
+    if not ch_mult or not all(mult >= 1 for mult in ch_mult):
+        raise UserError(f"[network] ch_mult must list one whole number ≥ 1 per level, e.g. [1, 2, 2, 2], "
+                        f"got {ch_mult!r}")
+    multiple = data["downsample"] * 2 ** (len(ch_mult) - 1)
+    if data["image_size"] % multiple:
+        raise UserError(f"[data] image_size {data['image_size']} is not a multiple of {multiple} ([data] downsample "
+                        f"times 2^(levels - 1) of [network] ch_mult): choose a multiple of {multiple}")
 
 
 def _check_repeat(repeat, names: list[str]) -> None:

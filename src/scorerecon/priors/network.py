@@ -97,8 +97,8 @@ class ScoreUNet(nn.Module):
                  fourier_scale: float = 16.0):
         super().__init__()
         levels = len(ch_mult)
-        if channels < 1 or nf < 4 or nf % 4 or levels < 1 or num_res_blocks < 1:
-            raise UserError("network needs channels >= 1, nf a multiple of 4, ch_mult non-empty, "
+        if channels < 1 or nf < 4 or nf % 4 or levels < 1 or min(ch_mult) < 1 or num_res_blocks < 1:
+            raise UserError("network needs channels >= 1, nf a multiple of 4, ch_mult non-empty with entries >= 1, "
                             "num_res_blocks >= 1: fix the [network] table of the config")
         if any(not 0 <= lvl < levels for lvl in attention_levels):
             raise UserError(f"attention_levels {list(attention_levels)} must lie in 0..{levels - 1}")

@@ -104,7 +104,16 @@ def _load_array(path: Path, cfg: dict) -> np.ndarray:
     if images.ndim != 4 or images.shape[1] != channels:
         raise UserError(f"training data {path} has shape {images.shape}: expected (N, H, W) images "
                         f"with {channels} channel(s)")
+    if not _all_finite(images):
+        raise UserError(f"training data {path} holds NaN or infinite values: clean it (e.g. replace them "
+                        "by valid intensities) or prepare the dataset again")
     return np.asarray(images, dtype=np.float32)
+
+
+def _all_finite(images: np.ndarray, chunk: int = 256) -> bool:
+    """Whether every value is finite, read ``chunk`` images at a time (a large memory map whole
+    would need a mask as large)."""
+    return all(np.isfinite(images[i:i + chunk]).all() for i in range(0, len(images), chunk))
 
 
 def average_pool(images: np.ndarray, factor: int, source: str = "the images") -> np.ndarray:
@@ -390,12 +399,26 @@ def _configured_device(name: str, local_rank: int = 0) -> torch.device:
         raise UserError(f"[training] device {name!r} is not a device: use auto, cpu or cuda (or cuda:N)") from None
 
 
+def _check_available(device: torch.device) -> None:
+    """UserError when ``device`` is a GPU this machine lacks: no CUDA, or fewer GPUs than cuda:N needs."""
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise UserError(f"[training] device {device} needs CUDA, which is not available here: "
+                        'set device = "cpu" (or "auto")')
+    count = torch.cuda.device_count()
+    if (device.index or 0) >= count:
+        raise UserError(f"[training] device {device} does not exist: this machine has {count} GPU(s): use "
+                        f"cuda:N with N < {count} (with torchrun, at most {count} processes per machine)")
+
+
 def init_distributed(requested: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment (one process without it), the
     device from ``[training] device`` (:func:`_configured_device`) and the process group's
     backend from that device: nccl for CUDA, gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = _configured_device(requested, int(os.environ.get("LOCAL_RANK", "0")))
+    _check_available(device)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -418,6 +441,7 @@ def bf16_is_emulated(device: torch.device) -> bool:
 def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None:
     """Run (or resume) the training described by ``cfg``; return the exported prior's path."""
     retain_freed_memory()
+    check_outputs(cfg["output"])
     rank, world, device = init_distributed(cfg["training"]["device"])
     trainer = Trainer(cfg, load_training_images(cfg), rank, world, device)
     if rank == 0 and trainer.opt["bf16"] and bf16_is_emulated(device):
@@ -435,6 +459,32 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
         dist.barrier()
         dist.destroy_process_group()
     return path
+
+
+def check_outputs(output: dict) -> None:
+    """UserError, before any work, unless ``[output] dir`` can be a folder and ``[output] export``
+    a ``.safetensors`` file in a folder that exists or that the run makes (dir or one above it)."""
+    out = Path(os.path.abspath(output["dir"]))
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "a file" if existing == out else f"inside the file {existing}"
+        raise UserError(f"[output] dir {output['dir']} is {where}: set it to a folder")
+    _check_writable(existing, f"[output] dir {output['dir']}")
+    export = Path(os.path.abspath(output["export"]))
+    if export.suffix != ".safetensors" or export.is_dir():
+        raise UserError(f"[output] export {output['export']} is not a .safetensors file name: "
+                        "set it to a file name ending in .safetensors")
+    if export.parent in (out, *out.parents) and not export.parent.exists():
+        return  # made with the run folder
+    if not export.parent.is_dir():
+        raise UserError(f"[output] export {output['export']}: the folder {export.parent} does not exist: "
+                        "create it, or export into [output] dir")
+    _check_writable(export.parent, f"[output] export {output['export']}")
+
+
+def _check_writable(folder: Path, entry: str) -> None:
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{entry}: the folder {folder} is not writable: choose a folder you can write in")
 
 
 def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:
