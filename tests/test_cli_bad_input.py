@@ -461,3 +461,143 @@ def test_a_mistyped_layout_is_refused_before_any_work(ct_files, capsys, monkeypa
     assert main(argv) == 2
     assert "SCORERECON_LAYOUT='channel_last' is not a layout: set it to channels_last" in _one_line(capsys)
     assert not (ct_files / "r.npy").exists()
+
+
+def _reconstruct_one_line(path, tmp_path, capsys) -> str:
+    out = tmp_path / "r.npy"
+    assert main(["reconstruct", str(path), "-o", str(out), "--method", "fbp" if "ct" in path.name
+                 else "zero-filled"]) == 2
+    assert not out.exists()
+    return _one_line(capsys)
+
+
+def _edited_copy(source: Path, name: str, edit) -> Path:
+    import h5py
+    import shutil
+    target = source.with_name(name)
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as f:
+        edit(f)
+    return target
+
+
+@pytest.fixture
+def mri_file(tmp_path):
+    np.save(tmp_path / "brain.npy", np.clip(shepp_logan_hu(32) / 1000 + 1, 0, None))
+    assert main(["simulate", "mri", str(tmp_path / "brain.npy"), "-o", str(tmp_path / "mri.h5"),
+                 "--acceleration", "2"]) == 0
+    return tmp_path / "mri.h5"
+
+
+def _replace(name, value):
+    def edit(f):
+        del f[name]
+        f[name] = value
+    return edit
+
+
+def _as_group(name):
+    def edit(f):
+        del f[name]
+        f.create_group(name)
+    return edit
+
+
+def _set_attr(group, name, value):
+    def edit(f):
+        f[group].attrs[name] = value
+    return edit
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("ct_extras_array.h5", _replace("extras", [0, 0, 0]), "'/extras' should be a group of arrays"),
+    ("ct_geometry_array.h5", _replace("geometry", [0, 0]), "'/geometry' should be a group of arrays"),
+    ("ct_measurement_group.h5", _as_group("measurement"), "'/measurement' should be an array"),
+    ("ct_text_data.h5", _replace("measurement", np.array([[b"a"] * 24] * 12)), "data holds |S1 values"),
+    ("ct_text_mask.h5", _replace("mask", np.array([b"x"] * 24)), "mask holds |S1 values"),
+    ("ct_complex_truth.h5", _replace("truth", np.ones((32, 32), np.complex64)), "must be a real image"),
+    ("ct_mask_3d.h5", _replace("mask", np.ones((2, 24, 1), np.uint8)), "a CT mask is (views, detectors)"),
+])
+def test_a_measurement_file_of_the_wrong_layout_is_one_line(ct_files, capsys, name, edit, message):
+    path = _edited_copy(ct_files / "m.h5", name, edit)
+    assert message in _reconstruct_one_line(path, ct_files, capsys)
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("mri_kspace_group.h5", _as_group("kspace"), "'/kspace' should be an array"),
+    ("mri_extras_array.h5", _replace("scorerecon", [1]), "'/scorerecon' should be a group of arrays"),
+    ("mri_scale_text.h5", _set_attr("scorerecon", "intensity_scale", "big"), "intensity_scale = 'big' is not a number"),
+    ("mri_max_text.h5", _set_attr("/", "max", "big"), "max = 'big' is not a number"),
+    ("mri_esc_text.h5", _replace("reconstruction_esc", np.array([[[b"a"]]])), "not a real image"),
+    ("mri_no_slices.h5", _replace("kspace", np.zeros((0, 32, 32), np.complex64)), "holds no slices"),
+])
+def test_a_fastmri_file_of_the_wrong_layout_is_one_line(mri_file, tmp_path, capsys, name, edit, message):
+    path = _edited_copy(mri_file, name, edit)
+    assert message in _reconstruct_one_line(path, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("which", ["ct", "mri"])
+def test_a_damaged_hdf5_file_is_one_line(ct_files, mri_file, tmp_path, capsys, which):
+    import h5py
+    import shutil
+    source, name = (ct_files / "m.h5", "measurement") if which == "ct" else (mri_file, "kspace")
+    path = tmp_path / f"{which}_damaged.h5"
+    shutil.copy(source, path)
+    with h5py.File(path, "r") as f:
+        chunk = f[name].id.get_chunk_info(0)
+    with open(path, "r+b") as raw:
+        raw.seek(chunk.byte_offset + chunk.size // 2)
+        raw.write(b"\0" * 64)
+    assert "is damaged" in _reconstruct_one_line(path, tmp_path, capsys)
+
+
+def test_simulate_refuses_an_output_that_would_overwrite_its_image(tmp_path, capsys):
+    from scorerecon.data.io import write_image
+    write_image(tmp_path / "mr.cfl", np.clip(shepp_logan_hu(32) / 1000 + 1, 0, None))
+    before = (tmp_path / "mr.cfl").read_bytes()
+    assert main(["simulate", "mri", str(tmp_path / "mr.cfl"), "-o", str(tmp_path / "mr.cfl")]) == 2
+    assert "would overwrite the image" in _one_line(capsys)
+    assert (tmp_path / "mr.cfl").read_bytes() == before
+
+
+def test_reconstruct_takes_a_measurement_and_refuses_settings_that_blow_up(ct_files, mri_file, tmp_path, capsys):
+    from scorerecon.data.measurement import read_measurement
+    from scorerecon.solvers import reconstruct
+    with pytest.raises(UserError, match="reconstruct takes a Measurement, got str"):
+        reconstruct(str(ct_files / "m.h5"), "fbp")
+    meas = read_measurement(ct_files / "m.h5")
+    meas.modality = "pet"
+    with pytest.raises(UserError, match="unknown modality 'pet'"):
+        reconstruct(meas, "fbp")
+    out = tmp_path / "w.npy"
+    assert main(["reconstruct", str(mri_file), "-o", str(out), "--method", "cs-tv", "--weight", "1e300",
+                 "--iterations", "3"]) == 2
+    assert "cs-tv produced NaN or Inf values" in _one_line(capsys) and not out.exists()
+
+
+def test_messages_name_the_problem_the_user_made(ct_files, tmp_path, capsys):
+    measurement = str(ct_files / "m.h5")
+    np.save(tmp_path / "ref.npy", np.zeros((32, 32)))
+    (tmp_path / "not-a-prior.pt").write_bytes(b"random bytes")
+    cases = [
+        (["-o", str(tmp_path / "d"), "--reference", str(tmp_path / "ref.npy")], "a --reference is a DICOM file"),
+        (["-o", str(tmp_path / "ref.npy" / "x.npy")], "ref.npy is a file, not a folder"),
+        (["-o", str(tmp_path / "p.npy"), "--method", "fast", "--prior", str(tmp_path / "not-a-prior.pt")],
+         "pass a prior's .safetensors file"),
+    ]
+    for options, message in cases:
+        assert main(["reconstruct", measurement, "--method", "fbp", *options]) == 2
+        assert message in _one_line(capsys)
+    assert main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "r.npy")]) == 2
+    assert "is a folder: pass a measurement file" in _one_line(capsys)
+
+
+def test_simulate_refuses_an_image_that_records_the_other_modality(tmp_path, capsys):
+    from scorerecon.data.io import write_image
+    write_image(tmp_path / "ct.nrrd", shepp_logan_hu(32), modality="ct")
+    write_image(tmp_path / "mr.nii.gz", np.clip(shepp_logan_hu(32) / 1000 + 1, 0, None), modality="mri")
+    assert main(["simulate", "mri", str(tmp_path / "ct.nrrd"), "-o", str(tmp_path / "m.h5")]) == 2
+    assert "is a CT image: use 'scorerecon simulate ct'" in _one_line(capsys)
+    assert main(["simulate", "ct", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "c.h5")]) == 2
+    assert "is an MR image: use 'scorerecon simulate mri'" in _one_line(capsys)
+    assert not (tmp_path / "m.h5").exists() and not (tmp_path / "c.h5").exists()

@@ -164,6 +164,7 @@ def test_auto_metal_is_seeded_and_inside_the_body():
     (dict(limited_angle=370, geometry="fan"), "limited-angle"),
     (dict(geometry="cone"), "geometry"),
     (dict(detector="round"), "detector"),
+    (dict(detector="curved"), "curved detector is a fan-beam detector"),
     (dict(flux=-5), "flux"),
     (dict(pixel_size=0), "pixel size"),
     (dict(pixel_size=float("inf")), "pixel size must be a positive finite"),

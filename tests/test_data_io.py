@@ -54,6 +54,18 @@ def test_nifti_round_trip_with_spacing(tmp_path, volume, name):
     assert np.array_equal(single.array, volume[1]) and single.spacing == pytest.approx((0.5, 0.75))
 
 
+def test_nifti_records_the_modality_in_its_description(tmp_path, volume):
+    import nibabel as nib
+    write_image(tmp_path / "mr.nii.gz", volume, modality="mri")
+    write_image(tmp_path / "ct.nii.gz", volume, modality="ct")
+    write_image(tmp_path / "plain.nii.gz", volume)
+    assert [read_image(tmp_path / f"{n}.nii.gz").modality for n in ("mr", "ct", "plain")] == ["mr", "ct", None]
+    other = nib.Nifti1Image(np.zeros((4, 4, 1), np.float32), np.eye(4))
+    other.header["descrip"] = b"FSL5.0"
+    nib.save(other, tmp_path / "other.nii.gz")
+    assert read_image(tmp_path / "other.nii.gz").modality is None
+
+
 def test_nifti_orientation_is_canonical(tmp_path, volume):
     """A volume stored with x flipped (LAS affine) reads the same as its RAS twin."""
     import nibabel as nib
@@ -234,6 +246,24 @@ def test_dicom_series_without_reference_round_trip(tmp_path, volume):
     image = read_image(tmp_path / "series")
     assert np.abs(image.array - volume).max() <= 0.5
     assert image.spacing == pytest.approx((3.0, 0.8, 0.9)) and image.modality == "ct"
+
+
+def test_a_dicom_folder_of_one_slice_keeps_its_pixel_spacing(tmp_path, volume):
+    write_image(tmp_path / "one", volume[1], spacing=(0.7, 0.6), modality="ct")
+    image = read_image(tmp_path / "one")
+    assert image.array.shape == volume[1].shape and np.abs(image.array - volume[1]).max() <= 0.5
+    assert image.spacing == pytest.approx((0.7, 0.6)) and image.modality == "ct"
+
+
+def test_ct_values_beyond_int16_are_kept_by_a_larger_rescale_slope(tmp_path):
+    hu = np.full((8, 8), -1000.0, np.float32)
+    hu[2:4, 2:4] = 40000.0  # metal, put back after reconstruction
+    write_image(tmp_path / "metal", hu, spacing=(0.5, 0.5), modality="ct")
+    back = read_image(tmp_path / "metal")
+    slope = float(pydicom.dcmread(next((tmp_path / "metal").iterdir())).RescaleSlope)
+    assert 1.0 < slope < 1.3 and np.abs(back.array - hu).max() <= slope / 2 + 1e-3
+    write_image(tmp_path / "soft", np.clip(hu, None, 3000), modality="ct")
+    assert float(pydicom.dcmread(next((tmp_path / "soft").iterdir())).RescaleSlope) == 1.0
 
 
 def test_dicom_mr_series_round_trip_within_quantisation(tmp_path):

@@ -465,7 +465,7 @@ def test_samplers_run_the_networks_in_the_layout_asked_for(ct_files, tiny_prior,
 
 
 def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_std_map(ct_files, tiny_prior,
-                                                                                        tmp_path):
+                                                                                        tmp_path, capsys):
     """--save-samples writes the K samples (HU) as a stack beside the image, in the image's format;
     their mean over K is the image and their standard deviation the std map."""
     out = tmp_path / "recon.nii.gz"
@@ -475,6 +475,7 @@ def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_st
     image = read_image(out).array
     samples, std = read_image(tmp_path / "recon_samples.nii.gz").array, read_image(tmp_path / "recon_std.nii.gz").array
     assert code == 0 and samples.shape == (3, 30, 30) and not np.array_equal(samples[0], samples[1])
+    assert f"wrote {out}, {tmp_path / 'recon_std.nii.gz'}, {tmp_path / 'recon_samples.nii.gz'}" in capsys.readouterr().out
     np.testing.assert_allclose(samples.mean(axis=0), image, atol=1e-3)
     np.testing.assert_allclose(samples.std(axis=0), std, atol=1e-3)
 

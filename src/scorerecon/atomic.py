@@ -25,6 +25,8 @@ def check_writable_parent(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path after checking that its folder exists and is writable."""
     path = Path(path)
     parent = _folder_of(path)
+    if parent.is_file():
+        raise UserError(f"{parent} is a file, not a folder: choose another -o path")
     if not parent.is_dir():
         raise UserError(f"output folder {parent} does not exist: create it or choose another -o path")
     if not os.access(parent, os.W_OK):

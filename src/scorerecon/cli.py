@@ -59,6 +59,7 @@ def _add_simulate(sub) -> None:
 
 def _run_simulate_ct(args) -> None:
     from .simulate.ct import simulate_ct_file
+    _refuse_overwriting_inputs({"the image": args.image}, {"-o": args.output})
     simulate_ct_file(args.image, args.output, views=args.views, full_views=args.full_views,
                      geometry=args.geometry, detector=args.detector, limited_angle=args.limited_angle,
                      metal=args.metal, flux=args.flux, seed=args.seed, slice_index=args.slice)
@@ -67,6 +68,7 @@ def _run_simulate_ct(args) -> None:
 
 def _run_simulate_mri(args) -> None:
     from .simulate.mri import simulate_mri_file
+    _refuse_overwriting_inputs({"the image": args.image}, {"-o": args.output})
     simulate_mri_file(args.image, args.output, mask=args.mask, acceleration=args.acceleration,
                       center_fraction=args.center_fraction, coils=args.coils, noise=args.noise,
                       real=args.real, seed=args.seed, slice_index=args.slice)
@@ -130,8 +132,8 @@ def _run_reconstruct(args) -> None:
                                       seed=args.seed).items() if v is not None}
     result = reconstruct(meas, args.method, **options)
     metrics = result.metrics(meas) if args.metrics else None  # a shape mismatch fails before output
-    write_reconstruction(result, meas, args.output, reference=args.reference, samples=args.save_samples)
-    print(f"wrote {args.output}  ({result.method}, {result.seconds:.2f} s)")
+    written = write_reconstruction(result, meas, args.output, reference=args.reference, samples=args.save_samples)
+    print(f"wrote {', '.join(written)}  ({result.method}, {result.seconds:.2f} s)")
     _note_preset_prior(result.info, args.prior, meas.modality)
     if metrics is not None:
         _write_json(args.metrics, metrics)

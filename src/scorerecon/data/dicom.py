@@ -59,13 +59,14 @@ _DECODER_HINT = ("install a decoder: pip install pylibjpeg pylibjpeg-openjpeg py
 _UNREADABLE = (InvalidDicomError, EOFError, OSError, ValueError)
 
 
-def read_dataset(path: Path, pixels: bool = True) -> Dataset:
-    """Read one DICOM file; a non-DICOM or image-less file raises :class:`UserError`."""
+def read_dataset(path: Path, pixels: bool = True,
+                 fix: str = "pass a DICOM image, a series folder, NIfTI, NRRD, .npy or .png") -> Dataset:
+    """Read one DICOM file; a non-DICOM or image-less file raises :class:`UserError` (``fix``
+    says what to pass instead)."""
     try:
         ds = _dcmread(path, pixels)
     except _UNREADABLE as err:
-        raise UserError(f"{path} is not a readable DICOM file ({type(err).__name__}): "
-                        "pass a DICOM image, a series folder, NIfTI, NRRD, .npy or .png") from None
+        raise UserError(f"{path} is not a readable DICOM file ({type(err).__name__}): {fix}") from None
     if pixels and "PixelData" not in ds:
         raise UserError(f"{path} is a DICOM file without pixel data ({ds.get('SOPClassUID', 'no SOP class')}): "
                         "pass a DICOM image")
@@ -347,9 +348,12 @@ _INSTANCE_TAGS = ("SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "Seri
 def _encode(values: np.ndarray, modality: str | None) -> tuple[np.ndarray, float, float]:
     """Stored values, slope and intercept for ``values`` (HU for CT)."""
     if modality == "ct":
+        # 1 HU a step, unless that overflows int16 (metal beyond 31743 HU): then the smallest slope that holds it
         info = np.iinfo(np.int16)
-        stored = np.clip(np.rint(values - CT_INTERCEPT), info.min, info.max).astype(np.int16)
-        return stored, 1.0, CT_INTERCEPT
+        slope = max(1.0, (float(values.max()) - CT_INTERCEPT) / info.max,
+                    (CT_INTERCEPT - float(values.min())) / -info.min)
+        stored = np.clip(np.rint((values - CT_INTERCEPT) / slope), info.min, info.max).astype(np.int16)
+        return stored, slope, CT_INTERCEPT
     low, high = float(values.min()), float(values.max())
     slope = (high - low) / 65535.0 if high > low else 1.0
     return np.rint((values - low) / slope).astype(np.uint16), slope, low
@@ -396,7 +400,7 @@ def _reference_datasets(reference: Path) -> list[Dataset]:
     if reference.is_dir():
         datasets = [read_dataset(path, pixels=False) for path in sort_series(reference)]
     elif reference.is_file():
-        datasets = [read_dataset(reference, pixels=False)]
+        datasets = [read_dataset(reference, pixels=False, fix="a --reference is a DICOM file or series folder")]
     else:
         raise UserError(f"reference {reference} does not exist: pass a DICOM file or series folder")
     if int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:

@@ -41,7 +41,7 @@ from ..atomic import atomic_path
 from ..errors import UserError
 from ..operators.coils import check_maps, rss
 from ..operators.mri import center_crop, ifft2c
-from .measurement import Measurement, check_measurement_output
+from .measurement import Measurement, check_measurement_output, damaged_file, h5_entry
 
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 EXTRAS_GROUP = "scorerecon"
@@ -144,16 +144,17 @@ def _stored_mask(mask: np.ndarray) -> np.ndarray:
 def read_fastmri(path: str | os.PathLike, slice_index: int | None = None) -> Measurement:
     """One slice of a fastMRI (or simulated fastMRI-layout) file as an MRI ``Measurement``."""
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r") as f, damaged_file(path):
         if "kspace" not in f:
             raise UserError(f"{path} has no 'kspace' dataset: it is not a fastMRI raw-data file")
-        kspace, index = _read_slice(f["kspace"], path, slice_index)
+        kspace, index = _read_slice(h5_entry(f, "kspace", h5py.Dataset, path), path, slice_index)
         mask = _read_mask(f, kspace, path)
-        header = parse_ismrmrd_header(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else {}
-        reference = _read_reference(f, index, kspace.shape[0])
+        header = (parse_ismrmrd_header(h5_entry(f, "ismrmrd_header", h5py.Dataset, path)[()])
+                  if "ismrmrd_header" in f else {})
+        reference = _read_reference(f, index, kspace.shape[0], path)
         file_attrs = {k: _plain(v) for k, v in f.attrs.items()}
-        group = f.get(EXTRAS_GROUP)
-        extras = {k: v[()] for k, v in group.items()} if group is not None else {}
+        group = h5_entry(f, EXTRAS_GROUP, h5py.Group, path) if EXTRAS_GROUP in f else None
+        extras = {k: h5_entry(group, k, h5py.Dataset, path)[()] for k in group} if group is not None else {}
         extra_attrs = {k: _plain(v) for k, v in group.attrs.items()} if group is not None else {}
     if "sensitivity_maps" in extras:
         extras["sensitivity_maps"] = check_maps(extras["sensitivity_maps"], kspace.shape)
@@ -165,7 +166,7 @@ def read_fastmri(path: str | os.PathLike, slice_index: int | None = None) -> Mea
     geometry.update(_pixel_size(header, output_shape))
     attrs = {"source": "simulated" if group is not None else "fastmri", "file_slice": index,
              **file_attrs, **extra_attrs}
-    attrs["intensity_scale"] = _intensity_scale(attrs, truth, kspace, output_shape)
+    attrs["intensity_scale"] = _intensity_scale(attrs, truth, kspace, output_shape, path)
     return Measurement(modality="mri", data=kspace, mask=mask, geometry=geometry, truth=truth,
                        extras=extras, attrs=attrs).validate()
 
@@ -183,6 +184,8 @@ def _read_slice(dataset: h5py.Dataset, path: Path, slice_index: int | None) -> t
         raise UserError(f"{path}: 'kspace' must be complex (slices, [coils,] H, W), got {dataset.dtype} "
                         f"{dataset.shape}: use a fastMRI file")
     slices = dataset.shape[0]
+    if slices == 0:
+        raise UserError(f"{path} holds no slices ('kspace' has shape {dataset.shape}): use another file")
     index = slices // 2 if slice_index is None else int(slice_index)
     if not 0 <= index < slices:
         raise UserError(f"slice {index} is outside the file's {slices} slices: use 0..{slices - 1}")
@@ -195,7 +198,7 @@ def _read_mask(f: h5py.File, kspace: np.ndarray, path: Path) -> np.ndarray:
     grid = tuple(kspace.shape[-2:])
     if "mask" not in f:
         return (np.abs(kspace).sum(axis=0) > 0).astype(np.uint8)
-    mask = np.asarray(f["mask"][()])
+    mask = np.asarray(h5_entry(f, "mask", h5py.Dataset, path)[()])
     if mask.ndim == 1 and mask.shape[0] == grid[1]:
         mask = np.broadcast_to(mask[None, :], grid)
     if mask.shape != grid:
@@ -204,13 +207,18 @@ def _read_mask(f: h5py.File, kspace: np.ndarray, path: Path) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
-def _read_reference(f: h5py.File, index: int, coils: int) -> np.ndarray | None:
+def _read_reference(f: h5py.File, index: int, coils: int, path: Path) -> np.ndarray | None:
     """The slice's reference image: fastMRI's single-coil files hold both, and the ESC image is
     the one of their (emulated single-coil) k-space, the RSS one that of the multi-coil data."""
     names = ("reconstruction_esc", "reconstruction_rss")
     for name in names if coils == 1 else names[::-1]:
-        if name in f and f[name].ndim == 3 and index < f[name].shape[0]:
-            return np.asarray(f[name][index], dtype=np.float32)
+        if name not in f:
+            continue
+        dataset = h5_entry(f, name, h5py.Dataset, path)
+        if not np.issubdtype(dataset.dtype, np.number) or np.issubdtype(dataset.dtype, np.complexfloating):
+            raise UserError(f"{path}: '{name}' holds {dataset.dtype} values, not a real image: fix or drop it")
+        if dataset.ndim == 3 and index < dataset.shape[0]:
+            return np.asarray(dataset[index], dtype=np.float32)
     return None
 
 
@@ -228,9 +236,14 @@ def _pixel_size(header: dict[str, Any], output_shape) -> dict[str, Any]:
     return {"pixel_size": [float(fov[0]) / matrix[0], float(fov[1]) / matrix[1]]}
 
 
-def _intensity_scale(attrs: dict[str, Any], truth: np.ndarray | None, kspace: np.ndarray, output_shape) -> float:
+def _intensity_scale(attrs: dict[str, Any], truth: np.ndarray | None, kspace: np.ndarray, output_shape,
+                     path: Path) -> float:
     """Reference peak: the simulation's scale, else the file's ``max``, the reference's, or the
     zero-filled root-sum-of-squares peak (files without a reference)."""
+    for name in ("intensity_scale", "max"):
+        value = attrs.get(name)
+        if value is not None and not isinstance(value, (int, float)):
+            raise UserError(f"{path}: the attribute {name} = {value!r} is not a number: fix or drop it")
     for value in (attrs.get("intensity_scale"), attrs.get("max"),
                   None if truth is None else float(truth.max())):
         if value is not None and np.isfinite(value) and float(value) > 0:

@@ -22,7 +22,8 @@ NIfTI orientation.  The data are brought to the closest canonical (RAS+) orienta
 nibabel, whose voxel axes i, j, k point towards the patient's right, anterior and superior; a
 volume ``v[s, r, c]`` is the voxel ``(i=W-1-c, j=H-1-r, k=s)``.  The writer stores the inverse
 mapping with the affine ``diag(column, row, slice spacing)`` (RAS+), so write → read is the
-identity.
+identity.  NIfTI has no modality field: the writer puts ``modality=ct`` (or ``mr``) into the
+free-text ``descrip``, and the reader takes it from there (other files: None).
 
 NRRD orientation.  The array is read in C order, (z, y, x) = (slices, rows, cols), and brought to
 the LPS layout above.  An LPS file with positive diagonal space directions (what Slicer, ITK and
@@ -50,6 +51,7 @@ DICOM details (rescale to HU, series sorting, writing with a reference) are in
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,15 @@ def read_image(path: str | os.PathLike, slice_index: int | None = None) -> Image
     if image.array.ndim == 3 and image.array.shape[0] == 1:
         image = take_slice(image, 0)
     return take_slice(image, slice_index) if slice_index is not None else image
+
+
+def refuse_other_modality(image: Image, modality: str, path) -> None:
+    """A file that records another modality than the one a simulation needs is a UserError
+    (a CT slice in HU is no MR magnitude, and the other way round); unrecorded passes."""
+    if image.modality is not None and image.modality != normalise_modality(modality):
+        other = "mri" if image.modality == "mr" else "ct"
+        raise UserError(f"{path} is a{'n' if other == 'mri' else ''} {image.modality.upper()} image: use "
+                        f"'scorerecon simulate {other}' for it, or pass a {modality.upper()} image")
 
 
 def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Image:
@@ -171,6 +182,8 @@ def _read_dicom_file(path: Path) -> Image:
 
 def _read_dicom_series(folder: Path) -> Image:
     volume, spacing, first, files = dicom.read_series(folder)
+    if files and len(files) == 1:  # one slice has no slice step: read it as its file (pixel spacing kept)
+        return _read_dicom_file(files[0])
     meta = _dicom_meta(first) | ({"files": [str(f) for f in files]} if files else {})
     return Image(volume, spacing, dicom.modality_of(first), folder, meta)
 
@@ -189,7 +202,14 @@ def _read_nifti(path: Path) -> Image:
         raise
     except Exception as err:  # nibabel raises many types for corrupt files
         raise UserError(f"{path} is not a readable NIfTI file ({type(err).__name__}): check the file") from None
-    return Image(volume, spacing, None, None, {"format": "nifti"})
+    return Image(volume, spacing, _nifti_modality(img.header), None, {"format": "nifti"})
+
+
+def _nifti_modality(header) -> str | None:
+    """NIfTI has no modality field: this module writes ``modality=ct`` (or ``mr``) into the
+    free-text ``descrip``, and reads it back from there; other files have None."""
+    match = re.search(r"\bmodality=(ct|mr)\b", bytes(header["descrip"]).decode("latin-1"))
+    return match.group(1) if match else None
 
 
 def nifti_volume(img, name: str = "the NIfTI image") -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -428,6 +448,8 @@ def _write_nifti(path: Path, volume: np.ndarray, spacing, modality) -> None:
     data = np.ascontiguousarray(vol3[:, ::-1, ::-1].transpose(2, 1, 0))
     img = nib.Nifti1Image(data, np.diag([col, row, slice_step, 1.0]))
     img.header.set_xyzt_units("mm")
+    if modality is not None:
+        img.header["descrip"] = f"scorerecon modality={modality}".encode()
     with atomic_path(path, suffix=image_suffix(path)) as tmp:
         nib.save(img, tmp)
 

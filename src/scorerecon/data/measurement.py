@@ -20,6 +20,7 @@ and BART k-space (``.cfl``) by :mod:`scorerecon.data.cfl`.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,17 @@ class Measurement:
         """Check what every solver relies on; raise :class:`UserError` otherwise."""
         if self.modality not in ("ct", "mri"):
             raise UserError(f"unknown modality {self.modality!r}: expected 'ct' or 'mri'")
+        for name in ("data", "mask", "truth"):
+            _check_numeric(name, getattr(self, name))
+        if self.truth is not None and np.iscomplexobj(self.truth):
+            raise UserError("the ground truth must be a real image (HU for CT, a magnitude for MRI), got complex "
+                            "values: store its magnitude or real part")
         if not np.all(np.isfinite(self.data)):
             raise UserError("the measurement contains NaN or Inf values: clean or re-simulate the data")
         self.mask = _binary_mask(self.mask)
+        if self.modality == "ct" and np.ndim(self.mask) > 2:
+            raise UserError(f"a CT mask is (views, detectors) or (views,), got shape {np.shape(self.mask)}: "
+                            "store one mask for the sinogram")
         if self.modality == "ct" and np.ndim(self.mask) == 1 and len(self.mask) == np.shape(self.data)[0]:
             # a (V,) mask marks views, as CTOperator reads it, also where there are as many detectors
             # (broadcasting would read it along the detectors); a (D,) mask marks detectors
@@ -78,6 +87,15 @@ class Measurement:
                 # a (W,) column mask, as fastMRI stores it, or (1, W): the (H, W) the solvers take
                 self.mask = np.ascontiguousarray(np.broadcast_to(self.mask, np.shape(self.data)[-2:]))
         return self
+
+
+def _check_numeric(name: str, array) -> None:
+    """Numbers (or booleans) only: text or objects in a file's array would compare or cast silently."""
+    if array is None:
+        return
+    dtype = np.asarray(array).dtype
+    if not (np.issubdtype(dtype, np.number) or dtype == bool):
+        raise UserError(f"the measurement's {name} holds {dtype} values, not numbers: re-create the file")
 
 
 def _binary_mask(mask) -> np.ndarray:
@@ -177,6 +195,8 @@ def read_measurement(path: str | os.PathLike, slice_index: int | None = None) ->
     (``.cfl``), and validate it.  ``slice_index`` picks a slice of a fastMRI or twix file (by
     default the middle one); the other formats hold one slice."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: pass a measurement file (.h5, .dat or .cfl)")
     if not path.is_file():
         raise UserError(f"measurement file {path} does not exist: check the path")
     if path.name.lower().endswith((".dat", ".dat.gz")):
@@ -191,7 +211,7 @@ def read_measurement(path: str | os.PathLike, slice_index: int | None = None) ->
     except OSError:
         raise UserError(f"{path} is not an HDF5 file: pass a file written by 'scorerecon simulate', "
                         "a fastMRI .h5 file, Siemens twix .dat or BART k-space .cfl") from None
-    with f:
+    with f, damaged_file(path):
         if f.attrs.get("format") != FORMAT:
             if "kspace" in f or "ismrmrd_header" in f:
                 from .fastmri import read_fastmri  # fastMRI layout
@@ -211,16 +231,36 @@ def read_measurement(path: str | os.PathLike, slice_index: int | None = None) ->
         modality = str(attrs.pop("modality", ""))
         for key in ("format", "version"):
             attrs.pop(key, None)
+        extras = h5_entry(f, "extras", h5py.Group, path) if "extras" in f else {}
         meas = Measurement(
             modality=modality,
-            data=f["measurement"][()],
-            mask=f["mask"][()],
-            geometry=_read_dict(f["geometry"]),
-            truth=f["truth"][()] if "truth" in f else None,
-            extras={k: v[()] for k, v in f["extras"].items()} if "extras" in f else {},
+            data=h5_entry(f, "measurement", h5py.Dataset, path)[()],
+            mask=h5_entry(f, "mask", h5py.Dataset, path)[()],
+            geometry=_read_dict(h5_entry(f, "geometry", h5py.Group, path)),
+            truth=h5_entry(f, "truth", h5py.Dataset, path)[()] if "truth" in f else None,
+            extras={k: h5_entry(extras, k, h5py.Dataset, path)[()] for k in extras},
             attrs=attrs,
         )
     return meas.validate()
+
+
+@contextmanager
+def damaged_file(path: Path):
+    """Turn HDF5's read failures (a truncated or corrupted file) into one line naming the file."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"{path} is damaged ({err}): copy it again or re-create it") from None
+
+
+def h5_entry(parent: h5py.Group, name: str, kind: type, path: Path):
+    """``parent[name]``, refused in one line when it is a group where an array belongs or the
+    other way round (the readers would fail deep inside h5py)."""
+    entry = parent[name]
+    if not isinstance(entry, kind):
+        wanted = "an array" if kind is h5py.Dataset else "a group of arrays"
+        raise UserError(f"{path}: '{entry.name}' should be {wanted}: re-create the file")
+    return entry
 
 
 def _one_slice_only(path: Path, slice_index: int | None) -> None:

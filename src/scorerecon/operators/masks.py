@@ -58,7 +58,8 @@ def _budget(total: int, acs: int, acceleration: float) -> int:
     """Samples outside the ACS so that the whole mask keeps round(total / R) samples."""
     wanted = max(1, round(total / acceleration))
     if acs > wanted:
-        raise UserError(f"the centre fraction alone keeps {acs} of {total} samples, more than 1/R = {wanted}: "
+        raise UserError(f"the centre fraction alone keeps {acs} of {total} samples, more than the {wanted} = N/R "
+                        f"that R = {acceleration:g} keeps: "
                         "lower --center-fraction or --acceleration")
     return wanted - acs
 

@@ -90,7 +90,7 @@ def read_prior_file(path: str | os.PathLike) -> ScorePrior:
     """Load a ``.safetensors`` prior file or a training ``checkpoint.pt`` (its EMA weights)."""
     path = Path(path)
     if path.suffix == ".pt":
-        state = read_checkpoint(path)
+        state = read_checkpoint(path, fix="pass a prior's .safetensors file or a training folder's checkpoint.pt")
         return build_prior(state["prior"], state["ema"], str(path))
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -152,15 +152,16 @@ def _keep_as_previous(latest: Path, previous: Path) -> None:
     os.replace(second, previous)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load one training checkpoint; UserError if it is missing or corrupted."""
+def read_checkpoint(path: str | os.PathLike, fix: str = f"resume from {PREVIOUS} or start again") -> dict:
+    """Load one training checkpoint; UserError if it is missing or corrupted (``fix`` says what
+    to do about a corrupted one)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist: check the path or train without --resume") from None
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise UserError(f"checkpoint {path} is corrupted or not a scorerecon checkpoint ({type(err).__name__}): "
-                        f"resume from {PREVIOUS} or start again") from None
+                        f"{fix}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT + "-checkpoint":
         raise UserError(f"{path} is not a scorerecon training checkpoint: resume from a training output folder")
     return state

@@ -203,7 +203,7 @@ def _metal_from_option(metal, image_hu: np.ndarray, pixel_size: float, seed: int
     if isinstance(metal, str) and metal == "auto":
         return auto_metal_mask(image_hu, pixel_size, seed), "auto"
     if isinstance(metal, (str, os.PathLike)):
-        from ..data.io import read_slice
+        from ..data.io import read_slice, refuse_other_modality
         metal = read_slice(metal).array
     mask = np.asarray(metal) != 0
     if mask.shape != image_hu.shape:
@@ -244,6 +244,8 @@ def _check_options(views, full_views, geometry, detector, limited_angle, flux) -
         raise UserError(f"unknown CT geometry {geometry!r}: use 'parallel' or 'fan'")
     if detector not in ("flat", "curved"):
         raise UserError(f"unknown detector shape {detector!r}: use 'flat' or 'curved'")
+    if detector == "curved" and geometry == "parallel":
+        raise UserError("a curved detector is a fan-beam detector: add --geometry fan, or drop --detector")
     if full_views < 1:
         raise UserError(f"--full-views must be at least 1, got {full_views}")
     if views is not None and not 1 <= views <= full_views:
@@ -336,10 +338,11 @@ def simulate_ct_file(image_path, output, *, views: int | None = None, full_views
     The pixel size comes from the image's spacing (1 mm when the format has none, e.g. .npy).
     The output is written atomically: a failure leaves no file behind.
     """
-    from ..data.io import read_slice
+    from ..data.io import read_slice, refuse_other_modality
     from ..data.measurement import check_measurement_output, write_measurement
     check_measurement_output(output)
     image = read_slice(image_path, slice_index)
+    refuse_other_modality(image, "ct", image_path)
     if image.spacing and not np.isclose(image.spacing[-2], image.spacing[-1], rtol=1e-3):
         raise UserError(f"{image_path} has pixels of {image.spacing[-2]:g} x {image.spacing[-1]:g} mm: the CT "
                         "simulation needs square pixels; resample the image first")

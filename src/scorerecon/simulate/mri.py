@@ -109,7 +109,7 @@ def simulate_mri_file(image_path: str | os.PathLike, output: str | os.PathLike, 
                       slice_index: int | None = None) -> Measurement:
     """``scorerecon simulate mri``: read a magnitude slice, simulate, write a fastMRI-layout file
     (``.h5``) or the k-space alone as BART's pair (``.cfl``, :mod:`scorerecon.data.cfl`)."""
-    from ..data.io import read_slice
+    from ..data.io import read_slice, refuse_other_modality
     from ..data.measurement import check_measurement_output
     writers = {".h5": (check_measurement_output, write_simulated_mri),
                ".cfl": (check_cfl_output, lambda path, meas: write_cfl(path, kspace_to_bart(meas.data)))}
@@ -119,6 +119,7 @@ def simulate_mri_file(image_path: str | os.PathLike, output: str | os.PathLike, 
     check_output, write = writers[Path(output).suffix.lower()]
     check_output(output)
     image = read_slice(image_path, slice_index)
+    refuse_other_modality(image, "mri", image_path)
     spacing = tuple(image.spacing[-2:]) if image.spacing is not None else (1.0, 1.0)
     meas = simulate_mri(image.array, mask=mask, acceleration=acceleration, center_fraction=center_fraction,
                         coils=coils, noise=noise, real=real, seed=seed, pixel_size=spacing)

@@ -125,6 +125,11 @@ def _check_classical_options(fn, method: str, options: dict) -> None:
 def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     """Reconstruct ``meas`` with ``method`` (default: the best classical method of the modality, TV for CT
     and CS-TV for MRI)."""
+    from ..data.measurement import Measurement
+    if not isinstance(meas, Measurement):
+        raise UserError(f"reconstruct takes a Measurement, got {type(meas).__name__}: read a file with "
+                        "scorerecon.data.measurement.read_measurement(path)")
+    meas.validate()
     _load_methods()
     method = method or _DEFAULT_METHOD[meas.modality]
     fn = _METHODS.get((meas.modality, method))
@@ -136,6 +141,9 @@ def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     start = time.perf_counter()
     out: MethodOutput = fn(meas, **options)
     seconds = time.perf_counter() - start
+    if not np.all(np.isfinite(out.unit_image)):
+        raise UserError(f"{method} produced NaN or Inf values: its settings are unstable here; use its defaults "
+                        "(or a smaller --weight / step)")
     std = None if out.std is None else _to_native(out.std, meas, offset=False)
     samples = None if out.samples is None else _to_native(out.samples, meas)
     return Reconstruction(image=_to_native(out.unit_image, meas), unit_image=out.unit_image,
@@ -151,10 +159,10 @@ def _to_native(unit: np.ndarray, meas, offset: bool = True) -> np.ndarray:
 
 
 def write_reconstruction(result: Reconstruction, meas, output: str, reference: str | None = None,
-                         samples: bool = False) -> None:
+                         samples: bool = False) -> list[str]:
     """Write the image by output extension and, beside it, the std map when there is one
     (``OUT_std``) and, with ``samples``, the stack of posterior samples (``OUT_samples``); every
-    path is checked before any is written."""
+    path is checked before any is written.  Returns the paths written, the image's first."""
     from ..data.io import spacing_per_axis, write_image
     if samples and result.samples is None:
         raise UserError(f"{result.method} draws no posterior samples: saving samples needs a "
@@ -170,6 +178,7 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
         write_image(std_path, result.std, spacing=spacing, reference=None, modality=None)
     if samples_path is not None:
         write_image(samples_path, result.samples, spacing=stack_spacing, reference=None, modality=meas.modality)
+    return [str(path) for path in (output, std_path, samples_path) if path is not None]
 
 
 def check_reconstruction_outputs(output: str, *, std: bool, samples: bool,
