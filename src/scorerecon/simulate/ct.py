@@ -203,7 +203,7 @@ def _metal_from_option(metal, image_hu: np.ndarray, pixel_size: float, seed: int
     if isinstance(metal, str) and metal == "auto":
         return auto_metal_mask(image_hu, pixel_size, seed), "auto"
     if isinstance(metal, (str, os.PathLike)):
-        from ..data.io import read_slice, refuse_other_modality
+        from ..data.io import read_slice
         metal = read_slice(metal).array
     mask = np.asarray(metal) != 0
     if mask.shape != image_hu.shape:
