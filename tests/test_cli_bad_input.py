@@ -601,3 +601,56 @@ def test_simulate_refuses_an_image_that_records_the_other_modality(tmp_path, cap
     assert main(["simulate", "ct", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "c.h5")]) == 2
     assert "is an MR image: use 'scorerecon simulate mri'" in _one_line(capsys)
     assert not (tmp_path / "m.h5").exists() and not (tmp_path / "c.h5").exists()
+
+
+def test_a_mistyped_option_of_a_classical_method_is_refused(ct_files):
+    from scorerecon.data.measurement import read_measurement
+    from scorerecon.solvers import reconstruct
+    meas = read_measurement(ct_files / "m.h5")
+    with pytest.raises(UserError, match="tv has no option 'wieght': check the spelling .*iterations, weight"):
+        reconstruct(meas, "tv", iterations=2, wieght=0.1)
+    assert reconstruct(meas, "fbp", seed=3, progress=False).image.shape == (32, 32)
+
+
+def test_evaluate_leaves_out_the_metal_mask_of_a_measurement_file(tmp_path, capsys):
+    np.save(tmp_path / "phantom.npy", shepp_logan_hu(64))
+    meas, recon, truth = (str(tmp_path / name) for name in ("metal.h5", "mar.npy", "truth.npy"))
+    assert main(["simulate", "ct", str(tmp_path / "phantom.npy"), "-o", meas, "--metal", "auto",
+                 "--full-views", "48"]) == 0
+    assert main(["reconstruct", meas, "-o", recon, "--method", "li-mar", "--metrics", str(tmp_path / "m.json")]) == 0
+    np.save(truth, shepp_logan_hu(64))
+    capsys.readouterr()
+    assert main(["evaluate", recon, truth, "--exclude", meas]) == 0
+    expected = json.loads((tmp_path / "m.json").read_text())
+    assert f"PSNR {expected['psnr']:.4f}" in capsys.readouterr().out
+    assert main(["evaluate", recon, truth, "--exclude", str(tmp_path / "m.json").replace("m.json", "none.h5")]) == 2
+    capsys.readouterr()
+    np.save(tmp_path / "plain.npy", shepp_logan_hu(64))
+    assert main(["simulate", "ct", str(tmp_path / "plain.npy"), "-o", str(tmp_path / "plain.h5")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", recon, truth, "--exclude", str(tmp_path / "plain.h5")]) == 2
+    assert "holds no metal mask" in _one_line(capsys)
+
+
+@pytest.mark.parametrize("simulate, options, message", [
+    ("ct", dict(views=23.5), "views must be a whole number"),
+    ("ct", dict(flux="1e5"), "flux must be a finite number"),
+    ("ct", dict(seed=-1), "seed must be a whole number >= 0"),
+    ("ct", dict(pixel_size="1"), "pixel_size must be a finite number"),
+    ("mri", dict(coils=2.5), "coils must be a whole number"),
+    ("mri", dict(seed=2 ** 40), "seed must lie in 0 .. "),
+    ("mri", dict(noise=float("nan")), "noise must be a finite number"),
+    ("mri", dict(pixel_size=(1.0, 2.0, 3.0)), "pixel_size must be one positive number or a (row, column) pair"),
+])
+def test_the_python_simulations_name_an_argument_of_the_wrong_kind(simulate, options, message):
+    from scorerecon.simulate.ct import simulate_ct
+    from scorerecon.simulate.mri import simulate_mri
+    image = shepp_logan_hu(32) if simulate == "ct" else np.clip(shepp_logan_hu(32) / 1000 + 1, 0, None)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        (simulate_ct if simulate == "ct" else simulate_mri)(image, **options)
+
+
+def test_a_one_number_pixel_size_serves_both_mri_axes():
+    from scorerecon.simulate.mri import simulate_mri
+    meas = simulate_mri(np.clip(shepp_logan_hu(32) / 1000 + 1, 0, None), pixel_size=0.5)
+    assert meas.geometry["pixel_size"] == [0.5, 0.5]

@@ -226,9 +226,10 @@ def test_sense_step_does_not_increase_the_data_misfit():
 # ---------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("options, message", [
     ({"steps": 0}, "number of steps must be positive"),
-    ({"start_sigma": -0.1}, "start_sigma must not be negative"),
-    ({"cg_iterations": -1}, "cg_iterations must not be negative"),
-    ({"gamma": -0.01}, "gamma must not be negative")])
+    ({"start_sigma": -0.1}, "start_sigma must be a finite number >= 0"),
+    ({"start_sigma": float("nan")}, "start_sigma must be a finite number >= 0, got nan"),
+    ({"cg_iterations": -1}, "cg_iterations must be a finite number >= 0"),
+    ({"gamma": -0.01}, "gamma must be a finite number >= 0")])
 def test_the_fast_sampler_refuses_negative_settings(options, message):
     """steps = 0 was taken as 'the prior's N' (1000 evaluations); a negative start_sigma started
     at t = ε, where the prior does nothing."""

@@ -196,7 +196,8 @@ def _add_evaluate(sub) -> None:
                         "(default: the modality the files record, else ct)")
     p.add_argument("--body-mask", action="store_true", help="compute the metrics inside the body only")
     p.add_argument("--exclude", default=None,
-                   help="image of the pixels to leave out (non-zero), e.g. the metal mask of a metal simulation")
+                   help="image of the pixels to leave out (non-zero), or a measurement .h5 of a metal simulation "
+                        "(its metal mask)")
     p.add_argument("--slice", type=int, default=None,
                    help="compare this slice of any volume among the two files (e.g. the slice a 2-D "
                         "reconstruction was simulated from)")
@@ -206,7 +207,6 @@ def _add_evaluate(sub) -> None:
 
 def _run_evaluate(args) -> None:
     from .atomic import check_output_file
-    from .data.io import read_image
     from .evaluation.metrics import evaluate_images
     if args.json:
         check_output_file(args.json)
@@ -216,12 +216,27 @@ def _run_evaluate(args) -> None:
     if args.slice is not None and not any(image.meta.get("slice_index") is not None for image in (recon, truth)):
         raise UserError(f"--slice {args.slice} picks a slice of a volume, and neither {args.recon} nor {args.truth} "
                         "is one: drop --slice")
-    exclude = _slice_of(read_image(args.exclude), args.slice).array != 0 if args.exclude else None
+    exclude = _excluded_pixels(args.exclude, args.slice) if args.exclude else None
     metrics = evaluate_images(recon.array, truth.array, modality=_evaluation_modality(args, recon, truth),
                               body=args.body_mask, exclude=exclude)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
     if args.json:
         _write_json(args.json, metrics)
+
+
+def _excluded_pixels(path: str, slice_index: int | None):
+    """--exclude: the non-zero pixels of an image, or the metal mask a metal simulation's
+    measurement file stores (what ``reconstruct --metrics`` leaves out)."""
+    import numpy as np
+
+    from .data.io import read_image
+    from .data.measurement import read_measurement
+    if Path(path).suffix.lower() != ".h5":
+        return _slice_of(read_image(path), slice_index).array != 0
+    metal = read_measurement(path).extras.get("metal_mask")
+    if metal is None:
+        raise UserError(f"{path} holds no metal mask: pass a metal simulation's file or an image of the pixels")
+    return np.asarray(metal) != 0
 
 
 def _evaluation_image(path: str, slice_index: int | None):

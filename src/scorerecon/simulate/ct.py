@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..checks import finite_number, seed_number, whole_number
 from ..data.intensity import HU_LOW, MU_WATER_PER_MM, ct_line_integral_scale
 from ..data.measurement import Measurement
 from ..errors import UserError
@@ -240,6 +241,12 @@ def _check_image(image_hu) -> np.ndarray:
 
 
 def _check_options(views, full_views, geometry, detector, limited_angle, flux) -> None:
+    whole_number("full_views", full_views)
+    if views is not None:
+        whole_number("views", views)
+    for name, value in (("limited_angle", limited_angle), ("flux", flux)):
+        if value is not None:
+            finite_number(name, value)
     if geometry not in ("parallel", "fan"):
         raise UserError(f"unknown CT geometry {geometry!r}: use 'parallel' or 'fan'")
     if detector not in ("flat", "curved"):
@@ -276,14 +283,16 @@ def simulate_ct(image_hu, *, pixel_size: float = 1.0, views: int | None = None, 
                 metal_material: str = "iron") -> Measurement:
     """Simulate a CT measurement of a 2-D slice in HU (see the module docstring for the physics).
 
-    ``views`` evenly spaced views (round(linspace(0, full_views-1, views))) of ``full_views``
-    over [0, π) (parallel) or [0, 2π) (fan); ``limited_angle`` keeps the views in
+    ``views`` evenly spaced views of ``full_views`` over [0, π) (parallel: round(linspace(0,
+    full_views-1, views)), Song et al.'s protocol) or [0, 2π) (fan: spread around the circle,
+    :func:`~scorerecon.operators.ct.view_mask`); ``limited_angle`` keeps the views in
     [0, limited_angle) degrees; ``metal`` is None, "auto", a mask file path or a boolean array;
     ``flux`` (photons per bin) adds Poisson + electronic noise.  Returns a validated
     :class:`Measurement` with the physical post-log sinogram on the full grid.
     """
     from ..operators.ct import CTOperator, combine_masks, limited_angle_mask, metal_trace_mask, view_mask
     image = _check_image(image_hu)
+    pixel_size, seed = finite_number("pixel_size", pixel_size), seed_number(seed)
     _check_options(views, full_views, geometry, detector, limited_angle, flux)  # pixel size: the geometry's
     if metal_material not in METAL_DENSITY:
         raise UserError(f"unknown metal {metal_material!r}: use one of {', '.join(METAL_DENSITY)}")

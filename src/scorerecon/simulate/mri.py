@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import finite_number, seed_number, whole_number
 from ..data.cfl import check_cfl_output, kspace_to_bart, write_cfl
 from ..data.fastmri import ismrmrd_header, write_fastmri
 from ..data.measurement import Measurement
@@ -42,7 +43,9 @@ def simulate_mri(image: np.ndarray, *, mask: str = "equispaced", acceleration: f
     values (interpolation undershoot) are clipped to 0 before the magnitude is used.
     """
     magnitude = _magnitude(image)
-    if not np.isfinite(noise) or noise < 0:
+    noise, coils, seed = finite_number("noise", noise), whole_number("coils", coils), seed_number(seed)
+    pixel_size = _pixel_pair(pixel_size)
+    if noise < 0:
         raise UserError(f"noise level {noise} must be a finite number >= 0: e.g. --noise 0.01")
     if coils < 1:
         raise UserError(f"the number of coils must be at least 1, got {coils}: use --coils 1 for single-coil")
@@ -69,6 +72,16 @@ def simulate_mri(image: np.ndarray, *, mask: str = "equispaced", acceleration: f
     extras = {"sensitivity_maps": maps} if coils > 1 else {}
     return Measurement(modality="mri", data=kspace.astype(np.complex64), mask=lam, geometry=geometry,
                        truth=magnitude, extras=extras, attrs=attrs).validate()
+
+
+def _pixel_pair(pixel_size) -> tuple[float, float]:
+    """(mm per row, mm per column) from one number or a pair, each positive and finite."""
+    sizes = np.atleast_1d(np.asarray(pixel_size, dtype=object)).tolist()
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or not all(finite_number("pixel_size", p) > 0 for p in sizes):
+        raise UserError(f"pixel_size must be one positive number or a (row, column) pair in mm, got {pixel_size!r}")
+    return float(sizes[0]), float(sizes[1])
 
 
 def _magnitude(image: np.ndarray) -> np.ndarray:

@@ -120,6 +120,13 @@ def _check_classical_options(fn, method: str, options: dict) -> None:
         takes = f"it takes {', '.join('--' + name for name in taken)}" if taken else "it takes none of them"
         raise UserError(f"{', '.join('--' + name for name in given)} do{'es' * (len(given) == 1)} not apply to "
                         f"{method} ({takes}): drop {'it' if len(given) == 1 else 'them'}")
+    from . import score
+    if fn.__module__ == score.__name__:
+        return  # the score-based methods (and their aliases) check their own settings
+    unknown = sorted(set(options) - set(parameters) - set(CLASSICAL_OPTIONS) - {"seed", "progress"})
+    if unknown:
+        raise UserError(f"{method} has no option {', '.join(map(repr, unknown))}: check the spelling (it takes "
+                        f"{', '.join(name for name in parameters if name not in ('meas', '_ignored')) or 'none'})")
 
 
 def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:

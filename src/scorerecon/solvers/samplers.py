@@ -365,8 +365,8 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
     steps = _check_steps(steps)
     for name, value in (("start_sigma", start_sigma or 0.0), ("gamma", gamma), ("eta", eta), ("zeta", zeta),
                         ("cg_iterations", cg_iterations)):
-        if value < 0:
-            raise UserError(f"the fast sampler's {name} must not be negative, got {value}")
+        if not 0 <= value < math.inf:
+            raise UserError(f"the fast sampler's {name} must be a finite number >= 0, got {value}")
     counted = CountingPrior(prior)
     norm = operator_norm(problem, generator) if gamma or zeta else 0.0
     damping, scaled = gamma * norm, _guidance_scale(zeta, norm)
