@@ -326,6 +326,19 @@ def test_sample_checks_its_output_before_loading_the_prior(tmp_path, capsys):
     assert "--snr sets the predictor-corrector's Langevin corrector, which --sampler ode" in _one_line(capsys)
 
 
+def test_sample_turns_running_out_of_memory_into_one_line(tmp_path, capsys, monkeypatch):
+    import scorerecon.priors.sampling as sampling
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 40000000000 bytes")
+    monkeypatch.setattr(sampling, "sample", exhausted)
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--prior", "ct-low", "-n", "1", "--size", "100000", "-o", str(out)]) == 2
+    assert "not enough memory for 1 samples of 100000x100000: lower -n or --size" in _one_line(capsys)
+    assert not out.exists()
+
+
 def test_demo_refuses_a_file_as_its_folder(tmp_path, capsys):
     (tmp_path / "out").write_text("mine")
     assert main(["demo", "-o", str(tmp_path / "out")]) == 2

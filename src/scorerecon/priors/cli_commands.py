@@ -34,7 +34,8 @@ def add_sample(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output .png (grid) or .npy (N, H, W)")
     p.add_argument("--sampler", choices=["pc", "em", "ode"], default="pc",
                    help="predictor-corrector, Euler-Maruyama or probability-flow ODE (default pc)")
-    p.add_argument("--steps", type=positive_int, default=None, help="time steps (default: the SDE's N)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="time steps (default: the SDE's N; far fewer leave noise in the samples)")
     p.add_argument("--snr", type=positive_float, default=None,
                    help="Langevin corrector signal-to-noise ratio (pc only; default 0.16)")
     p.add_argument("--size", type=positive_int, default=None,
@@ -53,9 +54,14 @@ def _run_sample(args) -> None:
     check_samples_output(args.output)  # before the run, not after it
     prior = load_prior(args.prior)
     size = args.size or int(prior.metadata.get("image_size") or prior.metadata.get("crop", 64))
-    images = sample(prior, args.num, (size, size), sampler=args.sampler, steps=args.steps,
-                    snr=DEFAULT_SNR if args.snr is None else args.snr,
-                    seed=args.seed, progress=True)
+    try:
+        images = sample(prior, args.num, (size, size), sampler=args.sampler, steps=args.steps,
+                        snr=DEFAULT_SNR if args.snr is None else args.snr,
+                        seed=args.seed, progress=True)
+    except (MemoryError, RuntimeError) as err:  # torch's allocators raise RuntimeError subclasses
+        if not isinstance(err, MemoryError) and "memory" not in str(err).lower():
+            raise
+        raise UserError(f"not enough memory for {args.num} samples of {size}x{size}: lower -n or --size") from None
     write_samples(images, args.output)
     print(f"wrote {args.output}")
 
