@@ -172,6 +172,7 @@ def test_simulate_writes_bart_kspace_that_reconstructs_like_its_hdf5_twin(tmp_pa
     for output in ("m.h5", "m.cfl"):
         assert main(["simulate", "mri", str(tmp_path / "phantom.npy"), "-o", str(tmp_path / output), *common]) == 0
     assert (tmp_path / "m.hdr").is_file()
+    assert f"wrote {tmp_path / 'm.cfl'}, {tmp_path / 'm.hdr'}" in capsys.readouterr().out
     from_h5, from_bart = read_measurement(tmp_path / "m.h5"), read_measurement(tmp_path / "m.cfl")
     np.testing.assert_array_equal(from_bart.data, from_h5.data)
     np.testing.assert_array_equal(from_bart.mask, np.broadcast_to(from_h5.mask, from_h5.data.shape[1:]))

@@ -478,8 +478,8 @@ def test_a_mistyped_layout_is_refused_before_any_work(ct_files, capsys, monkeypa
 
 def _reconstruct_one_line(path, tmp_path, capsys) -> str:
     out = tmp_path / "r.npy"
-    assert main(["reconstruct", str(path), "-o", str(out), "--method", "fbp" if "ct" in path.name
-                 else "zero-filled"]) == 2
+    method = {"ct": "fbp", "mri": "zero-filled"}[path.name.split("_")[0]]
+    assert main(["reconstruct", str(path), "-o", str(out), "--method", method]) == 2
     assert not out.exists()
     return _one_line(capsys)
 
@@ -585,18 +585,21 @@ def test_reconstruct_takes_a_measurement_and_refuses_settings_that_blow_up(ct_fi
     out = tmp_path / "w.npy"
     assert main(["reconstruct", str(mri_file), "-o", str(out), "--method", "cs-tv", "--weight", "1e300",
                  "--iterations", "3"]) == 2
-    assert "cs-tv produced NaN or Inf values" in _one_line(capsys) and not out.exists()
+    assert "cs-tv produced NaN/Inf values" in _one_line(capsys) and not out.exists()
 
 
 def test_messages_name_the_problem_the_user_made(ct_files, tmp_path, capsys):
     measurement = str(ct_files / "m.h5")
     np.save(tmp_path / "ref.npy", np.zeros((32, 32)))
     (tmp_path / "not-a-prior.pt").write_bytes(b"random bytes")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
     cases = [
         (["-o", str(tmp_path / "d"), "--reference", str(tmp_path / "ref.npy")], "a --reference is a DICOM file"),
         (["-o", str(tmp_path / "ref.npy" / "x.npy")], "ref.npy is a file, not a folder"),
         (["-o", str(tmp_path / "p.npy"), "--method", "fast", "--prior", str(tmp_path / "not-a-prior.pt")],
          "pass a prior's .safetensors file"),
+        (["-o", str(tmp_path / "p.npy"), "--method", "fast", "--prior", str(tmp_path / "other.pt")],
+         "is not a scorerecon training checkpoint: pass a prior's .safetensors file"),
     ]
     for options, message in cases:
         assert main(["reconstruct", measurement, "--method", "fbp", *options]) == 2
@@ -622,6 +625,9 @@ def test_a_mistyped_option_of_a_classical_method_is_refused(ct_files):
     meas = read_measurement(ct_files / "m.h5")
     with pytest.raises(UserError, match="tv has no option 'wieght': check the spelling .*iterations, weight"):
         reconstruct(meas, "tv", iterations=2, wieght=0.1)
+    with pytest.raises(UserError, match="tv has no option 'prior': prior belongs to the score-based methods"):
+        reconstruct(meas, "tv", prior="head-ct")
+    assert reconstruct(meas, "tv", iterations=2.0).image.shape == (32, 32)  # a whole float counts
     assert reconstruct(meas, "fbp", seed=3, progress=False).image.shape == (32, 32)
 
 
@@ -636,8 +642,8 @@ def test_evaluate_leaves_out_the_metal_mask_of_a_measurement_file(tmp_path, caps
     assert main(["evaluate", recon, truth, "--exclude", meas]) == 0
     expected = json.loads((tmp_path / "m.json").read_text())
     assert f"PSNR {expected['psnr']:.4f}" in capsys.readouterr().out
-    assert main(["evaluate", recon, truth, "--exclude", str(tmp_path / "m.json").replace("m.json", "none.h5")]) == 2
-    capsys.readouterr()
+    assert main(["evaluate", recon, truth, "--exclude", str(tmp_path / "none.h5")]) == 2
+    assert "none.h5 does not exist" in _one_line(capsys)
     np.save(tmp_path / "plain.npy", shepp_logan_hu(64))
     assert main(["simulate", "ct", str(tmp_path / "plain.npy"), "-o", str(tmp_path / "plain.h5")]) == 0
     capsys.readouterr()
@@ -654,13 +660,18 @@ def test_evaluate_leaves_out_the_metal_mask_of_a_measurement_file(tmp_path, caps
     ("mri", dict(seed=2 ** 40), "seed must lie in 0 .. "),
     ("mri", dict(noise=float("nan")), "noise must be a finite number"),
     ("mri", dict(pixel_size=(1.0, 2.0, 3.0)), "pixel_size must be one positive number or a (row, column) pair"),
+    ("mri", dict(coils=np.array(2.0), pixel_size=np.float32(0.5), noise=np.array(0.0)), None),  # numbers of any kind
 ])
 def test_the_python_simulations_name_an_argument_of_the_wrong_kind(simulate, options, message):
     from scorerecon.simulate.ct import simulate_ct
     from scorerecon.simulate.mri import simulate_mri
     image = shepp_logan_hu(32) if simulate == "ct" else np.clip(shepp_logan_hu(32) / 1000 + 1, 0, None)
+    run = simulate_ct if simulate == "ct" else simulate_mri
+    if message is None:
+        assert run(image, **options).attrs["coils"] == 2
+        return
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        (simulate_ct if simulate == "ct" else simulate_mri)(image, **options)
+        run(image, **options)
 
 
 def test_a_one_number_pixel_size_serves_both_mri_axes():

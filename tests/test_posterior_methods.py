@@ -230,7 +230,7 @@ def test_sense_step_does_not_increase_the_data_misfit():
     ({"start_sigma": float("nan")}, "start_sigma must be a finite number >= 0, got nan"),
     ({"cg_iterations": -1}, "cg_iterations must be a finite number >= 0"),
     ({"gamma": -0.01}, "gamma must be a finite number >= 0")])
-def test_the_fast_sampler_refuses_negative_settings(options, message):
+def test_the_fast_sampler_refuses_negative_or_non_finite_settings(options, message):
     """steps = 0 was taken as 'the prior's N' (1000 evaluations); a negative start_sigma started
     at t = ε, where the prior does nothing."""
     with pytest.raises(UserError, match=message):

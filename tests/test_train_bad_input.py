@@ -106,6 +106,7 @@ def test_training_data_with_nan_or_inf_is_refused_when_loaded(tmp_path, capsys, 
     ({"data": {"image_size": 18}, "network": {"ch_mult": [1, 2, 2]}},
      "[data] image_size 18 is not a multiple of 4"),
     ({"data": {"image_size": 12, "downsample": 4}}, "[data] image_size 12 is not a multiple of 8"),
+    ({"data": {"crop": 6}, "network": {"ch_mult": [1, 2, 2]}}, "[data] crop 6 is not a multiple of 4"),
     ({"network": {"channels": 0}}, "[network] channels must be a positive finite number, got 0")])
 def test_network_and_image_sizes_are_checked_with_the_config(tmp_path, capsys, no_training, tables, message):
     assert main(["train", "--config", _config(tmp_path, **tables)]) == 2

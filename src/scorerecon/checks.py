@@ -6,22 +6,35 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import numpy as np
+
 from .cli_types import SEED_LIMIT
 from .errors import UserError
 
 
+def _real(value):
+    """A plain number from ``value`` (a 0-d array gives its item), None for text, bools and others."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return value if isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) else None
+
+
 def whole_number(name: str, value, minimum: int = 0) -> int:
-    """``value`` as an int ≥ ``minimum``; a fraction (23.5 views), text or bool is refused, not truncated."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+    """``value`` as an int ≥ ``minimum``: 23 and 23.0 pass, a fraction (23.5 views) is refused,
+    not truncated, as are text and bools."""
+    number = _real(value)
+    whole = isinstance(number, Integral) or (number is not None and math.isfinite(number) and number.is_integer())
+    if not whole or number < minimum:
         raise UserError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return int(value)
+    return int(number)
 
 
 def finite_number(name: str, value) -> float:
-    """``value`` as a finite float; text, bool, NaN and infinity are refused."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+    """``value`` as a finite float; text, bools, NaN and infinity are refused."""
+    number = _real(value)
+    if number is None or not math.isfinite(number):
         raise UserError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return float(number)
 
 
 def seed_number(value) -> int:

@@ -72,7 +72,7 @@ def _run_simulate_mri(args) -> None:
     simulate_mri_file(args.image, args.output, mask=args.mask, acceleration=args.acceleration,
                       center_fraction=args.center_fraction, coils=args.coils, noise=args.noise,
                       real=args.real, seed=args.seed, slice_index=args.slice)
-    print(f"wrote {args.output}")
+    print(f"wrote {_file_names([args.output])}")
 
 
 # --------------------------------------------------------------------------- reconstruct
@@ -133,10 +133,17 @@ def _run_reconstruct(args) -> None:
     result = reconstruct(meas, args.method, **options)
     metrics = result.metrics(meas) if args.metrics else None  # a shape mismatch fails before output
     written = write_reconstruction(result, meas, args.output, reference=args.reference, samples=args.save_samples)
-    print(f"wrote {', '.join(written)}  ({result.method}, {result.seconds:.2f} s)")
+    print(f"wrote {_file_names(written)}  ({result.method}, {result.seconds:.2f} s)")
     _note_preset_prior(result.info, args.prior, meas.modality)
     if metrics is not None:
         _write_json(args.metrics, metrics)
+
+
+def _file_names(paths: list[str]) -> str:
+    """The files behind ``paths``, a BART ``.cfl`` with its ``.hdr``, as one comma-separated list."""
+    from .data.cfl import cfl_pair
+    return ", ".join(str(name) for path in paths
+                     for name in (cfl_pair(path)[::-1] if Path(path).suffix.lower() == ".cfl" else (path,)))
 
 
 def _refuse_overwriting_inputs(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:

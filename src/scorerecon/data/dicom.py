@@ -23,7 +23,8 @@ flips apply.  A writer with a reference applies the inverse, so the reference's 
 
 Writing.  One file per slice, Explicit VR Little Endian, new Series and SOP Instance UIDs.  CT
 is stored as signed int16 with RescaleSlope 1 and RescaleIntercept -1024 (HU rounded to the
-nearest integer, clipped to the int16 range); other modalities as uint16 with a slope and
+nearest integer; where values pass the int16 range, metal above 31743 HU, the smallest slope
+that holds them); other modalities as uint16 with a slope and
 intercept that map the data range onto 0..65535.  With a reference (a DICOM file or series of
 single-frame images) every slice starts as a copy of the matching reference slice — patient,
 study, frame of reference, equipment and geometry — with pixel data, private tags and instance

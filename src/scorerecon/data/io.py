@@ -110,7 +110,7 @@ def refuse_other_modality(image: Image, modality: str, path) -> None:
     if image.modality is not None and image.modality != normalise_modality(modality):
         other = "mri" if image.modality == "mr" else "ct"
         raise UserError(f"{path} is a{'n' if other == 'mri' else ''} {image.modality.upper()} image: use "
-                        f"'scorerecon simulate {other}' for it, or pass a {modality.upper()} image")
+                        f"'scorerecon simulate {other}' for it, or pass {'a CT' if modality == 'ct' else 'an MR'} image")
 
 
 def read_slice(path: str | os.PathLike, slice_index: int | None = None) -> Image:

@@ -163,7 +163,7 @@ def read_checkpoint(path: str | os.PathLike, fix: str = f"resume from {PREVIOUS}
         raise UserError(f"checkpoint {path} is corrupted or not a scorerecon checkpoint ({type(err).__name__}): "
                         f"{fix}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT + "-checkpoint":
-        raise UserError(f"{path} is not a scorerecon training checkpoint: resume from a training output folder")
+        raise UserError(f"{path} is not a scorerecon training checkpoint: {fix}")
     return state
 
 

@@ -187,15 +187,20 @@ def _check_values(cfg: dict) -> None:
 
 
 def _check_sizes(ch_mult: list, data: dict) -> None:
-    """``[network] ch_mult``: one whole number ≥ 1 per level; ``[data] image_size``: a size the
-    prior applies to, a multiple of ``downsample`` · 2^(levels − 1) (:meth:`ScorePrior.check_image_size`)."""
+    """``[network] ch_mult``: one whole number ≥ 1 per level; ``[data] crop``, cut from the block
+    means, a multiple of 2^(levels − 1); ``[data] image_size``, the prior's input, a multiple of
+    ``downsample`` · 2^(levels − 1) (:meth:`ScorePrior.check_image_size`)."""
     if not ch_mult or not all(mult >= 1 for mult in ch_mult):
         raise UserError(f"[network] ch_mult must list one whole number ≥ 1 per level, e.g. [1, 2, 2, 2], "
                         f"got {ch_mult!r}")
-    multiple = data["downsample"] * 2 ** (len(ch_mult) - 1)
-    if data["image_size"] % multiple:
-        raise UserError(f"[data] image_size {data['image_size']} is not a multiple of {multiple} ([data] downsample "
-                        f"times 2^(levels - 1) of [network] ch_mult): choose a multiple of {multiple}")
+    levels = 2 ** (len(ch_mult) - 1)
+    # the crop is cut from the block means, the image size is the prior's input before them
+    for key, multiple, what in (("crop", levels, "2^(levels - 1) of [network] ch_mult"),
+                                ("image_size", data["downsample"] * levels,
+                                 "[data] downsample times 2^(levels - 1) of [network] ch_mult")):
+        if data[key] % multiple:
+            raise UserError(f"[data] {key} {data[key]} is not a multiple of {multiple} ({what}): "
+                            f"choose a multiple of {multiple}")
 
 
 def _check_repeat(repeat, names: list[str]) -> None:

@@ -73,14 +73,8 @@ class Reconstruction:
 def iteration_count(value, default: int) -> int:
     """``--iterations`` of an iterative classical method: ``value`` (``default`` when None) as a
     whole number ≥ 1; 0, a negative or a fractional count is a UserError."""
-    value = default if value is None else value
-    try:
-        whole = not isinstance(value, bool) and float(value).is_integer() and value >= 1
-    except (TypeError, ValueError, OverflowError):
-        whole = False
-    if not whole:
-        raise UserError(f"--iterations must be a whole number >= 1, got {value!r}")
-    return int(value)
+    from ..checks import whole_number
+    return whole_number("--iterations", default if value is None else value, minimum=1)
 
 
 def register(modality: str, name: str):
@@ -112,7 +106,9 @@ CLASSICAL_OPTIONS = ("iterations", "weight", "filter")
 def _check_classical_options(fn, method: str, options: dict) -> None:
     """Refuse a classical option (:data:`CLASSICAL_OPTIONS`, given: not None) that ``method``'s
     function does not name, instead of letting its ``**`` catch-all drop it in silence (a
-    score-based method's function names none of them)."""
+    score-based method's function names none of them); and, for a classical method, any other
+    option it does not name (a misspelt ``wieght``, a score-based ``prior``) but ``seed`` and
+    ``progress``, which every method takes."""
     parameters = inspect.signature(fn).parameters
     taken = [name for name in CLASSICAL_OPTIONS if name in parameters]
     given = [name for name in CLASSICAL_OPTIONS if options.get(name) is not None and name not in taken]
@@ -123,10 +119,13 @@ def _check_classical_options(fn, method: str, options: dict) -> None:
     from . import score
     if fn.__module__ == score.__name__:
         return  # the score-based methods (and their aliases) check their own settings
-    unknown = sorted(set(options) - set(parameters) - set(CLASSICAL_OPTIONS) - {"seed", "progress"})
+    named = [name for name, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)][1:]
+    unknown = sorted(set(options) - set(named) - set(CLASSICAL_OPTIONS) - {"seed", "progress"})
     if unknown:
-        raise UserError(f"{method} has no option {', '.join(map(repr, unknown))}: check the spelling (it takes "
-                        f"{', '.join(name for name in parameters if name not in ('meas', '_ignored')) or 'none'})")
+        score_only = set(unknown) & {"prior"}.union(*(score.allowed_settings(name) for name in score.METHODS))
+        fix = (f"{', '.join(sorted(score_only))} belong{'s' * (len(score_only) == 1)} to the score-based methods"
+               if score_only else f"check the spelling (it takes {', '.join(named) or 'none'})")
+        raise UserError(f"{method} has no option {', '.join(map(repr, unknown))}: {fix}")
 
 
 def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
@@ -149,7 +148,7 @@ def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     out: MethodOutput = fn(meas, **options)
     seconds = time.perf_counter() - start
     if not np.all(np.isfinite(out.unit_image)):
-        raise UserError(f"{method} produced NaN or Inf values: its settings are unstable here; use its defaults "
+        raise UserError(f"{method} produced NaN/Inf values: its settings are unstable here; use its defaults "
                         "(or a smaller --weight / step)")
     std = None if out.std is None else _to_native(out.std, meas, offset=False)
     samples = None if out.samples is None else _to_native(out.samples, meas)
