@@ -158,7 +158,7 @@ def test_auto_metal_is_seeded_and_inside_the_body():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(views=0), "views"),
     (dict(views=200), "views"),
-    (dict(full_views=0), "full-views"),
+    (dict(full_views=0), "full_views must be a whole number >= 1"),
     (dict(limited_angle=0), "limited-angle"),
     (dict(limited_angle=190), "limited-angle"),
     (dict(limited_angle=370, geometry="fan"), "limited-angle"),

@@ -26,11 +26,11 @@ def check_writable_parent(path: str | os.PathLike) -> Path:
     path = Path(path)
     parent = _folder_of(path)
     if parent.is_file():
-        raise UserError(f"{parent} is a file, not a folder: choose another -o path")
+        raise UserError(f"{parent} is a file, not a folder: choose another path")
     if not parent.is_dir():
-        raise UserError(f"output folder {parent} does not exist: create it or choose another -o path")
+        raise UserError(f"output folder {parent} does not exist: create it or choose another path")
     if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder {parent} is not writable: choose another -o path")
+        raise UserError(f"output folder {parent} is not writable: choose another path")
     return path
 
 

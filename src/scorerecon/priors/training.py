@@ -49,7 +49,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..allocator import retain_freed_memory
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output_file, check_output_folder
 from ..errors import UserError
 from .checkpoint import (CHECKPOINT, FORMAT, PREVIOUS, export_prior, latest_checkpoint,
                          remove_leftover_temporaries, save_checkpoint, set_aside_unreadable)
@@ -463,28 +463,26 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path | None
 
 def check_outputs(output: dict) -> None:
     """UserError, before any work, unless ``[output] dir`` can be a folder and ``[output] export``
-    a ``.safetensors`` file in a folder that exists or that the run makes (dir or one above it)."""
+    a ``.safetensors`` file that can be written, in a folder that exists or that the run makes
+    (dir or one above it)."""
     out = Path(os.path.abspath(output["dir"]))
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        where = "a file" if existing == out else f"inside the file {existing}"
-        raise UserError(f"[output] dir {output['dir']} is {where}: set it to a folder")
-    _check_writable(existing, f"[output] dir {output['dir']}")
+    _checked_entry("[output] dir", check_output_folder, out)
     export = Path(os.path.abspath(output["export"]))
-    if export.suffix != ".safetensors" or export.is_dir():
+    if export.suffix != ".safetensors":
         raise UserError(f"[output] export {output['export']} is not a .safetensors file name: "
                         "set it to a file name ending in .safetensors")
     if export.parent in (out, *out.parents) and not export.parent.exists():
-        return  # made with the run folder
-    if not export.parent.is_dir():
-        raise UserError(f"[output] export {output['export']}: the folder {export.parent} does not exist: "
-                        "create it, or export into [output] dir")
-    _check_writable(export.parent, f"[output] export {output['export']}")
+        _checked_entry("[output] export", check_output_folder, export.parent)  # made with the run folder
+    else:
+        _checked_entry("[output] export", check_output_file, export)
 
 
-def _check_writable(folder: Path, entry: str) -> None:
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{entry}: the folder {folder} is not writable: choose a folder you can write in")
+def _checked_entry(entry: str, check, path: Path) -> None:
+    """``check(path)`` (:mod:`scorerecon.atomic`), its UserError prefixed by the config entry."""
+    try:
+        check(path)
+    except UserError as err:
+        raise UserError(f"{entry}: {err}") from None
 
 
 def _prepare_output(trainer: Trainer, out: Path, resume: bool) -> None:

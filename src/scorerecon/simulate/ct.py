@@ -240,10 +240,10 @@ def _check_image(image_hu) -> np.ndarray:
     return np.maximum(image, HU_LOW)
 
 
-def _check_options(views, full_views, geometry, detector, limited_angle, flux) -> None:
-    whole_number("full_views", full_views)
-    if views is not None:
-        whole_number("views", views)
+def _check_options(views, full_views, geometry, detector, limited_angle, flux) -> tuple[int | None, int]:
+    """UserError for a setting out of range; returns (views, full_views) as ints."""
+    full_views = whole_number("full_views", full_views, minimum=1)
+    views = None if views is None else whole_number("views", views, minimum=1)
     for name, value in (("limited_angle", limited_angle), ("flux", flux)):
         if value is not None:
             finite_number(name, value)
@@ -253,8 +253,6 @@ def _check_options(views, full_views, geometry, detector, limited_angle, flux) -
         raise UserError(f"unknown detector shape {detector!r}: use 'flat' or 'curved'")
     if detector == "curved" and geometry == "parallel":
         raise UserError("a curved detector is a fan-beam detector: add --geometry fan, or drop --detector")
-    if full_views < 1:
-        raise UserError(f"--full-views must be at least 1, got {full_views}")
     if views is not None and not 1 <= views <= full_views:
         raise UserError(f"--views {views} is outside 1..{full_views} (the full view set): "
                         "choose fewer views or raise --full-views")
@@ -262,11 +260,12 @@ def _check_options(views, full_views, geometry, detector, limited_angle, flux) -
     if limited_angle is not None and not 0 < limited_angle < scan:
         raise UserError(f"--limited-angle {limited_angle:g} must lie in (0, {scan:g}) degrees for "
                         f"{geometry}-beam scans")
-    if flux is not None and not (np.isfinite(flux) and flux > 0):
+    if flux is not None and not flux > 0:
         raise UserError(f"--flux must be a positive number of photons, got {flux}")
     if flux is not None and flux > MAX_FLUX:
         raise UserError(f"--flux {flux:g} is beyond {MAX_FLUX:g} photons, where the noise is below float32's "
                         "precision: leave --flux out for a noise-free scan")
+    return views, full_views
 
 
 def _make_geometry(shape, kind: str, detector: str, full_views: int, pixel_size: float):
@@ -293,7 +292,7 @@ def simulate_ct(image_hu, *, pixel_size: float = 1.0, views: int | None = None, 
     from ..operators.ct import CTOperator, combine_masks, limited_angle_mask, metal_trace_mask, view_mask
     image = _check_image(image_hu)
     pixel_size, seed = finite_number("pixel_size", pixel_size), seed_number(seed)
-    _check_options(views, full_views, geometry, detector, limited_angle, flux)  # pixel size: the geometry's
+    views, full_views = _check_options(views, full_views, geometry, detector, limited_angle, flux)  # pixel size: the geometry's
     if metal_material not in METAL_DENSITY:
         raise UserError(f"unknown metal {metal_material!r}: use one of {', '.join(METAL_DENSITY)}")
     geom = _make_geometry(image.shape, geometry, detector, full_views, pixel_size)
