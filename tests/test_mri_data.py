@@ -54,7 +54,7 @@ def test_fully_sampled_real_single_coil_is_exact():
 
 
 def test_simulation_bad_input():
-    with pytest.raises(UserError, match="noise level"):
+    with pytest.raises(UserError, match="noise must be a finite number >= 0, got -1"):
         simulate_mri(_image(), noise=-1)
     with pytest.raises(UserError, match="no positive intensity"):
         simulate_mri(np.zeros((16, 16)))

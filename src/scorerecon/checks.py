@@ -29,11 +29,12 @@ def whole_number(name: str, value, minimum: int = 0) -> int:
     return int(number)
 
 
-def finite_number(name: str, value) -> float:
-    """``value`` as a finite float; text, bools, NaN and infinity are refused."""
+def finite_number(name: str, value, minimum: float | None = None) -> float:
+    """``value`` as a finite float (≥ ``minimum`` where given); text, bools, NaN and infinity are refused."""
     number = _real(value)
-    if number is None or not math.isfinite(number):
-        raise UserError(f"{name} must be a finite number, got {value!r}")
+    if number is None or not math.isfinite(number) or (minimum is not None and number < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise UserError(f"{name} must be a finite number{bound}, got {value!r}")
     return float(number)
 
 

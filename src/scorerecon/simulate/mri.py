@@ -43,10 +43,9 @@ def simulate_mri(image: np.ndarray, *, mask: str = "equispaced", acceleration: f
     values (interpolation undershoot) are clipped to 0 before the magnitude is used.
     """
     magnitude = _magnitude(image)
-    noise, coils, seed = finite_number("noise", noise), whole_number("coils", coils, minimum=1), seed_number(seed)
+    noise, coils = finite_number("noise", noise, minimum=0), whole_number("coils", coils, minimum=1)
+    seed = seed_number(seed)
     pixel_size = _pixel_pair(pixel_size)
-    if noise < 0:
-        raise UserError(f"noise level {noise} must be a finite number >= 0: e.g. --noise 0.01")
     mask_seed, phase_seed, noise_seed = np.random.SeedSequence(seed).spawn(3)
     shape = magnitude.shape
     lam = make_mask(mask, shape, acceleration, center_fraction, seed=mask_seed)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..checks import finite_number
 from ..operators.coils import rss
 from ..operators.mri import center_crop, ifft2c, measurement_tensors, mri_operator_from_measurement
 from .optim import conjugate_gradient, fista, power_iteration, tv_prox
@@ -69,9 +69,7 @@ def _output(image: Tensor, meas, **info) -> MethodOutput:
 
 def _positive(value, name: str):
     """``value`` unless it is negative or not finite (UserError); None passes (use the default)."""
-    if value is not None and not (np.isfinite(value) and value >= 0):
-        raise UserError(f"{name} must be a finite number >= 0, got {value}")
-    return value
+    return None if value is None else finite_number(name, value, minimum=0)
 
 
 @register("mri", "zero-filled")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..checks import finite_number
 from ..errors import UserError
 from ..priors.sampling import langevin_corrector, reverse_diffusion_predictor, time_grid
 from ..priors.sde import SDE
@@ -365,8 +366,7 @@ def fast_sampler(problem: InverseProblem, prior, *, steps: int = 50, samples: in
     steps = _check_steps(steps)
     for name, value in (("start_sigma", start_sigma or 0.0), ("gamma", gamma), ("eta", eta), ("zeta", zeta),
                         ("cg_iterations", cg_iterations)):
-        if not 0 <= value < math.inf:
-            raise UserError(f"the fast sampler's {name} must be a finite number >= 0, got {value}")
+        finite_number(f"the fast sampler's {name}", value, minimum=0)
     counted = CountingPrior(prior)
     norm = operator_norm(problem, generator) if gamma or zeta else 0.0
     damping, scaled = gamma * norm, _guidance_scale(zeta, norm)
