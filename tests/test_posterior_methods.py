@@ -481,6 +481,18 @@ def test_cli_saves_the_posterior_samples_whose_mean_and_std_are_the_image_and_st
     np.testing.assert_allclose(samples.std(axis=0), std, atol=1e-3)
 
 
+def test_dicom_outputs_name_their_series_and_are_replaced_by_a_second_run(ct_files, tiny_prior, tmp_path):
+    import pydicom
+    argv = ["reconstruct", str(ct_files / "sparse.h5"), "--method", "fast", "--prior", tiny_prior, "--steps", "2",
+            "--samples", "2", "--save-samples", "-o", str(tmp_path / "recon")]
+    for _ in range(2):  # the second run replaces the three series the first one wrote
+        assert main(argv) == 0
+    described = {name: pydicom.dcmread(tmp_path / name / "IM00001.dcm").SeriesDescription
+                 for name in ("recon", "recon_std", "recon_samples")}
+    assert described == {"recon": "scorerecon reconstruction", "recon_std": "scorerecon posterior std",
+                         "recon_samples": "scorerecon posterior samples"}
+
+
 def test_reconstruct_notes_a_preset_tuned_with_another_prior(ct_files, tiny_prior, tmp_path, capsys):
     """A 23-view preset tuned with head-ct: another prior gets one note on stderr naming the
     tune command, and the same prior (by name, by its file's path or by default) none."""

@@ -458,9 +458,10 @@ def _from_reference(ref: Dataset, shape: tuple[int, int], spacing: tuple[float, 
 
 
 def write_series(folder: Path, volume: np.ndarray, spacing: tuple[float, ...] | None,
-                 reference: Path | None, modality: str | None) -> None:
+                 reference: Path | None, modality: str | None, description: str = "") -> None:
     """Write ``volume`` (slices, rows, cols, in the layout of :mod:`scorerecon.data.io`) into the
-    (empty, temporary) ``folder``; with a reference, in the reference's own layout."""
+    (empty, temporary) ``folder``; with a reference, in the reference's own layout.  The series
+    is described as "scorerecon reconstruction", or "scorerecon " + ``description``."""
     refs = _reference_datasets(reference) if reference is not None else None
     if refs is not None:
         volume, spacing = _reference_layout(volume, spacing, refs, reference)
@@ -479,17 +480,19 @@ def write_series(folder: Path, volume: np.ndarray, spacing: tuple[float, ...] | 
         else:
             ds = _minimal_dataset(modality, study)
             _geometry(ds, pixel_spacing, k * step)
-        _identify(ds, series_uid, k, now, refs[k] if refs is not None else None)
+        _identify(ds, series_uid, k, now, refs[k] if refs is not None else None,
+                  f"{SERIES_PREFIX}{description}" if description else SERIES_DESCRIPTION)
         _set_pixels(ds, *_encode(volume[k], modality))
         _save(ds, folder / f"IM{k + 1:05d}.dcm")
 
 
-SERIES_DESCRIPTION = "scorerecon reconstruction"
+SERIES_PREFIX = "scorerecon "
+SERIES_DESCRIPTION = SERIES_PREFIX + "reconstruction"
 
 
 def is_written_by_scorerecon(path: Path) -> bool:
-    """Whether ``path`` is a slice of a series this module wrote (``IM00001.dcm``, … with its
-    SeriesDescription): the only files an output folder may hold to be replaced.  A user's own
+    """Whether ``path`` is a slice of a series this module wrote (``IM00001.dcm``, … with a
+    SeriesDescription starting "scorerecon "): the only files an output folder may hold to be replaced.  A user's own
     series (Horos names its slices ``IM-0001-0001.dcm``) is never one."""
     if re.fullmatch(r"IM\d{5}\.dcm", path.name) is None or not path.is_file():
         return False
@@ -497,15 +500,16 @@ def is_written_by_scorerecon(path: Path) -> bool:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesDescription"])
     except _UNREADABLE:
         return False
-    return ds.get("SeriesDescription") == SERIES_DESCRIPTION
+    return str(ds.get("SeriesDescription", "")).startswith(SERIES_PREFIX)
 
 
-def _identify(ds: Dataset, series_uid: str, k: int, now: datetime.datetime, ref: Dataset | None) -> None:
+def _identify(ds: Dataset, series_uid: str, k: int, now: datetime.datetime, ref: Dataset | None,
+              description: str) -> None:
     ds.SeriesInstanceUID = series_uid
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesNumber = 9001
     ds.InstanceNumber = k + 1
-    ds.SeriesDescription = SERIES_DESCRIPTION
+    ds.SeriesDescription = description
     ds.ImageType = ["DERIVED", "SECONDARY"] + list(ref.get("ImageType", [])[2:3] if ref is not None else [])
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     if ref is not None:

@@ -371,12 +371,14 @@ def _read_png(path: Path) -> Image:
 
 # ------------------------------------------------------------------------------ writing
 def write_image(path: str | os.PathLike, array, spacing: tuple[float, ...] | None = None,
-                reference: str | os.PathLike | None = None, modality: str | None = None) -> Path:
+                reference: str | os.PathLike | None = None, modality: str | None = None,
+                description: str = "") -> Path:
     """Write ``array`` ((H, W) or (slices, H, W)) atomically; the format follows the extension.
 
     ``spacing`` is mm per array axis (a single number: isotropic).  ``reference`` (a DICOM file
     or series) is used by DICOM output only.  ``modality="ct"`` means values in HU (PNG window,
-    int16 DICOM); "mr"/"mri" or None write the values as they are.
+    int16 DICOM); "mr"/"mri" or None write the values as they are.  ``description`` names a
+    DICOM series ("scorerecon " + it; default "scorerecon reconstruction").
     """
     path = check_image_output(path)
     volume = _checked(np.asarray(array), path)
@@ -384,7 +386,7 @@ def write_image(path: str | os.PathLike, array, spacing: tuple[float, ...] | Non
     modality = normalise_modality(modality)
     suffix = image_suffix(path)
     if suffix == "":
-        _write_dicom(path, volume, spacing, reference, modality)
+        _write_dicom(path, volume, spacing, reference, modality, description)
     else:
         _WRITERS[suffix](path, volume, spacing, modality)
     return path
@@ -492,12 +494,12 @@ def _write_png(path: Path, volume: np.ndarray, spacing, modality) -> None:
         PILImage.fromarray(png_grey_levels(volume, modality)).save(tmp, format="PNG")
 
 
-def _write_dicom(path: Path, volume: np.ndarray, spacing, reference, modality) -> None:
+def _write_dicom(path: Path, volume: np.ndarray, spacing, reference, modality, description: str) -> None:
     vol3 = volume[None] if volume.ndim == 2 else volume
     spacing3 = ((1.0,) + tuple(spacing)) if (spacing is not None and volume.ndim == 2) else spacing
     reference = Path(reference) if reference is not None else None
     with atomic_directory(path) as tmp:
-        dicom.write_series(tmp, vol3, spacing3, reference, modality)
+        dicom.write_series(tmp, vol3, spacing3, reference, modality, description)
 
 
 def _write_cfl(path: Path, volume: np.ndarray, spacing, modality) -> None:

@@ -181,9 +181,11 @@ def write_reconstruction(result: Reconstruction, meas, output: str, reference: s
     write_image(output, result.image, spacing=spacing, reference=reference, modality=meas.modality)
     if std_path is not None:
         # no modality: a std map is not an image in HU, so a PNG of it is min-max scaled
-        write_image(std_path, result.std, spacing=spacing, reference=None, modality=None)
+        write_image(std_path, result.std, spacing=spacing, reference=None, modality=None,
+                    description="posterior std")
     if samples_path is not None:
-        write_image(samples_path, result.samples, spacing=stack_spacing, reference=None, modality=meas.modality)
+        write_image(samples_path, result.samples, spacing=stack_spacing, reference=None, modality=meas.modality,
+                    description="posterior samples")
     return [str(path) for path in (output, std_path, samples_path) if path is not None]
 
 
