@@ -201,7 +201,7 @@ def read_measurement(path: str | os.PathLike, slice_index: int | None = None) ->
         raise UserError(f"measurement file {path} does not exist: check the path")
     if path.name.lower().endswith((".dat", ".dat.gz")):
         from .twix import read_twix  # Siemens raw data
-        return read_twix(path, slice_index).validate()
+        return read_twix(path, slice_index)  # validated by the reader, as fastMRI and BART files are
     if path.suffix.lower() == ".cfl":
         _one_slice_only(path, slice_index)
         from .cfl import read_cfl_measurement  # BART k-space
@@ -215,7 +215,7 @@ def read_measurement(path: str | os.PathLike, slice_index: int | None = None) ->
         if f.attrs.get("format") != FORMAT:
             if "kspace" in f or "ismrmrd_header" in f:
                 from .fastmri import read_fastmri  # fastMRI layout
-                return read_fastmri(path, slice_index).validate()
+                return read_fastmri(path, slice_index)
             raise UserError(f"{path} is neither a scorerecon measurement nor a fastMRI file "
                             "(no 'kspace' dataset): simulate one with 'scorerecon simulate'")
         _one_slice_only(path, slice_index)

@@ -136,7 +136,7 @@ def _uncorrected_sinogram(meas, problem: CTProblem) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- methods
 @register("ct", "fbp")
-def fbp_method(meas, filter: str = "ramp", **_ignored) -> MethodOutput:
+def fbp_method(meas, filter: str = "ramp") -> MethodOutput:
     """Filtered back-projection; on metal data of the uncorrected scan (see the module docstring)."""
     problem = ct_problem(meas)
     x = problem.fbp(_uncorrected_sinogram(meas, problem), filter)
@@ -158,7 +158,7 @@ def sart(problem: CTProblem, iterations: int = DEFAULT_SART_ITERATIONS,
 
 
 @register("ct", "sart")
-def sart_method(meas, iterations: int | None = None, **_ignored) -> MethodOutput:
+def sart_method(meas, iterations: int | None = None) -> MethodOutput:
     """SART (simultaneous form), :data:`DEFAULT_SART_ITERATIONS` iterations by default."""
     iterations = iteration_count(iterations, DEFAULT_SART_ITERATIONS)
     problem = ct_problem(meas)
@@ -185,7 +185,7 @@ def default_tv_weight(flux: float | None, n_acquired: int) -> float:
 
 
 @register("ct", "tv")
-def tv_method(meas, iterations: int | None = None, weight: float | None = None, **_ignored) -> MethodOutput:
+def tv_method(meas, iterations: int | None = None, weight: float | None = None) -> MethodOutput:
     """TV-regularised least squares; weight :func:`default_tv_weight` by default."""
     iterations = iteration_count(iterations, DEFAULT_TV_ITERATIONS)
     problem = ct_problem(meas)
@@ -209,7 +209,7 @@ def interpolate_metal_trace(sinogram: np.ndarray, mask: np.ndarray, acquired: np
 
 
 @register("ct", "li-mar")
-def li_mar_method(meas, filter: str = "ramp", **_ignored) -> MethodOutput:
+def li_mar_method(meas, filter: str = "ramp") -> MethodOutput:
     """Linear-interpolation MAR: interpolate across the metal trace, FBP, put the metal back."""
     problem = ct_problem(meas)
     if problem.metal is None:

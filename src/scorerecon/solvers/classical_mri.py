@@ -73,14 +73,14 @@ def _positive(value, name: str):
 
 
 @register("mri", "zero-filled")
-def zero_filled(meas, **_options) -> MethodOutput:
+def zero_filled(meas) -> MethodOutput:
     """|F^{-1} y| (single coil) or √(Σ_c |F^{-1} y_c|²) (multi-coil): no maps needed."""
     kspace, _, _ = measurement_tensors(meas)
     return _output(rss(ifft2c(kspace)), meas)
 
 
 @register("mri", "sense")
-def cg_sense(meas, iterations: int | None = None, weight: float | None = None, **_options) -> MethodOutput:
+def cg_sense(meas, iterations: int | None = None, weight: float | None = None) -> MethodOutput:
     """CG-SENSE: x = (A^H A + μ I)^{-1} A^H y by ``iterations`` conjugate-gradient steps."""
     op, y = mri_operator_from_measurement(meas)
     iterations = iteration_count(iterations, SENSE_ITERATIONS)
@@ -107,8 +107,7 @@ def _cs_problem(meas, iterations: int | None, default_iterations: int, weight: f
 
 
 @register("mri", "cs-wavelet")
-def cs_wavelet(meas, iterations: int | None = None, weight: float | None = None, seed: int = 0,
-               **_options) -> MethodOutput:
+def cs_wavelet(meas, iterations: int | None = None, weight: float | None = None, seed: int = 0) -> MethodOutput:
     """L1-wavelet CS by FISTA with cycle spinning (module docstring)."""
     op, y, iterations, lam, step = _cs_problem(meas, iterations, WAVELET_ITERATIONS, weight, WAVELET_WEIGHT,
                                                "the wavelet --weight", seed)
@@ -140,8 +139,7 @@ def _pad(x: Tensor, shape) -> Tensor:
 
 
 @register("mri", "cs-tv")
-def cs_tv(meas, iterations: int | None = None, weight: float | None = None, seed: int = 0,
-          **_options) -> MethodOutput:
+def cs_tv(meas, iterations: int | None = None, weight: float | None = None, seed: int = 0) -> MethodOutput:
     """TV-regularised least squares by FISTA with the FGP total-variation prox (module docstring)."""
     op, y, iterations, lam, step = _cs_problem(meas, iterations, TV_ITERATIONS, weight, TV_WEIGHT,
                                                "the TV --weight", seed)

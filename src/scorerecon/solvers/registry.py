@@ -103,29 +103,31 @@ def available_methods(modality: str) -> list[str]:
 CLASSICAL_OPTIONS = ("iterations", "weight", "filter")
 
 
-def _check_classical_options(fn, method: str, options: dict) -> None:
-    """Refuse a classical option (:data:`CLASSICAL_OPTIONS`, given: not None) that ``method``'s
-    function does not name, instead of letting its ``**`` catch-all drop it in silence (a
-    score-based method's function names none of them); and, for a classical method, any other
-    option it does not name (a misspelt ``wieght``, a score-based ``prior``) but ``seed`` and
-    ``progress``, which every method takes."""
+def _options_taken(fn, method: str, options: dict) -> dict:
+    """The options ``method``'s function is called with.  A classical method names every option it
+    takes and gets only those: any other given option (not None) is refused, a classical one of
+    :data:`CLASSICAL_OPTIONS` as not applying, a misspelt or score-based one by name; ``seed`` and
+    ``progress``, which every method accepts, are dropped.  A score-based method's function takes
+    ``**options`` and checks its own settings; it names no classical option."""
     parameters = inspect.signature(fn).parameters
-    taken = [name for name in CLASSICAL_OPTIONS if name in parameters]
-    given = [name for name in CLASSICAL_OPTIONS if options.get(name) is not None and name not in taken]
-    if given:
+    named = [name for name, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD][1:]
+    given = {name: value for name, value in options.items() if value is not None}
+    misplaced = [name for name in CLASSICAL_OPTIONS if name in given and name not in named]
+    if misplaced:
+        taken = [name for name in CLASSICAL_OPTIONS if name in named]
         takes = f"it takes {', '.join('--' + name for name in taken)}" if taken else "it takes none of them"
-        raise UserError(f"{', '.join('--' + name for name in given)} do{'es' * (len(given) == 1)} not apply to "
-                        f"{method} ({takes}): drop {'it' if len(given) == 1 else 'them'}")
-    from . import score
-    if fn.__module__ == score.__name__:
-        return  # the score-based methods (and their aliases) check their own settings
-    named = [name for name, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)][1:]
-    unknown = sorted(set(options) - set(named) - set(CLASSICAL_OPTIONS) - {"seed", "progress"})
+        raise UserError(f"{', '.join('--' + name for name in misplaced)} do{'es' * (len(misplaced) == 1)} not apply "
+                        f"to {method} ({takes}): drop {'it' if len(misplaced) == 1 else 'them'}")
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return options
+    unknown = sorted(set(given) - set(named) - {"seed", "progress"})
     if unknown:
+        from . import score
         score_only = set(unknown) & {"prior"}.union(*(score.allowed_settings(name) for name in score.METHODS))
         fix = (f"{', '.join(sorted(score_only))} belong{'s' * (len(score_only) == 1)} to the score-based methods"
                if score_only else f"check the spelling (it takes {', '.join(named) or 'none'})")
         raise UserError(f"{method} has no option {', '.join(map(repr, unknown))}: {fix}")
+    return {name: value for name, value in options.items() if name in named}
 
 
 def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
@@ -142,7 +144,7 @@ def reconstruct(meas, method: str | None = None, **options) -> Reconstruction:
     if fn is None:
         raise UserError(f"method {method!r} does not apply to {meas.modality.upper()} data: "
                         f"choose one of {', '.join(available_methods(meas.modality))}")
-    _check_classical_options(fn, method, options)
+    options = _options_taken(fn, method, options)
     retain_freed_memory()
     start = time.perf_counter()
     out: MethodOutput = fn(meas, **options)
